@@ -1,0 +1,20 @@
+# BOMF: model fusion through Bayesian optimisation (Jang et al., NeurIPS 2024) as a Snakemake pipeline.
+# Stages: data -> stage 1 (proxy hyperparameter BO) -> stage 2 (fine-tune, members) -> stage 3 (fusion)
+# -> test evaluation -> tables. The configuration is documented in workflow/schemas/config.schema.yaml.
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/hpo.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/fusion.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/tables/glue.csv",
+        "results/tables/glue.md",
+        expand(f"{RUN}/summary.csv", zip, **RUN_WILDCARDS),

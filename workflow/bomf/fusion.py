@@ -1,0 +1,160 @@
+"""Stage 3 and its baselines: fusing members θ(w) = Σ wᵢθᵢ, w on the simplex.
+
+``MemberStack`` owns the hard part (members stacked once on the device, mixing as one matmul into a
+preallocated buffer); ``FusionObjective`` writes a mix into one preallocated model and scores it; a fusion
+method is a small function registered by name that decides which weights to use.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .metrics import ranking_key
+from .mobo import WEIGHT_PREFIX, run_mobo
+from .tasks import TaskSpec
+from .training import Encoded, evaluate
+
+SIMPLEX_TOLERANCE = 1e-6
+
+
+def check_simplex(weights: torch.Tensor, count: int) -> None:
+    if weights.shape != (count,):
+        raise ValueError(f"expected {count} fusion weights, got shape {tuple(weights.shape)}")
+    if bool((weights < -SIMPLEX_TOLERANCE).any()) or abs(float(weights.sum()) - 1.0) > SIMPLEX_TOLERANCE:
+        raise ValueError(f"fusion weights must be on the simplex (≥ 0, sum 1): {weights.tolist()}")
+
+
+class MemberStack:
+    """Members' floating-point tensors as one [N, P] matrix on the device.
+
+    Non-floating tensors (integer buffers such as position ids) cannot be averaged: they must be equal in
+    every member and are taken as they are.
+    """
+
+    def __init__(self, states: list[dict[str, torch.Tensor]], device: torch.device):
+        if len(states) < 2:
+            raise ValueError(f"fusion needs at least 2 members, got {len(states)}")
+        first = states[0]
+        for index, state in enumerate(states[1:], start=1):
+            if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
+                raise ValueError(f"member {index} does not have the same tensors as member 0")
+        self.float_names = [name for name, t in first.items() if t.is_floating_point()]
+        self.fixed = {name: t.to(device) for name, t in first.items() if not t.is_floating_point()}
+        for name in self.fixed:
+            if any(not torch.equal(state[name], first[name]) for state in states[1:]):
+                raise ValueError(f"non-floating tensor {name!r} differs between members; it cannot be fused")
+        self.shapes = [first[name].shape for name in self.float_names]
+        sizes = [first[name].numel() for name in self.float_names]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        self.matrix = torch.empty(len(states), self.offsets[-1], dtype=torch.float32, device=device)
+        for row, state in enumerate(states):
+            for name, start, stop in zip(self.float_names, self.offsets, self.offsets[1:]):
+                self.matrix[row, start:stop].copy_(state[name].reshape(-1))
+        self.mixed = torch.empty(self.offsets[-1], dtype=torch.float32, device=device)
+
+    def __len__(self) -> int:
+        return self.matrix.shape[0]
+
+    def mix(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Σ wᵢθᵢ as a state dict of views into the preallocated buffer (overwritten by the next call)."""
+        weights = weights.to(self.matrix)
+        check_simplex(weights, len(self))
+        torch.mv(self.matrix.t(), weights, out=self.mixed)
+        state = {name: self.mixed[start:stop].view(shape)
+                 for name, start, stop, shape in zip(self.float_names, self.offsets, self.offsets[1:], self.shapes)}
+        return {**state, **self.fixed}
+
+    def load_into(self, model: nn.Module, weights: torch.Tensor) -> None:
+        model.load_state_dict(self.mix(weights), strict=True)
+
+
+class FusionObjective:
+    """Scores fused weights on the validation split: validation loss (minimised) and the task's metrics.
+
+    A task kind with another way of scoring (QA, generation) overrides ``score``.
+    """
+
+    def __init__(self, stack: MemberStack, model: nn.Module, val: Encoded, task: TaskSpec, batch_size: int,
+                 device: torch.device):
+        self.stack, self.model, self.val, self.task = stack, model.to(device).eval(), val, task
+        self.batch_size, self.device = batch_size, device
+
+    @property
+    def names(self) -> list[str]:
+        return ["loss", *self.task.metrics]
+
+    def score(self) -> dict[str, float]:
+        return evaluate(self.model, self.val, self.task, list(self.task.metrics), self.batch_size, self.device)[0]
+
+    def __call__(self, weights: torch.Tensor) -> dict[str, float]:
+        self.stack.load_into(self.model, weights)
+        return self.score()
+
+
+def one_hot(index: int, count: int) -> torch.Tensor:
+    weights = torch.zeros(count, dtype=torch.float64)
+    weights[index] = 1.0
+    return weights
+
+
+@dataclass
+class FusionContext:
+    objective: FusionObjective
+    config: dict  # the `fusion` section of the config
+    seed: int
+
+    @property
+    def count(self) -> int:
+        return len(self.objective.stack)
+
+    @cached_property
+    def member_scores(self) -> list[dict[str, float]]:
+        """Every member scored by the same objective as the fused models."""
+        return [self.objective(one_hot(i, self.count)) for i in range(self.count)]
+
+
+@dataclass
+class FusionResult:
+    weights: torch.Tensor
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # extra outputs, e.g. a BO history
+
+
+METHODS: dict[str, Callable[[FusionContext], FusionResult]] = {}
+
+
+def register(name: str):
+    def decorate(method):
+        METHODS[name] = method
+        return method
+
+    return decorate
+
+
+@register("swa")
+def uniform_average(ctx: FusionContext) -> FusionResult:
+    return FusionResult(torch.full((ctx.count,), 1.0 / ctx.count, dtype=torch.float64))
+
+
+@register("best_member")
+def best_member(ctx: FusionContext) -> FusionResult:
+    primary = ctx.objective.task.primary_metric
+    best = max(range(ctx.count), key=lambda i: ranking_key(ctx.member_scores[i], primary))
+    return FusionResult(one_hot(best, ctx.count))
+
+
+@register("last_member")
+def last_member(ctx: FusionContext) -> FusionResult:
+    return FusionResult(one_hot(ctx.count - 1, ctx.count))
+
+
+@register("bomf")
+def bomf(ctx: FusionContext) -> FusionResult:
+    history, chosen = run_mobo(ctx.objective, ctx.member_scores, ctx.config, ctx.seed)
+    weight_columns = [c for c in history.columns if c.startswith(WEIGHT_PREFIX)]
+    weights = torch.tensor(history.loc[chosen, weight_columns].to_numpy(dtype=float), dtype=torch.float64)
+    return FusionResult(weights, {"history": history, "pareto": history[history["pareto"]]})

@@ -1,0 +1,120 @@
+"""Stage 1: Bayesian optimisation of training hyperparameters on the frozen-layer proxy.
+
+A round proposes q points at once (Sobol for round 0, then a GP with a q-batch acquisition that accounts
+for the round's other pending points); every point is trained by its own job; a trial's score is the best
+validation primary metric over its epochs.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from botorch.acquisition.logei import qLogExpectedImprovement, qLogNoisyExpectedImprovement
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms import Normalize, Standardize
+from botorch.optim import optimize_acqf
+from botorch.sampling import SobolQMCNormalSampler
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from torch.quasirandom import SobolEngine
+
+from .models import freeze_lower_layers, load_classifier
+from .runtime import seed_everything, torch_threads
+from .training import OptimConfig, fine_tune, hyperparameters
+
+INTEGER_PARAMS = frozenset({"batch_size"})
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    low: float
+    high: float
+    log: bool
+    integer: bool
+
+    def decode(self, unit: float):
+        """[0, 1] -> a value of the space (log scale where asked; integers rounded)."""
+        if self.log:
+            value = math.exp(math.log(self.low) + unit * (math.log(self.high) - math.log(self.low)))
+        else:
+            value = self.low + unit * (self.high - self.low)
+        return int(round(value)) if self.integer else float(value)
+
+    def encode(self, value) -> float:
+        if self.log:
+            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+        return (value - self.low) / (self.high - self.low)
+
+
+def search_space(space: dict) -> list[Dimension]:
+    return [Dimension(name, float(spec["low"]), float(spec["high"]), bool(spec.get("log", False)),
+                      name in INTEGER_PARAMS) for name, spec in space.items()]
+
+
+def suggest(space: dict, trials: list[dict], q: int, round_index: int, seed: int,
+            acquisition: str = "qLogNEI") -> list[dict]:
+    """The q hyperparameter points of one round, given every finished trial of the earlier rounds."""
+    dims = search_space(space)
+    seed_everything(seed * 1000 + round_index)
+    if not trials:
+        unit = SobolEngine(len(dims), scramble=True, seed=seed).draw(q).double()
+    else:
+        unit = _bo_step(dims, trials, q, acquisition, seed * 1000 + round_index)
+    return [{d.name: d.decode(float(u)) for d, u in zip(dims, row)} for row in unit]
+
+
+def _bo_step(dims: list[Dimension], trials: list[dict], q: int, acquisition: str, seed: int) -> torch.Tensor:
+    X = torch.tensor([[d.encode(t["params"][d.name]) for d in dims] for t in trials], dtype=torch.double)
+    Y = torch.tensor([[finite_score(t["score"], trials)] for t in trials], dtype=torch.double)
+    bounds = torch.stack([torch.zeros(len(dims)), torch.ones(len(dims))]).double()
+    with torch_threads(1):  # small GP fits drown in thread overhead
+        model = SingleTaskGP(X, Y, input_transform=Normalize(len(dims), bounds=bounds),
+                             outcome_transform=Standardize(1))
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        sampler = SobolQMCNormalSampler(torch.Size([256]), seed=seed)
+        if acquisition == "qLogNEI":
+            acqf = qLogNoisyExpectedImprovement(model, X_baseline=X, sampler=sampler)
+        else:
+            acqf = qLogExpectedImprovement(model, best_f=Y.max(), sampler=sampler)
+        candidates, _ = optimize_acqf(acqf, bounds=bounds, q=q, num_restarts=8, raw_samples=256,
+                                      options={"seed": seed})
+    return candidates.detach().clamp(0, 1)
+
+
+def finite_score(score: float, trials: list[dict]) -> float:
+    """A diverged trial (NaN score) counts as the worst score seen, so the GP still learns from it."""
+    if math.isfinite(score):
+        return score
+    finite = [t["score"] for t in trials if math.isfinite(t["score"])]
+    return min(finite) - 0.1 * (max(finite) - min(finite) + 1e-3) if finite else 0.0
+
+
+def trial_score(trajectory: list[dict], primary_metric: str) -> float:
+    """Best validation primary metric over the trial's evaluations (NaN if it diverged throughout)."""
+    values = [row[f"val_{primary_metric}"] for row in trajectory if math.isfinite(row[f"val_{primary_metric}"])]
+    return max(values) if values else math.nan
+
+
+def run_trial(source: str, task, data: dict, params: dict, optim_config: dict, frozen_layers: int,
+              epochs: int, seed: int, device) -> dict:
+    """Train the proxy (lowest ``frozen_layers`` layers frozen) with ``params``; the trial's record."""
+    seed_everything(seed)
+    model = load_classifier(source, task)
+    freeze_lower_layers(model, frozen_layers)
+    started = time.perf_counter()
+    trajectory = fine_tune(model, data["train"], data["val"], task, hyperparameters(optim_config, params),
+                           OptimConfig.from_config(optim_config), epochs, seed, device, progress="trial")
+    return {"params": params, "score": trial_score(trajectory, task.primary_metric),
+            "metric": task.primary_metric, "frozen_layers": frozen_layers, "epochs": epochs,
+            "seconds": round(time.perf_counter() - started, 3), "trajectory": trajectory}
+
+
+def best_trial(trials: list[dict]) -> dict:
+    """Highest score; ties go to the earliest trial. Diverged trials never win."""
+    scored = [t for t in trials if math.isfinite(t["score"])]
+    if not scored:
+        raise ValueError("every stage-1 trial diverged (NaN score): lower the learning-rate range")
+    return scored[int(np.argmax([t["score"] for t in scored]))]

@@ -1,0 +1,57 @@
+"""Process-wide settings every job makes the same way: seeds, determinism, thread counts."""
+
+import os
+import random
+import sys
+import traceback
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    # CPU runs are bit-reproducible; on GPU this asks for deterministic kernels where torch has them.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Run a block with ``count`` intra-op threads (BoTorch's small GP fits are fastest on one)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def job(snakemake):
+    """Run a Snakemake script body with all its output in the rule's log and torch sized to the job's threads.
+
+    Output is redirected at the file-descriptor level, so libraries that captured ``sys.stderr`` at import
+    (transformers' logging, tqdm) and native code land in the log too.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(snakemake.log[0], "w", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            torch.set_num_threads(max(1, snakemake.threads))
+            # Recorded so a cluster run shows which GPU (gres) each job received.
+            print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
+            yield
+        except BaseException:
+            traceback.print_exc()
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)

@@ -1,0 +1,199 @@
+"""Fine-tuning and evaluation, as one recipe that reads top to bottom.
+
+``fine_tune`` is used by stage 1 (a proxy trial: lower layers frozen, score = best validation metric over
+epochs) and stage 2 (the full run that saves members), so both see exactly the same training code.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .metrics import compute_metrics
+from .tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    learning_rate: float
+    batch_size: int
+    warmup_ratio: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    schedule: str
+    adam_eps: float
+    adam_betas: tuple[float, float]
+    max_device_batch: int
+    eval_batch_size: int
+
+    @classmethod
+    def from_config(cls, optim: dict) -> "OptimConfig":
+        return cls(optim["schedule"], optim["adam_eps"], tuple(optim["adam_betas"]),
+                   optim["max_device_batch"], optim["eval_batch_size"])
+
+
+def hyperparameters(optim: dict, searched: dict) -> Hyperparameters:
+    """Searched values override the config's defaults (warmup ratio and weight decay are optional in the space)."""
+    return Hyperparameters(
+        learning_rate=float(searched["learning_rate"]),
+        batch_size=int(searched["batch_size"]),
+        warmup_ratio=float(searched.get("warmup_ratio", optim["warmup_ratio"])),
+        weight_decay=float(searched.get("weight_decay", optim["weight_decay"])),
+    )
+
+
+class Encoded:
+    """A split tokenised once; batches are padded dynamically to their own longest example."""
+
+    def __init__(self, examples: list[dict], tokenizer, max_length: int, task: TaskSpec):
+        texts = [e["text"] for e in examples]
+        pairs = [t[1] if len(t) > 1 else None for t in texts]
+        first = [t[0] for t in texts]
+        if any(p is not None for p in pairs):
+            self.features = tokenizer(first, pairs, truncation=True, max_length=max_length)
+        else:
+            self.features = tokenizer(first, truncation=True, max_length=max_length)
+        self.tokenizer = tokenizer
+        dtype = torch.float32 if task.is_regression else torch.long
+        self.labels = torch.tensor([e["label"] for e in examples], dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices, device: torch.device) -> dict[str, torch.Tensor]:
+        rows = [{key: values[i] for key, values in self.features.items()} for i in indices]
+        padded = self.tokenizer.pad(rows, return_tensors="pt")
+        padded["labels"] = self.labels[indices]
+        return {key: value.to(device) for key, value in padded.items()}
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPU; full precision on CPU (CPU bf16 is slower there and changes results)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Encoded, task: TaskSpec, metrics: list[str], batch_size: int,
+             device: torch.device) -> tuple[dict[str, float], np.ndarray]:
+    """Mean loss and metrics over a split, and the predictions (class ids, or scores for regression)."""
+    was_training = model.training
+    model.eval()
+    total_loss, outputs = 0.0, []
+    for start in range(0, len(data), batch_size):
+        indices = list(range(start, min(start + batch_size, len(data))))
+        with autocast(device):
+            out = model(**data.batch(indices, device))
+        total_loss += out.loss.float().item() * len(indices)
+        outputs.append(out.logits.float().cpu())
+    model.train(was_training)
+    logits = torch.cat(outputs)
+    predictions = logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
+    scores = {"loss": total_loss / len(data)}
+    scores.update(compute_metrics(metrics, predictions, data.labels.numpy()))
+    return scores, predictions
+
+
+def member_steps(total_steps: int, count: int, start_fraction: float) -> list[int]:
+    """``count`` optimizer steps evenly spaced over (start_fraction, 1] of training; the last is the end."""
+    start = start_fraction * total_steps
+    steps = [math.ceil(start + (k + 1) * (total_steps - start) / count) for k in range(count)]
+    if len(set(steps)) < count or steps[0] <= 0:
+        raise ValueError(
+            f"{count} members need {count} distinct steps after {start_fraction:.0%} of training, "
+            f"but training has only {total_steps} steps: lower finetune.members or train longer"
+        )
+    return steps
+
+
+def make_optimizer(model: nn.Module, hp: Hyperparameters, optim: OptimConfig, device) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and normalisation weights."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=hp.learning_rate, eps=optim.adam_eps, betas=optim.adam_betas,
+                             fused=device.type == "cuda")
+
+
+# Called after a member step with (member index, step, model, trajectory row).
+MemberCallback = Callable[[int, int, nn.Module, dict], None]
+
+
+def fine_tune(model: nn.Module, train: Encoded, val: Encoded, task: TaskSpec, hp: Hyperparameters,
+              optim: OptimConfig, epochs: int, seed: int, device: torch.device,
+              eval_steps: list[int] | None = None, on_eval: MemberCallback | None = None,
+              progress: str = "train") -> list[dict]:
+    """Train with AdamW + warmup schedule and return one trajectory row per evaluation.
+
+    Evaluations happen at ``eval_steps`` (default: the end of every epoch); ``on_eval`` receives each one,
+    which is how stage 2 saves its members. A diverged run (non-finite loss) stops early with NaN scores.
+    """
+    metrics = list(task.metrics)
+    steps_per_epoch = math.ceil(len(train) / hp.batch_size)
+    total_steps = steps_per_epoch * epochs
+    eval_steps = eval_steps or [steps_per_epoch * (e + 1) for e in range(epochs)]
+    model.to(device).train()
+    optimizer = make_optimizer(model, hp, optim, device)
+    scheduler = get_scheduler(optim.schedule if optim.schedule != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=round(hp.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    order = torch.Generator().manual_seed(seed)
+    trajectory, running_loss, running_count, step = [], 0.0, 0, 0
+    started = time.perf_counter()
+    bar = tqdm(total=total_steps, desc=progress, mininterval=5, disable=None)
+    for epoch in range(epochs):
+        permutation = torch.randperm(len(train), generator=order).tolist()
+        for start in range(0, len(train), hp.batch_size):
+            batch = permutation[start:start + hp.batch_size]
+            loss_value = _accumulate_gradients(model, train, batch, optim.max_device_batch, device)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update()
+            running_loss += loss_value
+            running_count += 1
+            if not math.isfinite(loss_value):
+                nan_scores = {"loss": math.nan, **{m: math.nan for m in metrics}}
+                trajectory.append(_row(step, epoch, step / steps_per_epoch, math.nan, nan_scores, started))
+                bar.close()
+                return trajectory
+            if step in eval_steps:
+                scores, _ = evaluate(model, val, task, metrics, optim.eval_batch_size, device)
+                row = _row(step, epoch, step / steps_per_epoch, running_loss / running_count, scores, started)
+                running_loss, running_count = 0.0, 0
+                trajectory.append(row)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in scores.items()})
+                if on_eval is not None:
+                    on_eval(len(trajectory) - 1, step, model, row)
+    bar.close()
+    return trajectory
+
+
+def _accumulate_gradients(model, train: Encoded, batch: list[int], max_device_batch: int, device) -> float:
+    """Forward/backward one optimizer batch in chunks that fit the device; returns the batch's mean loss."""
+    total = 0.0
+    for start in range(0, len(batch), max_device_batch):
+        chunk = batch[start:start + max_device_batch]
+        with autocast(device):
+            loss = model(**train.batch(chunk, device)).loss
+        (loss * len(chunk) / len(batch)).backward()
+        total += loss.float().item() * len(chunk)
+    return total / len(batch)
+
+
+def _row(step: int, epoch: int, progress_epochs: float, train_loss: float, scores: dict, started: float) -> dict:
+    return {"step": step, "epoch": epoch, "epoch_progress": round(progress_epochs, 4),
+            "train_loss": train_loss, **{f"val_{k}": v for k, v in scores.items()},
+            "seconds": round(time.perf_counter() - started, 3)}

@@ -1,0 +1,37 @@
+from snakemake.utils import min_version
+
+from bomf.config import validate_config
+
+min_version("9.0")
+
+
+# Schema defaults are filled in and every field checked before any job is scheduled.
+validate_config(config)
+
+RUN = "results/{task}/{model}/seed{seed}"
+LOG = "logs/{task}/{model}/seed{seed}"
+BENCH = "results/benchmarks/{task}/{model}/seed{seed}"
+# Every (task, model, seed) combination, as parallel lists for expand(..., zip, **RUN_WILDCARDS).
+_runs = [(t, m, s) for t in config["tasks"] for m in config["models"] for s in config["seeds"]]
+RUN_WILDCARDS = {"task": [r[0] for r in _runs], "model": [r[1] for r in _runs], "seed": [r[2] for r in _runs]}
+HPO_ROUNDS = config["hpo"]["rounds"]
+HPO_TRIALS = config["hpo"]["trials_per_round"]
+MEMBERS = config["finetune"]["members"]
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    round=r"\d+",
+    trial=r"\d+",
+    method=r"[a-z0-9_]+",
+    model=r"[A-Za-z0-9_.\-]+",
+    task=r"[A-Za-z0-9_\-]+",
+
+
+def trial_files(run, rounds):
+    """The trial records of the given rounds of one run (format placeholders: task, model, seed)."""
+    return [f"{run}/hpo/round{r}/trial{j}.json" for r in rounds for j in range(HPO_TRIALS)]
+
+
+def earlier_trials(wildcards):
+    return expand(trial_files(RUN, range(int(wildcards.round))), **wildcards)

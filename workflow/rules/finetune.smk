@@ -1,0 +1,24 @@
+# Stage 2: one full fine-tune with the chosen hyperparameters; N members from the second half of training.
+
+
+rule finetune:
+    input:
+        data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
+        best=f"{RUN}/hpo/best.json",
+    output:
+        members=[f"{RUN}/members/member{k:02d}.safetensors" for k in range(MEMBERS)],
+        trajectory=f"{RUN}/members/trajectory.csv",
+        manifest=f"{RUN}/members/members.json",
+    log:
+        f"{LOG}/finetune.log",
+    benchmark:
+        f"{BENCH}/finetune.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/finetune.py"

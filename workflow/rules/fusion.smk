@@ -1,0 +1,24 @@
+# Stage 3 and the baselines: every method in config fusion.methods chooses weights for the same members on
+# the same validation split. BO methods also write history.csv and pareto.csv into their directory.
+
+
+rule fuse:
+    input:
+        data="results/data/{task}/val.jsonl",
+        members=rules.finetune.output.members,
+        manifest=rules.finetune.output.manifest,
+    output:
+        directory(f"{RUN}/fusion/{{method}}"),
+    log:
+        f"{LOG}/fusion/{{method}}.log",
+    benchmark:
+        f"{BENCH}/fusion/{{method}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/fuse.py"

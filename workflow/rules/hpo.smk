@@ -1,0 +1,54 @@
+# Stage 1: R rounds x q trials of hyperparameter BO on the frozen-layer proxy. The round chain is fixed by
+# the config, so the DAG is static; the q trials of a round are independent jobs that a cluster runs together.
+
+
+rule hpo_suggest:
+    input:
+        earlier_trials,
+    output:
+        f"{RUN}/hpo/round{{round}}/suggest.json",
+    log:
+        f"{LOG}/hpo/round{{round}}/suggest.log",
+    benchmark:
+        f"{BENCH}/hpo/round{{round}}/suggest.tsv"
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/hpo_suggest.py"
+
+
+rule hpo_trial:
+    input:
+        data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
+        suggest=f"{RUN}/hpo/round{{round}}/suggest.json",
+    output:
+        f"{RUN}/hpo/round{{round}}/trial{{trial}}.json",
+    log:
+        f"{LOG}/hpo/round{{round}}/trial{{trial}}.log",
+    benchmark:
+        f"{BENCH}/hpo/round{{round}}/trial{{trial}}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/hpo_trial.py"
+
+
+rule hpo_select:
+    input:
+        trial_files(RUN, range(HPO_ROUNDS)),
+    output:
+        trials=f"{RUN}/hpo/trials.csv",
+        best=f"{RUN}/hpo/best.json",
+    log:
+        f"{LOG}/hpo/select.log",
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/hpo_select.py"
