@@ -92,8 +92,11 @@ def read_glue_tsv(spec: TaskSpec, path: Path) -> list[dict]:
     fmt = GLUE_FORMATS[spec.name]
     if not path.is_file():
         raise DataError(f"{path}: GLUE file not found (expected <glue_dir>/{fmt.directory}/{path.name})")
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
     first_line = 2 if fmt.has_header else 1
     rows = rows[1:] if fmt.has_header else rows
     needed = max(*fmt.text_columns, fmt.label_column) + 1
@@ -130,9 +133,12 @@ def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_colum
                 for line, raw in enumerate(handle, start=1):
                     if raw.strip():
                         try:
-                            records.append((line, json.loads(raw)))
+                            record = json.loads(raw)
                         except json.JSONDecodeError as err:
                             raise DataError(f"{path}:{line}: invalid JSON ({err.msg})") from None
+                        if not isinstance(record, dict):
+                            raise DataError(f"{path}:{line}: expected a JSON object with named columns")
+                        records.append((line, record))
             else:
                 reader = csv.DictReader(handle)
                 records = [(line, row) for line, row in enumerate(reader, start=2)]

@@ -1,0 +1,189 @@
+"""Configuration validation: every bad config is rejected with a message naming the offending field."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import GLUE_DIR, REPO
+
+from bomf.config import ConfigError, validate_config
+
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+SHIPPED_CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "tests" / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def repo_workdir(monkeypatch):
+    """Relative paths in a config resolve against the working directory: the repository, as for Snakemake."""
+    monkeypatch.chdir(REPO)
+
+
+def custom_task(tmp: Path, **overrides) -> dict:
+    """A valid custom classification task whose files exist under ``tmp``; an override of None drops the key."""
+    for split in ("train", "test"):
+        (tmp / f"{split}.csv").write_text("sentence,label\nfine,yes\nbad,no\n")
+    task = {"train": str(tmp / "train.csv"), "test": str(tmp / "test.csv"), "text_columns": ["sentence"],
+            "label_column": "label", "kind": "classification", "labels": ["no", "yes"], "metrics": ["accuracy"]}
+    return {key: value for key, value in {**task, **overrides}.items() if value is not None}
+
+
+def with_custom_task(config: dict, tmp: Path, **overrides) -> None:
+    config["custom_tasks"]["mine"] = custom_task(tmp, **overrides)
+    config["tasks"].append("mine")
+
+
+def space(config: dict, name: str) -> dict:
+    return config["hpo"]["space"][name]
+
+
+def minilm(config: dict) -> dict:
+    """Run only the default MiniLM (6 layers, 512 positions; a pypi: source) and return its catalog entry."""
+    config["models"] = ["minilm"]
+    return config["model_catalog"]["minilm"]
+
+
+def too_few_member_steps(config: dict) -> None:
+    """40 examples at batch size up to 32: 2 steps an epoch, 6 in 3 epochs, 3 in the second half < 5 members."""
+    config["data"]["max_train"] = 40
+    space(config, "batch_size")["high"] = 32
+    config["finetune"].update(epochs=3, members=5, start_fraction=0.5)
+
+
+def case(name: str, mutate, expected: str):
+    """A bad config: ``mutate(config, tmp_path)`` breaks the default config; the error must contain
+    ``expected`` (in which {tmp} stands for tmp_path)."""
+    return pytest.param(mutate, expected, id=name)
+
+
+BAD_CONFIGS = [
+    case("unknown-task", lambda c, t: c["tasks"].append("squad"), "tasks: unknown task 'squad'"),
+    case("unknown-metric", lambda c, t: with_custom_task(c, t, metrics=["bleu"]),
+         "custom_tasks.mine.metrics: 'bleu'"),
+    case("metric-wrong-kind", lambda c, t: with_custom_task(c, t, kind="regression", labels=None, metrics=["f1"]),
+         "custom_tasks.mine.metrics: 'f1' is not a regression metric"),
+    case("regression-with-labels", lambda c, t: with_custom_task(c, t, kind="regression", metrics=["pearson"]),
+         "custom_tasks.mine.labels: a regression task has no labels"),
+    case("classification-without-labels", lambda c, t: with_custom_task(c, t, labels=None),
+         "custom_tasks.mine.labels: a classification task needs"),
+    case("unquoted-yes-no-labels", lambda c, t: with_custom_task(c, t, labels=[False, True]),
+         "config field 'custom_tasks.mine.labels.0': False is not of type"),
+    case("custom-task-file-missing", lambda c, t: with_custom_task(c, t, train=str(t / "absent.csv")),
+         "custom_tasks.mine.train: file"),
+    case("custom-task-glue-name", lambda c, t: c["custom_tasks"].update(rte=custom_task(t)), "custom_tasks.rte:"),
+    case("misspelled-top-level-key", lambda c, t: c.update(seed=c.pop("seeds")), "unknown key 'seed'"),
+    case("misspelled-nested-key", lambda c, t: c["hpo"].update(epohcs=c["hpo"].pop("epochs")),
+         "unknown key 'hpo.epohcs' (did you mean 'hpo.epochs'?)"),
+    case("misspelled-model-key", lambda c, t: minilm(c).update(sorce="x"),
+         "unknown key 'model_catalog.minilm.sorce'"),
+    case("missing-required-key", lambda c, t: c["fusion"].pop("evaluations"), "missing key 'fusion.evaluations'"),
+    case("zero-hpo-rounds", lambda c, t: c["hpo"].update(rounds=0), "config field 'hpo.rounds': 0 is less than"),
+    case("negative-fusion-evaluations", lambda c, t: c["fusion"].update(evaluations=-3),
+         "config field 'fusion.evaluations': -3 is less than"),
+    case("lr-bounds-reversed", lambda c, t: space(c, "learning_rate").update(low=1e-3, high=1e-5),
+         "hpo.space.learning_rate: low (0.001) must be below high (1e-05)"),
+    case("lr-low-non-positive", lambda c, t: space(c, "learning_rate").update(low=-1),
+         "config field 'hpo.space.learning_rate.low': -1 is less than or equal to the minimum of 0"),
+    case("log-scale-low-zero",
+         lambda c, t: c["hpo"]["space"].update(weight_decay={"low": 0, "high": 0.2, "log": True}),
+         "hpo.space.weight_decay.low: a log scale needs low > 0"),
+    case("batch-size-not-integer", lambda c, t: space(c, "batch_size").update(low=8.5),
+         "config field 'hpo.space.batch_size.low': 8.5 is not of type 'integer'"),
+    case("unknown-search-parameter", lambda c, t: c["hpo"]["space"].update(dropout={"low": 0, "high": 0.1}),
+         "unknown key 'hpo.space.dropout'"),
+    case("schedule-not-in-enum", lambda c, t: c["optim"].update(schedule="cosin"),
+         "config field 'optim.schedule'"),
+    case("too-many-frozen-layers", lambda c, t: minilm(c).update(proxy_frozen_layers=6),
+         "model_catalog.minilm.proxy_frozen_layers: 6 would freeze every layer of the model (it has 6)"),
+    case("max-length-beyond-positions", lambda c, t: minilm(c).update(max_length=1024),
+         "model_catalog.minilm.max_length: 1024 exceeds"),
+    case("one-member", lambda c, t: c["finetune"].update(members=1),
+         "config field 'finetune.members': 1 is less than"),
+    case("start-fraction-one", lambda c, t: c["finetune"].update(start_fraction=1.0),
+         "config field 'finetune.start_fraction'"),
+    case("members-without-steps", lambda c, t: too_few_member_steps(c), "finetune.members: 5 members need"),
+    case("missing-glue-dir", lambda c, t: c["data"].update(glue_dir=str(t / "glue")),
+         "data.glue_dir: directory '{tmp}/glue' not found"),
+    case("glue-task-files-missing", lambda c, t: (c.update(tasks=["sst2"]), c["data"].update(glue_dir=str(t))),
+         "data.glue_dir: '{tmp}/SST-2/train.tsv' not found (needed by task sst2)"),
+    case("model-path-missing", lambda c, t: minilm(c).update(source=str(t / "no-model")),
+         "model_catalog.minilm.source:"),
+    case("relative-model-path-missing", lambda c, t: minilm(c).update(source="./no-model"),
+         "model_catalog.minilm.source:"),
+    case("model-not-in-catalog", lambda c, t: c["models"].append("bert"),
+         "models: 'bert' is not in model_catalog"),
+    case("unknown-selection-rule", lambda c, t: c["fusion"].update(selection="median"),
+         "fusion.selection: unknown rule 'median'"),
+    case("empty-seeds", lambda c, t: c.update(seeds=[]), "config field 'seeds': [] should be non-empty"),
+    case("duplicate-seeds", lambda c, t: c.update(seeds=[0, 0]), "config field 'seeds': [0, 0] has non-unique"),
+    case("empty-tasks", lambda c, t: c.update(tasks=[]), "config field 'tasks': [] should be non-empty"),
+    case("unknown-fusion-method", lambda c, t: c["fusion"]["methods"].append("ties"),
+         "fusion.methods: unknown method 'ties'"),
+    case("initial-points-over-evaluations", lambda c, t: c["fusion"].update(initial_points=20, evaluations=10),
+         "fusion.initial_points: 20 exceeds fusion.evaluations (10)"),
+    case("implied-initial-points-over-evaluations",
+         lambda c, t: (c["finetune"].update(members=5), c["fusion"].update(initial_points=None, evaluations=4)),
+         "fusion.initial_points: 5 (null: one per finetune.members) exceeds fusion.evaluations (4)"),
+]
+
+
+@pytest.mark.parametrize("mutate, expected", BAD_CONFIGS)
+def test_bad_config_names_the_field(mutate, expected, tmp_path):
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    mutate(config, tmp_path)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    assert expected.format(tmp=tmp_path) in str(error.value)
+
+
+def test_every_semantic_problem_is_reported_at_once():
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["tasks"].append("squad")
+    config["fusion"]["selection"] = "median"
+    space(config, "batch_size").update(low=64, high=8)
+    with pytest.raises(ConfigError, match=r"\(3 problems\)") as error:
+        validate_config(config)
+    message = str(error.value)
+    for expected in ("tasks: unknown task", "fusion.selection:", "hpo.space.batch_size: low"):
+        assert expected in message
+
+
+def test_default_config_validates_and_gets_defaults():
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    del config["optim"], config["fusion"]["selection"], config["seeds"], config["finetune"]["start_fraction"]
+    validated = validate_config(config)
+    assert validated is config
+    assert config["optim"]["schedule"] == DEFAULT_CONFIG["optim"]["schedule"]
+    assert config["optim"]["adam_betas"] == DEFAULT_CONFIG["optim"]["adam_betas"]
+    assert config["fusion"]["selection"] == "best_metric"
+    assert config["seeds"] == [0]
+    assert config["finetune"]["start_fraction"] == 0.5
+    assert config["hpo"]["space"]["batch_size"]["log"] is False
+
+
+def test_regression_custom_task_validates(tmp_path):
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["custom_tasks"]["scores"] = custom_task(tmp_path, kind="regression", labels=None,
+                                                   metrics=["spearman", "pearson"])
+    config["tasks"] = ["scores"]
+    validate_config(config)
+
+
+def fill_placeholders(config: dict, model_dir: Path) -> dict:
+    """tests/configs hold GLUE_DIR and MODEL_DIR placeholders (see conftest); a config.json stands in for the
+    tiny model, whose layer count and positions are all validation reads."""
+    if config["data"].get("glue_dir") == "GLUE_DIR":
+        config["data"]["glue_dir"] = str(GLUE_DIR)
+    for model in config["model_catalog"].values():
+        if model["source"] == "MODEL_DIR":
+            model["source"] = str(model_dir)
+    return config
+
+
+@pytest.mark.skipif(not SHIPPED_CONFIGS, reason="no configs/*.yaml or tests/configs/*.yaml")
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[str(p.relative_to(REPO)) for p in SHIPPED_CONFIGS])
+def test_shipped_configs_validate(path, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "bert", "num_hidden_layers": 2, "max_position_embeddings": 128}))
+    validate_config(fill_placeholders(yaml.safe_load(path.read_text()), tmp_path))

@@ -1,0 +1,233 @@
+"""Configuration checks, run before any job is scheduled.
+
+``validate_config`` checks the config against ``workflow/schemas/config.schema.yaml`` (types, ranges,
+misspelled keys; defaults filled in), then ``check_semantics`` checks what a schema cannot say: names that
+live in code registries, bounds that must be ordered, budgets that must fit together, files that must exist.
+Every message names the offending config field. Relative paths resolve against the working directory.
+"""
+
+import difflib
+import json
+import math
+from pathlib import Path
+
+DEFAULT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+BOOLEAN_HINT = " (YAML reads unquoted yes/no/true/false as booleans: quote the value)"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names each offending field and what to do about it."""
+
+
+def validate_config(config: dict, schema_path: str | Path | None = None) -> dict:
+    """Check ``config`` against the schema (filling in its defaults), then its semantics; returns it."""
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(schema_path or DEFAULT_SCHEMA), set_default=True)
+    except WorkflowError as err:
+        cause = err.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        raise ConfigError(schema_message(cause)) from None
+    check_semantics(config)
+    return config
+
+
+def field(path) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def schema_message(error) -> str:
+    """One line for a schema violation, naming the field: unknown and missing keys get their full path."""
+    where = list(error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        known = list(error.schema.get("properties", {}))
+        unknown = [key for key in error.instance if key not in known]
+        return "; ".join(f"unknown key '{field([*where, key])}'{_suggestion(where, key, known)}"
+                         for key in unknown)
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if key not in error.instance]
+        return "; ".join(f"missing key '{field([*where, key])}'" for key in missing)
+    hint = BOOLEAN_HINT if error.validator == "type" and isinstance(error.instance, bool) else ""
+    return f"config field '{field(where) or '<top level>'}': {error.message}{hint}"
+
+
+def _suggestion(where: list, key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean '{field([*where, close[0]])}'?)" if close else f" (known keys: {', '.join(known)})"
+
+
+def check_semantics(config: dict) -> None:
+    """Everything the schema cannot check, on a schema-valid config with its defaults filled in; raises one
+    ConfigError listing every problem found."""
+    problems = [
+        *check_tasks(config),
+        *check_custom_tasks(config["custom_tasks"]),
+        *check_custom_task_files(config),
+        *check_glue_files(config),
+        *check_models(config),
+        *check_search_space(config["hpo"]["space"]),
+        *check_member_steps(config),
+        *check_fusion(config),
+    ]
+    if problems:
+        count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+        raise ConfigError(f"invalid configuration ({count}):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _glue_tasks() -> dict:
+    from .tasks import GLUE_TASKS
+
+    return GLUE_TASKS
+
+
+def check_tasks(config: dict) -> list[str]:
+    glue = _glue_tasks()
+    known = [*glue, *config["custom_tasks"]]
+    return [f"tasks: unknown task '{name}'; the GLUE tasks are {', '.join(glue)}, and other tasks must be "
+            f"defined under custom_tasks{_listed(config['custom_tasks'])}"
+            for name in config["tasks"] if name not in known]
+
+
+def _listed(names) -> str:
+    return f" (defined: {', '.join(names)})" if names else ""
+
+
+def check_custom_tasks(custom_tasks: dict) -> list[str]:
+    from .metrics import METRICS, REGRESSION_METRICS
+
+    problems = []
+    for name, task in custom_tasks.items():
+        where = f"custom_tasks.{name}"
+        if name in _glue_tasks():
+            problems.append(f"{where}: '{name}' is a GLUE task's name; give the custom task another name")
+        regression = task["kind"] == "regression"
+        if regression and "labels" in task:
+            problems.append(f"{where}.labels: a regression task has no labels; remove the key")
+        if not regression and "labels" not in task:
+            problems.append(f"{where}.labels: a classification task needs its label values, in class-index order")
+        allowed = [m for m in METRICS if (m in REGRESSION_METRICS) == regression]
+        problems += [f"{where}.metrics: '{metric}' is not a {task['kind']} metric; use one of {', '.join(allowed)}"
+                     for metric in task["metrics"] if metric not in allowed]
+    return problems
+
+
+def check_custom_task_files(config: dict) -> list[str]:
+    """The files of every requested custom task."""
+    return [f"custom_tasks.{name}.{split}: file '{task[split]}' not found{_cwd_note(task[split])}"
+            for name, task in config["custom_tasks"].items() if name in config["tasks"]
+            for split in ("train", "test") if not Path(task[split]).is_file()]
+
+
+def check_glue_files(config: dict) -> list[str]:
+    """With data.glue_dir set, the train and dev files of every requested GLUE task."""
+    from .tasks import GLUE_FORMATS
+
+    glue_dir = config["data"]["glue_dir"]
+    requested = [name for name in config["tasks"] if name in GLUE_FORMATS]
+    if glue_dir is None or not requested:
+        return []
+    if not Path(glue_dir).is_dir():
+        return [f"data.glue_dir: directory '{glue_dir}' not found{_cwd_note(glue_dir)}; point it at a GLUE "
+                f"directory, or set it to null to load GLUE from the hub"]
+    paths = [(name, Path(glue_dir) / GLUE_FORMATS[name].directory / split)
+             for name in requested for split in ("train.tsv", "dev.tsv")]
+    return [f"data.glue_dir: '{path}' not found (needed by task {name})"
+            for name, path in paths if not path.is_file()]
+
+
+def _cwd_note(path: str) -> str:
+    return "" if Path(path).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+
+
+def check_models(config: dict) -> list[str]:
+    catalog = config["model_catalog"]
+    problems = [f"models: '{name}' is not in model_catalog (known: {', '.join(catalog)})"
+                for name in config["models"] if name not in catalog]
+    for name in config["models"]:
+        if name in catalog:
+            problems += check_model_source(name, catalog[name])
+    return problems
+
+
+def check_model_source(name: str, model: dict) -> list[str]:
+    """A local or pypi: source must exist (resolve_model_source raises FileNotFoundError otherwise); its
+    config.json bounds proxy_frozen_layers and max_length."""
+    from .models import resolve_model_source
+
+    where = f"model_catalog.{name}"
+    try:
+        resolved = resolve_model_source(model["source"])
+    except FileNotFoundError as err:
+        return [f"{where}.source: {err}"]
+    if not Path(resolved).is_dir():
+        return []  # a hub id: checked when it is downloaded
+    with open(Path(resolved) / "config.json", encoding="utf-8") as handle:
+        model_config = json.load(handle)
+    problems = []
+    layers = model_config.get("num_hidden_layers")
+    if layers is not None and model["proxy_frozen_layers"] >= layers:
+        problems.append(f"{where}.proxy_frozen_layers: {model['proxy_frozen_layers']} would freeze every layer "
+                        f"of the model (it has {layers}); use at most {layers - 1}")
+    positions = model_config.get("max_position_embeddings")
+    if positions is not None and model["max_length"] > positions:
+        problems.append(f"{where}.max_length: {model['max_length']} exceeds the model's "
+                        f"max_position_embeddings ({positions})")
+    return problems
+
+
+def check_search_space(space: dict) -> list[str]:
+    problems = []
+    for name, bounds in space.items():
+        where = f"hpo.space.{name}"
+        if bounds["low"] >= bounds["high"]:
+            problems.append(f"{where}: low ({bounds['low']}) must be below high ({bounds['high']})")
+        if bounds["log"] and bounds["low"] <= 0:
+            problems.append(f"{where}.low: a log scale needs low > 0 (got {bounds['low']}); "
+                            f"raise it or set log: false")
+    return problems
+
+
+def check_member_steps(config: dict) -> list[str]:
+    """Members need distinct optimiser steps after start_fraction of the shortest possible fine-tune.
+
+    bomf.training.member_steps spaces the members window / members steps apart, so they are distinct exactly
+    when that spacing is at least one step. The fewest steps come from the largest searched batch size;
+    without data.max_train the training set size is unknown until the data is read, so nothing is checked.
+    """
+    max_train = config["data"]["max_train"]
+    if max_train is None:
+        return []
+    finetune = config["finetune"]
+    largest_batch = config["hpo"]["space"]["batch_size"]["high"]
+    steps = math.ceil(max_train / largest_batch) * finetune["epochs"]
+    window = steps - finetune["start_fraction"] * steps  # computed as member_steps does, for equal rounding
+    if window >= finetune["members"]:
+        return []
+    return [f"finetune.members: {finetune['members']} members need {finetune['members']} distinct optimiser "
+            f"steps after start_fraction={finetune['start_fraction']} of training, but with data.max_train="
+            f"{max_train}, batch size up to {largest_batch} (hpo.space.batch_size.high) and {finetune['epochs']} "
+            f"epoch(s) training can be as short as {steps} steps ({window:g} after start_fraction); "
+            f"lower finetune.members or start_fraction, or train longer"]
+
+
+def check_fusion(config: dict) -> list[str]:
+    from .fusion import METHODS
+    from .mobo import SELECTION_RULES
+
+    fusion = config["fusion"]
+    problems = [f"fusion.methods: unknown method '{method}'; registered methods are {', '.join(METHODS)}"
+                for method in fusion["methods"] if method not in METHODS]
+    if fusion["selection"] not in SELECTION_RULES:
+        problems.append(f"fusion.selection: unknown rule '{fusion['selection']}'; registered rules are "
+                        f"{', '.join(SELECTION_RULES)}")
+    initial = fusion["initial_points"] or config["finetune"]["members"]
+    if initial > fusion["evaluations"]:
+        implied = "" if fusion["initial_points"] else " (null: one per finetune.members)"
+        problems.append(f"fusion.initial_points: {initial}{implied} exceeds fusion.evaluations "
+                        f"({fusion['evaluations']}), which counts the initial points; lower it or raise "
+                        f"fusion.evaluations")
+    return problems
