@@ -27,12 +27,14 @@ def test_dry_run_plans_every_stage(tmp_path, tiny_model_dir):
     assert planned == RULES, result.stdout
 
 
-def test_default_config_dry_run(tmp_path):
-    """The repository's own config.yaml plans the whole default pipeline (nothing runs)."""
+def test_default_config_dry_run():
+    """The repository's own config.yaml plans the whole default pipeline, with the workflow profile
+    (cores: all) picked up as `make demo` relies on."""
     result = subprocess.run([*SNAKEMAKE, "-n", "--quiet", "rules", "all"], capture_output=True, text=True,
                             cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "finetune" in result.stdout and "fuse" in result.stdout
+    assert "workflow specific profile profiles/default" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

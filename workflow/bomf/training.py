@@ -104,15 +104,16 @@ def evaluate(model: nn.Module, data: Encoded, task: TaskSpec, metrics: list[str]
 
 
 def member_steps(total_steps: int, count: int, start_fraction: float) -> list[int]:
-    """``count`` optimizer steps evenly spaced over (start_fraction, 1] of training; the last is the end."""
-    start = start_fraction * total_steps
-    steps = [math.ceil(start + (k + 1) * (total_steps - start) / count) for k in range(count)]
-    if len(set(steps)) < count or steps[0] <= 0:
+    """``count`` optimizer steps evenly spaced over the steps after ``start_fraction`` of training; the last
+    is the final step (integer arithmetic, so rounding never pushes a member past the end)."""
+    first = math.floor(start_fraction * total_steps)
+    window = total_steps - first
+    if window < count:
         raise ValueError(
             f"{count} members need {count} distinct steps after {start_fraction:.0%} of training, "
             f"but training has only {total_steps} steps: lower finetune.members or train longer"
         )
-    return steps
+    return [first + -(-(k + 1) * window // count) for k in range(count)]
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparameters, optim: OptimConfig, device) -> torch.optim.Optimizer:
