@@ -25,7 +25,8 @@ SIMPLEX_TOLERANCE = 1e-6
 def check_simplex(weights: torch.Tensor, count: int) -> None:
     if weights.shape != (count,):
         raise ValueError(f"expected {count} fusion weights, got shape {tuple(weights.shape)}")
-    if bool((weights < -SIMPLEX_TOLERANCE).any()) or abs(float(weights.sum()) - 1.0) > SIMPLEX_TOLERANCE:
+    if (not bool(torch.isfinite(weights).all()) or bool((weights < -SIMPLEX_TOLERANCE).any())
+            or abs(float(weights.sum()) - 1.0) > SIMPLEX_TOLERANCE):
         raise ValueError(f"fusion weights must be on the simplex (≥ 0, sum 1): {weights.tolist()}")
 
 

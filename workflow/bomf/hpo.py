@@ -41,6 +41,7 @@ class Dimension:
             value = math.exp(math.log(self.low) + unit * (math.log(self.high) - math.log(self.low)))
         else:
             value = self.low + unit * (self.high - self.low)
+        value = min(max(value, self.low), self.high)  # exp(log(high)) can overshoot high by an ulp
         return int(round(value)) if self.integer else float(value)
 
     def encode(self, value) -> float:

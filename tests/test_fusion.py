@@ -1,0 +1,300 @@
+"""Fusion maths (θ(w) = Σ wᵢθᵢ on the simplex) and the registered fusion methods, on the tiny BERT."""
+
+import math
+
+import pytest
+import torch
+
+from bomf.fusion import (METHODS, FusionContext, FusionObjective, FusionResult, MemberStack, check_simplex,
+                         one_hot)
+from bomf.metrics import ranking_key
+from bomf.mobo import sobol_simplex, weight_columns
+from bomf.models import load_classifier, load_tokenizer
+from bomf.tasks import GLUE_TASKS
+from bomf.training import Encoded, evaluate
+from conftest import GLUE_DIR
+
+RTE = GLUE_TASKS["rte"]
+CPU = torch.device("cpu")
+BUFFER = "bert.member_ids"  # an integer buffer added to the model, so the state dicts hold one
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_model(source) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = load_classifier(str(source), RTE)
+    model.base_model.register_buffer("member_ids", torch.arange(7, dtype=torch.long))
+    return model
+
+
+def perturbed(state: dict, seed: int, scale: float = 0.05) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return {name: (t + scale * torch.randn(t.shape, generator=generator)) if t.is_floating_point() else t.clone()
+            for name, t in state.items()}
+
+
+@pytest.fixture(scope="module")
+def members(tiny_model_dir):
+    base = make_model(tiny_model_dir).state_dict()
+    assert BUFFER in base and not base[BUFFER].is_floating_point()
+    return [perturbed(base, seed) for seed in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def stack(members):
+    return MemberStack(members, CPU)
+
+
+@pytest.fixture(scope="module")
+def rte_val(tiny_model_dir):
+    from bomf.tasks import read_glue_tsv
+
+    examples = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "dev.tsv")[:16]
+    return Encoded(examples, load_tokenizer(str(tiny_model_dir)), 64, RTE)
+
+
+@pytest.fixture(scope="module")
+def objective(stack, tiny_model_dir, rte_val):
+    return FusionObjective(stack, make_model(tiny_model_dir), rte_val, RTE, 8, CPU)
+
+
+# --------------------------------------------------------------------------- MemberStack
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_one_hot_mix_reproduces_each_member_bit_exactly(stack, members, dtype):
+    for index, member in enumerate(members):
+        mixed = stack.mix(one_hot(index, len(members)).to(dtype))
+        assert mixed.keys() == member.keys()
+        for name, tensor in member.items():
+            assert mixed[name].dtype == tensor.dtype and torch.equal(mixed[name], tensor), (index, name)
+
+
+def test_one_hot_load_into_a_real_model_is_bit_exact(stack, members, tiny_model_dir, rte_val):
+    model = make_model(tiny_model_dir).eval()
+    reference = make_model(tiny_model_dir).eval()
+    batch = rte_val.batch(list(range(len(rte_val))), CPU)
+    for index, member in enumerate(members):
+        stack.load_into(model, one_hot(index, len(members)))
+        state = model.state_dict()
+        assert state.keys() == member.keys()
+        assert all(torch.equal(state[name], member[name]) for name in member), index
+        reference.load_state_dict(member)
+        with torch.no_grad():
+            assert torch.equal(model(**batch).logits, reference(**batch).logits)
+
+
+@pytest.mark.parametrize("weights", [[0.2, 0.5, 0.3], [1 / 3, 1 / 3, 1 / 3], [0.0, 0.25, 0.75]])
+def test_mix_is_the_weighted_sum(stack, members, weights):
+    w = torch.tensor(weights, dtype=torch.float64)
+    mixed = stack.mix(w)
+    for name, tensor in members[0].items():
+        if not tensor.is_floating_point():
+            continue
+        naive = sum(float(wi) * m[name] for wi, m in zip(w, members))
+        assert mixed[name].shape == tensor.shape and mixed[name].dtype == torch.float32
+        assert torch.allclose(mixed[name], naive, rtol=1e-5, atol=1e-6), name
+
+
+def test_mix_of_sobol_points_and_load_into(stack, members, tiny_model_dir):
+    model = make_model(tiny_model_dir)
+    for w in sobol_simplex(3, 4, seed=5):
+        stack.load_into(model, w)
+        state = model.state_dict()
+        for name, tensor in members[1].items():
+            if tensor.is_floating_point():
+                naive = sum(float(wi) * m[name] for wi, m in zip(w, members))
+                assert torch.allclose(state[name], naive, rtol=1e-5, atol=1e-6), name
+
+
+def test_non_floating_tensors_are_taken_unchanged(stack, members):
+    mixed = stack.mix(torch.tensor([0.5, 0.25, 0.25]))
+    assert mixed[BUFFER].dtype == torch.long
+    assert torch.equal(mixed[BUFFER], torch.arange(7))
+    assert BUFFER not in stack.float_names and BUFFER in stack.fixed
+
+
+def test_non_floating_mismatch_raises(members):
+    changed = dict(members[2])
+    changed[BUFFER] = members[2][BUFFER] + 1
+    with pytest.raises(ValueError, match="member_ids"):
+        MemberStack([members[0], members[1], changed], CPU)
+
+
+@pytest.mark.parametrize("weights", [
+    [-0.5, 1.0, 0.5],  # negative, sums to 1
+    [0.3, 0.3, 0.3],  # sum 0.9
+    [0.5, 0.5, 0.5],  # sum 1.5
+    [0.5, 0.5],  # wrong length
+    [0.25, 0.25, 0.25, 0.25],  # wrong length, on a simplex
+    [[0.2, 0.5, 0.3]],  # wrong shape
+])
+def test_weights_off_the_simplex_raise(stack, weights):
+    with pytest.raises(ValueError, match="weights"):
+        stack.mix(torch.tensor(weights, dtype=torch.float64))
+
+
+def test_nan_weights_raise(stack):
+    weights = torch.tensor([math.nan, 0.5, 0.5], dtype=torch.float64)
+    try:
+        stack.mix(weights)
+    except ValueError:
+        raised = True
+    else:
+        raised = False
+    assert raised, ("PACKAGE BUG (bomf/fusion.py check_simplex): NaN fusion weights pass the simplex check "
+                    "(NaN comparisons are False) and produce a NaN model; they must raise ValueError")
+
+
+def test_check_simplex_tolerance():
+    check_simplex(torch.tensor([0.5, 0.5 + 1e-9, -1e-9], dtype=torch.float64), 3)  # optimiser slack is fine
+    with pytest.raises(ValueError):
+        check_simplex(torch.tensor([0.5, 0.5 + 1e-4, 0.0], dtype=torch.float64), 3)
+
+
+def test_members_with_different_tensors_raise(members):
+    missing = {k: v for k, v in members[1].items() if k != "classifier.bias"}
+    with pytest.raises(ValueError, match="member 1"):
+        MemberStack([members[0], missing, members[2]], CPU)
+    extra = {**members[2], "extra.weight": torch.zeros(3)}
+    with pytest.raises(ValueError, match="member 2"):
+        MemberStack([members[0], members[1], extra], CPU)
+    reshaped = {**members[1], "classifier.weight": members[1]["classifier.weight"].reshape(-1)}
+    with pytest.raises(ValueError, match="member 1"):
+        MemberStack([members[0], reshaped], CPU)
+
+
+def test_fewer_than_two_members_raise(members):
+    with pytest.raises(ValueError, match="at least 2"):
+        MemberStack(members[:1], CPU)
+    with pytest.raises(ValueError, match="at least 2"):
+        MemberStack([], CPU)
+
+
+def test_stack_layout(stack, members):
+    assert len(stack) == 3
+    floats = [n for n, t in members[0].items() if t.is_floating_point()]
+    assert stack.float_names == floats
+    assert stack.matrix.shape == (3, sum(members[0][n].numel() for n in floats))
+
+
+# --------------------------------------------------------------------------- sobol_simplex
+
+
+def test_sobol_simplex_points_are_on_the_simplex_and_seeded():
+    points = sobol_simplex(4, 64, seed=3)
+    assert points.shape == (64, 4) and points.dtype == torch.float64
+    assert bool((points > 0).all())
+    assert torch.allclose(points.sum(-1), torch.ones(64, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert torch.equal(points, sobol_simplex(4, 64, seed=3))
+    assert not torch.equal(points, sobol_simplex(4, 64, seed=4))
+    # Dirichlet(1): every coordinate has mean 1/4 and the points are spread, not clustered.
+    assert torch.allclose(points.mean(0), torch.full((4,), 0.25, dtype=torch.float64), atol=0.04)
+    assert float(points.max()) > 0.7 and float(points.min()) < 0.02
+    for point in points:
+        check_simplex(point, 4)
+
+
+# --------------------------------------------------------------------------- the objective and the methods
+
+
+def test_objective_scores_the_fused_model(objective, members, tiny_model_dir, rte_val):
+    assert objective.names == ["loss", "accuracy"]
+    reference = make_model(tiny_model_dir)
+    for index, member in enumerate(members):
+        reference.load_state_dict(member)
+        expected, _ = evaluate(reference, rte_val, RTE, ["accuracy"], 8, CPU)
+        assert objective(one_hot(index, 3)) == expected
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    reference.load_state_dict(objective.stack.mix(w))
+    assert objective(w) == evaluate(reference, rte_val, RTE, ["accuracy"], 8, CPU)[0]
+
+
+def test_swa_gives_uniform_weights(objective):
+    result = METHODS["swa"](FusionContext(objective, {}, seed=0))
+    assert isinstance(result, FusionResult)
+    assert torch.equal(result.weights, torch.full((3,), 1 / 3, dtype=torch.float64))
+
+
+def test_last_member(objective):
+    assert torch.equal(METHODS["last_member"](FusionContext(objective, {}, seed=0)).weights, one_hot(2, 3))
+
+
+def test_best_member_on_the_real_objective(objective, members, tiny_model_dir, rte_val):
+    ctx = FusionContext(objective, {}, seed=0)
+    # Scored independently: each member loaded directly into a fresh model.
+    reference = make_model(tiny_model_dir)
+    scores = []
+    for member in members:
+        reference.load_state_dict(member)
+        scores.append(evaluate(reference, rte_val, RTE, ["accuracy"], 8, CPU)[0])
+    assert ctx.member_scores == scores
+    assert len({s["loss"] for s in scores}) == 3  # the members really differ
+    expected = max(range(3), key=lambda i: (scores[i]["accuracy"], -scores[i]["loss"]))
+    assert torch.equal(METHODS["best_member"](ctx).weights, one_hot(expected, 3))
+
+
+class ScriptedObjective:
+    """Fixed scores per member (the methods only ever ask for one-hot weights here)."""
+
+    def __init__(self, stack, scores, task=RTE):
+        self.stack, self.scores, self.task = stack, scores, task
+        self.calls = 0
+
+    @property
+    def names(self):
+        return ["loss", *self.task.metrics]
+
+    def __call__(self, weights):
+        check_simplex(weights, len(self.stack))
+        assert int((weights == 1).sum()) == 1, "only members are scored"
+        self.calls += 1
+        return self.scores[int(weights.argmax())]
+
+
+@pytest.mark.parametrize("scores,expected", [
+    # highest accuracy wins even with a higher loss
+    ([{"loss": 0.2, "accuracy": 0.6}, {"loss": 0.9, "accuracy": 0.7}, {"loss": 0.1, "accuracy": 0.5}], 1),
+    # tie on accuracy -> lower loss
+    ([{"loss": 0.5, "accuracy": 0.6}, {"loss": 0.9, "accuracy": 0.7}, {"loss": 0.4, "accuracy": 0.7}], 2),
+    ([{"loss": 0.3, "accuracy": 0.7}, {"loss": 0.9, "accuracy": 0.7}, {"loss": 0.4, "accuracy": 0.7}], 0),
+    # a diverged member never wins
+    ([{"loss": math.nan, "accuracy": math.nan}, {"loss": 0.9, "accuracy": 0.5}, {"loss": 0.4, "accuracy": 0.4}], 1),
+])
+def test_best_member_ties_go_to_lower_loss(stack, scores, expected):
+    objective = ScriptedObjective(stack, scores)
+    ctx = FusionContext(objective, {}, seed=0)
+    assert torch.equal(METHODS["best_member"](ctx).weights, one_hot(expected, 3))
+    assert max(range(3), key=lambda i: ranking_key(scores[i], "accuracy")) == expected
+    METHODS["best_member"](ctx)
+    assert objective.calls == 3  # member scores are measured once per context
+
+
+def test_best_member_uses_the_task_primary_metric(stack):
+    mrpc = GLUE_TASKS["mrpc"]  # primary metric f1
+    scores = [{"loss": 0.5, "f1": 0.6, "accuracy": 0.9}, {"loss": 0.5, "f1": 0.8, "accuracy": 0.7},
+              {"loss": 0.5, "f1": 0.7, "accuracy": 0.8}]
+    ctx = FusionContext(ScriptedObjective(stack, scores, mrpc), {}, seed=0)
+    assert torch.equal(METHODS["best_member"](ctx).weights, one_hot(1, 3))
+
+
+def test_bomf_method_returns_the_chosen_history_row(objective):
+    config = {"acquisition": "qLogNEHVI", "initial_points": 2, "evaluations": 3, "selection": "best_metric",
+              "mc_samples": 32, "restarts": 2, "raw_samples": 64}
+    result = METHODS["bomf"](FusionContext(objective, config, seed=0))
+    history = result.tables["history"]
+    assert list(history["source"]) == ["member"] * 3 + ["sobol"] * 2 + ["bo"]
+    chosen = history[history["chosen"]]
+    assert len(chosen) == 1 and bool(chosen["pareto"].iloc[0])
+    assert torch.allclose(result.weights, torch.tensor(chosen[weight_columns(3)].to_numpy()[0]))
+    check_simplex(result.weights, 3)
+    assert result.tables["pareto"]["pareto"].all() and len(result.tables["pareto"]) == history["pareto"].sum()
+    # The chosen weights score what the history says they scored.
+    assert objective(result.weights)["accuracy"] == pytest.approx(float(chosen["accuracy"].iloc[0]))

@@ -1,0 +1,92 @@
+"""Metrics against values worked out by hand, and the model-ranking key."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bomf.metrics import METRICS, REGRESSION_METRICS, compute_metrics, ranking_key
+from bomf.tasks import GLUE_TASKS
+
+# predictions / labels: TP = 2 (rows 0, 3), TN = 1 (row 1), FP = 1 (row 2), FN = 1 (row 4)
+PRED = np.array([1, 0, 1, 1, 0])
+GOLD = np.array([1, 0, 0, 1, 1])
+
+
+def test_accuracy():
+    assert METRICS["accuracy"](PRED, GOLD) == pytest.approx(3 / 5)
+    assert METRICS["accuracy"](GOLD, GOLD) == 1.0
+
+
+def test_f1():
+    precision, recall = 2 / 3, 2 / 3
+    assert METRICS["f1"](PRED, GOLD) == pytest.approx(2 * precision * recall / (precision + recall))
+    # Positive class is 1: precision 1/1, recall 1/3 -> F1 = 0.5.
+    assert METRICS["f1"](np.array([1, 0, 0, 0]), np.array([1, 1, 1, 0])) == pytest.approx(0.5)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+def test_f1_without_positive_predictions_is_zero():
+    assert METRICS["f1"](np.array([0, 0, 0]), np.array([1, 0, 1])) == 0.0
+
+
+def test_mcc():
+    tp, tn, fp, fn = 2, 1, 1, 1
+    expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert expected == pytest.approx(1 / 6)
+    assert METRICS["mcc"](PRED, GOLD) == pytest.approx(expected)
+    assert METRICS["mcc"](GOLD, GOLD) == pytest.approx(1.0)
+    assert METRICS["mcc"](1 - GOLD, GOLD) == pytest.approx(-1.0)
+    assert METRICS["mcc"](np.array([1, 1, 1, 1, 1]), GOLD) == 0.0  # one predicted class: no correlation
+
+
+def test_pearson():
+    predictions, labels = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 5.0, 9.0])
+    # deviations (-1.5, -.5, .5, 1.5) and (-3, -1, 0, 4): cov sum 11, squares 5 and 26
+    assert METRICS["pearson"](predictions, labels) == pytest.approx(11 / math.sqrt(5 * 26))
+    assert METRICS["pearson"](predictions, -2 * predictions + 1) == pytest.approx(-1.0)
+
+
+def test_spearman():
+    predictions, labels = np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 30.0, 20.0, 40.0])
+    # rank differences (0, -1, 1, 0): rho = 1 - 6 * 2 / (4 * (16 - 1))
+    assert METRICS["spearman"](predictions, labels) == pytest.approx(1 - 6 * 2 / (4 * 15))
+    # Monotone but not linear: Spearman 1, Pearson below 1.
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    assert METRICS["spearman"](x, x**3) == pytest.approx(1.0)
+    assert METRICS["pearson"](x, x**3) < 0.99
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSION_METRICS))
+def test_constant_predictions_have_zero_correlation(name):
+    labels = np.array([0.5, 1.5, 3.0, 4.0])
+    assert METRICS[name](np.full(4, 2.5), labels) == 0.0
+    assert METRICS[name](labels, np.full(4, 1.0)) == 0.0  # constant labels too
+    assert not math.isnan(METRICS[name](np.zeros(4), np.zeros(4)))
+
+
+def test_compute_metrics_returns_python_floats_for_each_name():
+    scores = compute_metrics(["f1", "accuracy"], PRED, GOLD)
+    assert list(scores) == ["f1", "accuracy"]
+    assert all(type(v) is float for v in scores.values())
+    assert scores == {"f1": pytest.approx(2 / 3), "accuracy": pytest.approx(0.6)}
+    for task in GLUE_TASKS.values():  # every task's metrics are registered
+        assert set(task.metrics) <= set(METRICS)
+
+
+def test_ranking_key_orders_metric_then_loss_then_non_finite():
+    candidates = {
+        "best": {"accuracy": 0.8, "loss": 0.60},
+        "tie_higher_loss": {"accuracy": 0.8, "loss": 0.70},
+        "lower_metric_low_loss": {"accuracy": 0.7, "loss": 0.10},
+        "nan_loss": {"accuracy": 0.7, "loss": math.nan},
+        "nan_metric_low_loss": {"accuracy": math.nan, "loss": 0.05},
+        "nan_everything": {"accuracy": math.nan, "loss": math.nan},
+    }
+    order = sorted(candidates, key=lambda k: ranking_key(candidates[k], "accuracy"), reverse=True)
+    assert order == ["best", "tie_higher_loss", "lower_metric_low_loss", "nan_loss", "nan_metric_low_loss",
+                     "nan_everything"]
+    assert max(candidates.values(), key=lambda s: ranking_key(s, "accuracy")) is candidates["best"]
+    # The primary metric is the one asked for, not the first key.
+    assert ranking_key({"f1": 0.3, "accuracy": 0.9, "loss": 1.0}, "f1") == (0.3, -1.0)
+    assert ranking_key({"accuracy": math.inf, "loss": 0.1}, "accuracy")[0] == -math.inf

@@ -1,0 +1,134 @@
+"""`snakemake --profile slurm` against a live single-node SLURM (tests/slurm/start.sh), no mocks.
+
+The tiny config runs once through the cluster profile while the finetune job is killed with scancel
+mid-run, and once locally; the cluster run must submit every job through sbatch, run a round's trials
+side by side, hand GPU rules a GPU, retry the cancelled job and produce the same results as the local run.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, write_tiny_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+CLUSTER_UP = shutil.which("sinfo") is not None and subprocess.run(
+    ["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+if not CLUSTER_UP:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("CI must run the SLURM test: start the cluster with tests/slurm/start.sh")
+    pytest.skip("no live SLURM cluster (start one with: sudo bash tests/slurm/start.sh)", allow_module_level=True)
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "all", "--snakefile", str(REPO / "Snakefile")]
+GPU_RULES = {"hpo_trial", "finetune", "fuse", "evaluate"}
+CLUSTER_RULES = GPU_RULES | {"prepare_data", "hpo_suggest", "hpo_select", "summarise_run", "table"}
+RUN = Path("results/rte/tiny/seed0")
+
+
+def _env() -> dict:
+    # Jobs rerun Snakemake on the node through `python -m snakemake`: the venv's bin must come first.
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def _cancel_when_running(rule: str, deadline: float) -> str:
+    """scancel the job of ``rule`` as soon as SLURM shows it running; returns its job id."""
+    while time.time() < deadline:
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i %T %k"], capture_output=True, text=True).stdout
+        for line in jobs.splitlines():
+            job_id, state, comment = line.split(maxsplit=2)
+            if state == "RUNNING" and comment.startswith(f"rule_{rule}"):
+                time.sleep(3)  # let it start working, so the kill interrupts a real run
+                subprocess.run(["scancel", job_id], check=True)
+                return job_id
+        time.sleep(1)
+    raise AssertionError(f"no running {rule} job appeared")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    cluster, local = tmp_path_factory.mktemp("cluster"), tmp_path_factory.mktemp("local")
+    for workdir in (cluster, local):
+        write_tiny_config(workdir / "config.yaml", tiny_model_dir, tasks=["rte"])
+    profiles = ["--profile", "slurm", "--profile", "tests/slurm/profile", "--slurm-keep-successful-logs",
+                "--verbose"]
+    log = cluster / "snakemake.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            ["timeout", "1500", *SNAKEMAKE, "--directory", str(cluster), "--configfile",
+             str(cluster / "config.yaml"), *profiles],
+            cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=_env())
+        try:
+            cancelled = _cancel_when_running("finetune", time.time() + 1200)
+        finally:
+            process.wait()
+    local_run = subprocess.run(
+        ["timeout", "900", *SNAKEMAKE, "--directory", str(local), "--configfile", str(local / "config.yaml"),
+         "--cores", "2"], cwd=REPO, capture_output=True, text=True, env=_env())
+    return {"cluster": cluster, "local": local, "log": log.read_text(), "returncode": process.returncode,
+            "cancelled": cancelled, "local_run": local_run}
+
+
+SUBMISSION = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/(?:(\w+)/)?")
+
+
+def _submissions(log: str) -> list[tuple[str, str, str]]:
+    """(rule, SLURM job id, wildcards folder) of every submission, in order."""
+    return [(rule, job, wildcards) for job, rule, wildcards in SUBMISSION.findall(log)]
+
+
+def test_cluster_run_completes_despite_scancel(runs):
+    assert runs["returncode"] == 0, runs["log"][-5000:]
+    finetune_jobs = [job for rule, job, _ in _submissions(runs["log"]) if rule == "finetune"]
+    assert runs["cancelled"] in finetune_jobs and len(finetune_jobs) == 2, finetune_jobs  # retried once
+    assert (runs["cluster"] / "results/tables/glue.md").is_file()
+
+
+def test_every_rule_job_went_through_sbatch(runs):
+    submitted = {rule for rule, _, _ in _submissions(runs["log"])}
+    assert submitted == CLUSTER_RULES
+    assert "sbatch call:" in runs["log"]
+    assert re.search(r"sbatch call: .*rule_finetune.* -p gpu .*--gpus=1", runs["log"])
+
+
+def test_trials_of_a_round_were_submitted_together(runs):
+    """Both trials of a round were submitted before either finished (only earlier rounds had finished)."""
+    log = runs["log"]
+    finished = [m.start() for m in re.finditer(r"Finished jobid: \d+ \(Rule: hpo_trial\)", log)]
+    for round_index in range(2):
+        trials = [job for rule, job, wildcards in _submissions(log)
+                  if rule == "hpo_trial" and wildcards.startswith(f"rte_tiny_0_{round_index}_")]
+        assert len(trials) == 2, trials
+        last_submission = max(log.index(f"submitted with SLURM jobid {job} ") for job in trials)
+        assert sum(pos < last_submission for pos in finished) == 2 * round_index
+
+
+def test_gpu_rules_received_a_gpu(runs):
+    logs = runs["cluster"] / "logs"
+    gpu_logs = [*logs.glob("rte/tiny/seed0/hpo/round*/trial*.log"), logs / "rte/tiny/seed0/finetune.log",
+                *logs.glob("rte/tiny/seed0/fusion/*.log"), *logs.glob("rte/tiny/seed0/test/*.log")]
+    assert len(gpu_logs) == 4 + 1 + 4 + 4
+    for path in gpu_logs:
+        assert re.match(r"CUDA_VISIBLE_DEVICES=\d", path.read_text()), path
+    assert (logs / "data/rte.log").read_text().splitlines()[0] == "CUDA_VISIBLE_DEVICES="
+
+
+def test_cluster_outputs_equal_local_outputs(runs):
+    assert runs["local_run"].returncode == 0, runs["local_run"].stderr[-5000:]
+    cluster, local = runs["cluster"] / RUN, runs["local"] / RUN
+    for method in ("bomf", "swa", "best_member", "last_member"):
+        a, b = (json.loads((root / f"test/{method}.json").read_text()) for root in (cluster, local))
+        assert a["test"] == b["test"] and a["predictions"] == b["predictions"], method
+        wa, wb = (json.loads((root / f"fusion/{method}/weights.json").read_text())["weights"] for root in (cluster, local))
+        assert wa == wb, method
+    drop = ["seconds"]
+    pd.testing.assert_frame_equal(pd.read_csv(cluster / "hpo/trials.csv").drop(columns=drop),
+                                  pd.read_csv(local / "hpo/trials.csv").drop(columns=drop))
+    assert (runs["cluster"] / "results/tables/glue.md").read_text() == (runs["local"] / "results/tables/glue.md").read_text()
