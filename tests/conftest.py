@@ -49,6 +49,15 @@ def write_tiny_config(path: Path, model_dir: Path, **overrides) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _two_threads():
+    """Tests size torch to this 2-core machine, whatever an earlier test set."""
+    from bomf.runtime import torch_threads
+
+    with torch_threads(2):
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))

@@ -17,14 +17,6 @@ SPACE = {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}, "batch_size"
          "warmup_ratio": {"low": 0.0, "high": 0.2}}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _inside(point: dict, space: dict = SPACE) -> bool:
     return all(space[k]["low"] <= v <= space[k]["high"] for k, v in point.items())
 

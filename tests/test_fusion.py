@@ -19,14 +19,6 @@ CPU = torch.device("cpu")
 BUFFER = "bert.member_ids"  # an integer buffer added to the model, so the state dicts hold one
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_model(source) -> torch.nn.Module:
     torch.manual_seed(0)
     model = load_classifier(str(source), RTE)
@@ -298,3 +290,58 @@ def test_bomf_method_returns_the_chosen_history_row(objective):
     assert result.tables["pareto"]["pareto"].all() and len(result.tables["pareto"]) == history["pareto"].sum()
     # The chosen weights score what the history says they scored.
     assert objective(result.weights)["accuracy"] == pytest.approx(float(chosen["accuracy"].iloc[0]))
+
+
+class RecordingObjective:
+    """A real objective that remembers every weight vector it scored and what it returned."""
+
+    def __init__(self, objective):
+        self.inner, self.calls = objective, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, weights):
+        scores = self.inner(weights)
+        self.calls.append((weights.clone(), scores))
+        return scores
+
+
+def test_greedy_soup_never_lowers_the_validation_metric(objective):
+    recording = RecordingObjective(objective)
+    ctx = FusionContext(recording, {}, seed=0)
+    result = METHODS["greedy_soup"](ctx)
+    primary = objective.task.primary_metric
+    best_member = max(s[primary] for s in ctx.member_scores)
+    soup = result.weights[result.weights > 0]
+    assert torch.allclose(soup, torch.full_like(soup, 1 / len(soup)))  # a uniform soup of a subset
+    assert objective(result.weights)[primary] >= best_member
+    history = result.tables["history"]
+    assert len(history) == 2  # every member after the first was tried once
+    accepted_scores = [best_member, *history[history["accepted"]][primary]]
+    assert accepted_scores == sorted(accepted_scores)  # each accepted member kept or raised the metric
+    assert (history[~history["accepted"]][primary] < max(accepted_scores)).all()
+
+
+def test_learned_soup_weights_are_on_the_simplex_and_lower_the_loss(objective):
+    config = {"learned_soup_epochs": 3, "learned_soup_lr": 0.5}
+    result = METHODS["learned_soup"](FusionContext(objective, config, seed=0))
+    check_simplex(result.weights, 3)
+    assert bool((result.weights > 0).all())  # softmax weights are strictly positive
+    uniform_loss = objective(torch.full((3,), 1 / 3, dtype=torch.float64))["loss"]
+    assert objective(result.weights)["loss"] <= uniform_loss + 1e-6  # it starts from uniform and descends
+    assert list(result.tables["history"]["epoch"]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("method,searched", [("bo_metric", "accuracy"), ("bo_loss", "loss")])
+def test_single_objective_bo_chooses_by_its_one_objective(objective, method, searched):
+    config = {"acquisition": "qLogNEHVI", "initial_points": 2, "evaluations": 3, "selection": "best_metric",
+              "mc_samples": 32, "restarts": 2, "raw_samples": 64}
+    result = METHODS[method](FusionContext(objective, config, seed=0))
+    history = result.tables["history"]
+    assert list(history["source"]) == ["member"] * 3 + ["sobol"] * 2 + ["bo"]
+    check_simplex(result.weights, 3)
+    chosen = history[history["chosen"]].iloc[0]
+    finite = history[history["finite"]]
+    best = finite[searched].max() if searched != "loss" else finite[searched].min()
+    assert chosen[searched] == best  # the Pareto set of one objective is its optimum

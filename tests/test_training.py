@@ -22,14 +22,6 @@ OPTIM = OptimConfig("linear", 1e-6, (0.9, 0.98), 8, 16)
 HP = Hyperparameters(learning_rate=1e-3, batch_size=8, warmup_ratio=0.1, weight_decay=0.01)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     return load_tokenizer(str(tiny_model_dir))

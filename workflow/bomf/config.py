@@ -192,26 +192,26 @@ def check_search_space(space: dict) -> list[str]:
 
 
 def check_member_steps(config: dict) -> list[str]:
-    """Members need distinct optimiser steps after start_fraction of the shortest possible fine-tune.
+    """Members need distinct optimiser steps after start_fraction of the shortest possible fine-tune (the
+    largest searched batch size). Without data.max_train the training set size is unknown until the data
+    is read, so nothing is checked."""
+    from .training import member_steps
 
-    bomf.training.member_steps spaces the members window / members steps apart, so they are distinct exactly
-    when that spacing is at least one step. The fewest steps come from the largest searched batch size;
-    without data.max_train the training set size is unknown until the data is read, so nothing is checked.
-    """
     max_train = config["data"]["max_train"]
     if max_train is None:
         return []
     finetune = config["finetune"]
     largest_batch = config["hpo"]["space"]["batch_size"]["high"]
     steps = math.ceil(max_train / largest_batch) * finetune["epochs"]
-    window = steps - finetune["start_fraction"] * steps  # computed as member_steps does, for equal rounding
-    if window >= finetune["members"]:
-        return []
-    return [f"finetune.members: {finetune['members']} members need {finetune['members']} distinct optimiser "
-            f"steps after start_fraction={finetune['start_fraction']} of training, but with data.max_train="
-            f"{max_train}, batch size up to {largest_batch} (hpo.space.batch_size.high) and {finetune['epochs']} "
-            f"epoch(s) training can be as short as {steps} steps ({window:g} after start_fraction); "
-            f"lower finetune.members or start_fraction, or train longer"]
+    try:
+        member_steps(steps, finetune["members"], finetune["start_fraction"])
+    except ValueError:
+        return [f"finetune.members: {finetune['members']} members need {finetune['members']} distinct optimiser "
+                f"steps after start_fraction={finetune['start_fraction']} of training, but with data.max_train="
+                f"{max_train}, batch size up to {largest_batch} (hpo.space.batch_size.high) and "
+                f"{finetune['epochs']} epoch(s) training can be as short as {steps} steps; "
+                f"lower finetune.members or start_fraction, or train longer"]
+    return []
 
 
 def check_fusion(config: dict) -> list[str]:

@@ -17,7 +17,7 @@ from torch import nn
 from .metrics import ranking_key
 from .mobo import WEIGHT_PREFIX, run_mobo
 from .tasks import TaskSpec
-from .training import Encoded, evaluate
+from .training import Encoded, autocast, evaluate
 
 SIMPLEX_TOLERANCE = 1e-6
 
@@ -66,9 +66,13 @@ class MemberStack:
         weights = weights.to(self.matrix)
         check_simplex(weights, len(self))
         torch.mv(self.matrix.t(), weights, out=self.mixed)
-        state = {name: self.mixed[start:stop].view(shape)
+        return self.state(self.mixed)
+
+    def state(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A state dict of views into a flat parameter vector (autograd flows through them)."""
+        views = {name: flat[start:stop].view(shape)
                  for name, start, stop, shape in zip(self.float_names, self.offsets, self.offsets[1:], self.shapes)}
-        return {**state, **self.fixed}
+        return {**views, **self.fixed}
 
     def load_into(self, model: nn.Module, weights: torch.Tensor) -> None:
         model.load_state_dict(self.mix(weights), strict=True)
@@ -153,9 +157,77 @@ def last_member(ctx: FusionContext) -> FusionResult:
     return FusionResult(one_hot(ctx.count - 1, ctx.count))
 
 
-@register("bomf")
-def bomf(ctx: FusionContext) -> FusionResult:
-    history, chosen = run_mobo(ctx.objective, ctx.member_scores, ctx.config, ctx.seed)
+def uniform(members: list[int], count: int) -> torch.Tensor:
+    weights = torch.zeros(count, dtype=torch.float64)
+    weights[members] = 1.0 / len(members)
+    return weights
+
+
+@register("greedy_soup")
+def greedy_soup(ctx: FusionContext) -> FusionResult:
+    """Wortsman et al.'s greedy soup: members in order of validation metric, each added to the uniform
+    soup only if the soup's validation metric does not drop."""
+    primary = ctx.objective.task.primary_metric
+    order = sorted(range(ctx.count), key=lambda i: ranking_key(ctx.member_scores[i], primary), reverse=True)
+    soup, best = [order[0]], ctx.member_scores[order[0]][primary]
+    tried = []
+    for candidate in order[1:]:
+        scores = ctx.objective(uniform([*soup, candidate], ctx.count))
+        accepted = scores[primary] >= best
+        tried.append({"member": candidate, "accepted": accepted, **scores})
+        if accepted:
+            soup, best = [*soup, candidate], scores[primary]
+    return FusionResult(uniform(soup, ctx.count), {"history": pd.DataFrame(tried)})
+
+
+@register("learned_soup")
+def learned_soup(ctx: FusionContext) -> FusionResult:
+    """Mixing weights softmax(a) learned by Adam on the validation loss (Wortsman et al.'s learned soup).
+    Gradients reach ``a`` through one fused parameter vector and one batch at a time, so memory stays that
+    of a single forward and backward pass of one model."""
+    objective, stack = ctx.objective, ctx.objective.stack
+    logits = torch.zeros(ctx.count, device=stack.matrix.device, requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=ctx.config["learned_soup_lr"])
+    order = torch.Generator().manual_seed(ctx.seed)
+    batch_size, rows = objective.batch_size, []
+    for epoch in range(ctx.config["learned_soup_epochs"]):
+        permutation = torch.randperm(len(objective.val), generator=order).tolist()
+        total = 0.0
+        for start in range(0, len(permutation), batch_size):
+            indices = permutation[start:start + batch_size]
+            params = stack.state(torch.softmax(logits, 0) @ stack.matrix)
+            batch = objective.val.batch(indices, objective.device)
+            with autocast(objective.device):
+                loss = torch.func.functional_call(objective.model, params, kwargs=batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            total += loss.item() * len(indices)
+        rows.append({"epoch": epoch, "val_loss": total / len(permutation)})
+    weights = torch.softmax(logits.detach(), 0).double().cpu()
+    return FusionResult(weights / weights.sum(), {"history": pd.DataFrame(rows)})
+
+
+def _bayesian_optimisation(ctx: FusionContext, searched: list[str] | None) -> FusionResult:
+    history, chosen = run_mobo(ctx.objective, ctx.member_scores, ctx.config, ctx.seed, searched)
     weight_columns = [c for c in history.columns if c.startswith(WEIGHT_PREFIX)]
     weights = torch.tensor(history.loc[chosen, weight_columns].to_numpy(dtype=float), dtype=torch.float64)
     return FusionResult(weights, {"history": history, "pareto": history[history["pareto"]]})
+
+
+@register("bomf")
+def bomf(ctx: FusionContext) -> FusionResult:
+    """Stage 3: multi-objective BO over validation loss and every task metric."""
+    return _bayesian_optimisation(ctx, None)
+
+
+@register("bo_metric")
+def bo_metric(ctx: FusionContext) -> FusionResult:
+    """Single-objective BO on the primary metric alone (the paper's BO-SWA ablation)."""
+    return _bayesian_optimisation(ctx, [ctx.objective.task.primary_metric])
+
+
+@register("bo_loss")
+def bo_loss(ctx: FusionContext) -> FusionResult:
+    """Single-objective BO on the validation loss alone."""
+    return _bayesian_optimisation(ctx, ["loss"])
