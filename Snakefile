@@ -10,11 +10,18 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/hpo.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/fusion.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
+# Every table (results/tables/) and figure (results/figures/) of the paper for the configured runs, and each
+# run's summary.csv. Report: snakemake all --report results/report.html
 rule all:
     input:
-        "results/tables/glue.csv",
-        "results/tables/glue.md",
+        rules.paper_tables.output,
+        rules.paper_figures.input,
         expand(f"{RUN}/summary.csv", zip, **RUN_WILDCARDS),

@@ -348,3 +348,22 @@ def test_jsonl_line_that_is_not_an_object(tmp_path):
     assert isinstance(raised, DataError) and f"{path}:2" in str(raised), (
         f"PACKAGE BUG (bomf/tasks.py read_custom): a JSONL line that is not an object raised "
         f"{type(raised).__name__}: {raised} -- expected DataError naming {path}:2")
+
+
+@pytest.mark.parametrize("bad_test", [
+    "premise,hypothesis,gold\nA,B,pos\nC,D,maybe\n",  # a label outside the label set, on the last line
+    "premise,gold\nA,pos\n",  # a missing text column
+    "premise,hypothesis,gold\n",  # an empty split
+])
+def test_bad_data_leaves_no_partial_outputs(tmp_path, bad_test):
+    """Every split is read and checked before the first file is written, so a rerun never sees half a task."""
+    train = tmp_path / "train.csv"
+    train.write_text("premise,hypothesis,gold\nA,B,pos\nC,D,neg\nE,F,pos\n", encoding="utf-8")
+    test = tmp_path / "test.csv"
+    test.write_text(bad_test, encoding="utf-8")
+    custom = _custom(tmp_path, train, test)
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        prepare_task_data(get_task("mine", custom), {"split_seed": 0, "val_size": 1}, custom, out)
+    assert str(test) in str(err.value)
+    assert not out.exists() or not any(out.iterdir())

@@ -10,9 +10,15 @@ import pytest
 from conftest import REPO, write_tiny_config
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member", "last_member"]
+FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
+                  "last_member"]
+METHODS = [*FUSION_METHODS, "grid_finetune", "hpbo_full", "oracle_subset"]
 RULES = {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select", "finetune", "fuse", "evaluate",
-         "summarise_run", "table", "all"}
+         "summarise_run", "grid_trial", "grid_trial_full", "grid_collect", "grid_finetune", "hpbo_full",
+         "oracle_subset", "landscape", "plot_landscape", "plot_pareto", "plot_grid", "paper_tables", "all"}
+TABLES = ["table1_main", "table1_significance", "table2_discrepancy", "table3_ablation", "table4_outer_bo",
+          "table5_cost"]
+FIGURES = ["landscape", "pareto", "alignment", "correlation"]
 
 
 def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
@@ -44,11 +50,24 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     result = snakemake(tmp_path, config, "all")
     assert result.returncode == 0, result.stderr[-5000:]
 
-    table = (tmp_path / "results/tables/glue.md").read_text()
-    for method in METHODS:
-        assert f"| {method} |" in table
-    long = pd.read_csv(tmp_path / "results/tables/glue.csv")
-    assert set(long["task"]) == {"rte", "stsb"} and long["mean"].notna().all()
+    tables = tmp_path / "results/tables"
+    for name in TABLES:
+        assert all((tables / f"{name}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex")), name
+    main = (tables / "table1_main.md").read_text()
+    for label in ("BOMF", "SWA", "Greedy soup", "Learned soup", "Best subset (oracle, test-selected)"):
+        assert f"| {label} |" in main, label
+    results = pd.read_csv(tables / "table1_main.csv")
+    assert {"rte", "stsb"} <= set(results["task"]) and set(METHODS) == set(results["method"])
+    assert results.loc[results["method"] == "oracle_subset", "oracle"].all()
+    significance = pd.read_csv(tables / "table1_significance.csv")
+    assert set(significance["comparison"]) == {"swa", "best baseline"} and significance["p_value"].between(0, 1).all()
+    cost = pd.read_csv(tables / "table5_cost.csv")
+    assert {"hpo", "finetune", "fusion", "test", "grid"} <= set(cost["stage"])
+    assert "\\begin{tabular}" in (tables / "table3_ablation.tex").read_text()
+
+    report = snakemake(tmp_path, config, "all", "--report", "results/report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "results/report.html").stat().st_size > 100_000
 
     for task in ("rte", "stsb"):
         run = tmp_path / "results" / task / "tiny" / "seed0"
@@ -66,4 +85,23 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
         test = json.loads((run / "test/bomf.json").read_text())
         assert test["test_size"] == 48 and len(test["predictions"]) == 48
         assert list(pd.read_csv(run / "summary.csv")["method"]) == METHODS
+        oracle = json.loads((run / "fusion/oracle_subset/weights.json").read_text())
+        assert oracle["oracle"] is True and oracle["selected_on"] == "test" and oracle["evaluations"] == 6
+        grid = pd.read_csv(run / "grid/grid.csv")
+        assert sorted(grid["frozen_layers"]) == [0, 0, 1, 1] and grid["best_val_metric"].notna().all()
+        assert not list((run / "grid/frozen0").glob("*.safetensors"))  # temp checkpoints removed
+        grid_choice = json.loads((run / "fusion/grid_finetune/weights.json").read_text())
+        assert grid_choice["validation"][split_metric(task)] == grid["best_val_metric"][grid["frozen_layers"] == 0].max()
+        assert len(pd.read_csv(run / "hpo_full/trials.csv")) == 4
+        landscape = pd.read_csv(run / "landscape/grid.csv")
+        assert len(landscape) == 25 and landscape["loss"].notna().all()
+        points = pd.read_csv(run / "landscape/points.csv")
+        assert list(points["name"]) == ["member 0", "member 1", "member 2", "swa", "bomf"]
+        figures = tmp_path / "results/figures" / task / "tiny/seed0"
+        for name in FIGURES:
+            assert (figures / f"{name}.png").stat().st_size > 10_000 and (figures / f"{name}.pdf").is_file()
         assert "CUDA_VISIBLE_DEVICES=" in (tmp_path / "logs" / task / "tiny/seed0/finetune.log").read_text()
+
+
+def split_metric(task: str) -> str:
+    return {"rte": "accuracy", "stsb": "pearson"}[task]

@@ -72,6 +72,7 @@ def check_semantics(config: dict) -> None:
         *check_search_space(config["hpo"]["space"]),
         *check_member_steps(config),
         *check_fusion(config),
+        *check_figures(config),
     ]
     if problems:
         count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
@@ -149,13 +150,19 @@ def check_models(config: dict) -> list[str]:
                 for name in config["models"] if name not in catalog]
     for name in config["models"]:
         if name in catalog:
-            problems += check_model_source(name, catalog[name])
+            problems += check_model_source(name, catalog[name], grid_frozen_layers(config))
     return problems
 
 
-def check_model_source(name: str, model: dict) -> list[str]:
+def grid_frozen_layers(config: dict) -> list[int]:
+    """Frozen-layer counts the baseline grid runs with (none when the grid fine-tune is not requested)."""
+    baselines = config["baselines"]
+    return baselines["grid"]["frozen_layers"] if "grid_finetune" in baselines["methods"] else []
+
+
+def check_model_source(name: str, model: dict, grid_frozen: list[int] = ()) -> list[str]:
     """A local or pypi: source must exist (resolve_model_source raises FileNotFoundError otherwise); its
-    config.json bounds proxy_frozen_layers and max_length."""
+    config.json bounds the frozen-layer counts and max_length."""
     from .models import resolve_model_source
 
     where = f"model_catalog.{name}"
@@ -172,6 +179,9 @@ def check_model_source(name: str, model: dict) -> list[str]:
     if layers is not None and model["proxy_frozen_layers"] >= layers:
         problems.append(f"{where}.proxy_frozen_layers: {model['proxy_frozen_layers']} would freeze every layer "
                         f"of the model (it has {layers}); use at most {layers - 1}")
+    if layers is not None and grid_frozen and max(grid_frozen) >= layers:
+        problems.append(f"baselines.grid.frozen_layers: {max(grid_frozen)} would freeze every layer of model "
+                        f"'{name}' (it has {layers}); use at most {layers - 1}")
     positions = model_config.get("max_position_embeddings")
     if positions is not None and model["max_length"] > positions:
         problems.append(f"{where}.max_length: {model['max_length']} exceeds the model's "
@@ -202,14 +212,17 @@ def check_member_steps(config: dict) -> list[str]:
         return []
     finetune = config["finetune"]
     largest_batch = config["hpo"]["space"]["batch_size"]["high"]
+    if "grid_finetune" in config["baselines"]["methods"]:
+        largest_batch = max(largest_batch, *config["baselines"]["grid"]["batch_sizes"])
     steps = math.ceil(max_train / largest_batch) * finetune["epochs"]
     try:
         member_steps(steps, finetune["members"], finetune["start_fraction"])
     except ValueError:
         return [f"finetune.members: {finetune['members']} members need {finetune['members']} distinct optimiser "
                 f"steps after start_fraction={finetune['start_fraction']} of training, but with data.max_train="
-                f"{max_train}, batch size up to {largest_batch} (hpo.space.batch_size.high) and "
-                f"{finetune['epochs']} epoch(s) training can be as short as {steps} steps; "
+                f"{max_train}, batch size up to {largest_batch} (hpo.space.batch_size.high, or "
+                f"baselines.grid.batch_sizes) and {finetune['epochs']} epoch(s) training can be as short as "
+                f"{steps} steps; "
                 f"lower finetune.members or start_fraction, or train longer"]
     return []
 
@@ -230,4 +243,17 @@ def check_fusion(config: dict) -> list[str]:
         problems.append(f"fusion.initial_points: {initial}{implied} exceeds fusion.evaluations "
                         f"({fusion['evaluations']}), which counts the initial points; lower it or raise "
                         f"fusion.evaluations")
+    return problems
+
+
+def check_figures(config: dict) -> list[str]:
+    landscape = config["figures"]["landscape"]
+    if not landscape["enabled"]:
+        return []
+    problems = []
+    if landscape["low"] >= landscape["high"]:
+        problems.append(f"figures.landscape: low ({landscape['low']}) must be below high ({landscape['high']})")
+    if config["finetune"]["members"] < 3:
+        problems.append(f"figures.landscape: the plane needs three members, finetune.members is "
+                        f"{config['finetune']['members']}; raise it or set figures.landscape.enabled: false")
     return problems

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .metrics import ranking_key
-from .mobo import WEIGHT_PREFIX, run_mobo
+from .mobo import WEIGHT_PREFIX, JournaledObjective, run_mobo
 from .tasks import TaskSpec
 from .training import Encoded, autocast, evaluate
 
@@ -109,7 +109,7 @@ def one_hot(index: int, count: int) -> torch.Tensor:
 
 @dataclass
 class FusionContext:
-    objective: FusionObjective
+    objective: FusionObjective | JournaledObjective  # a journaled one replays an interrupted run's evaluations
     config: dict  # the `fusion` section of the config
     seed: int
 

@@ -2,10 +2,18 @@
 
 Each member is a safetensors file whose SHA-256 is recorded at write time in ``members.json``; readers
 verify it before use, so a truncated or corrupted member is caught before any fusion work.
+
+Members are first written to a staging directory, together with a resumable training state after every
+member: an interrupted fine-tune (a killed job, a pre-empted node) continues from its last member and ends
+bit-identical (on CPU) to an uninterrupted one. Only safetensors and JSON are written and read back.
 """
 
 import hashlib
+import json
 import math
+import os
+import shutil
+from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +23,9 @@ from safetensors.torch import load_file, save_file
 from .io import atomic_path, read_json, write_csv, write_json
 from .models import load_classifier
 from .runtime import seed_everything
-from .training import OptimConfig, fine_tune, member_steps
+from .training import OptimConfig, TrainingState, fine_tune, member_steps
+
+STATE_FILE = "state.json"  # written last: the commit point of a training state
 
 
 class MemberIntegrityError(RuntimeError):
@@ -43,32 +53,151 @@ def save_member(model: torch.nn.Module, path: Path) -> str:
 
 
 def run_finetune(source: str, task, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
-                 device, out_dir: str | Path) -> pd.DataFrame:
-    """Train the full model and save ``finetune.members`` members; returns the trajectory."""
+                 device, out_dir: str | Path, staging_dir: str | Path | None = None) -> pd.DataFrame:
+    """Train the full model and save ``finetune.members`` members; returns the trajectory.
+
+    Members and training states go to ``staging_dir`` (default: ``out_dir`` + ``.resume``), which survives
+    an interrupted job; a valid state there is resumed from. On success the members move to ``out_dir`` and
+    the staging directory is removed.
+    """
     out_dir = Path(out_dir)
+    staging = Path(staging_dir) if staging_dir is not None else out_dir.with_name(out_dir.name + ".resume")
     steps_per_epoch = math.ceil(len(data["train"]) / hp.batch_size)
     steps = member_steps(steps_per_epoch * finetune_config["epochs"], finetune_config["members"],
                          finetune_config["start_fraction"])
-    checksums = {}
+    identity = _run_identity(source, data, hp, optim_config, finetune_config, seed, steps)
+    resume, checksums = _resumable_state(staging, identity)
+    if resume is not None:
+        print(f"resumed from step {resume.step} ({len(checksums)} of {len(steps)} members done)", flush=True)
 
     def save(index, step, model, row):
-        path = member_path(out_dir, index)
+        path = member_path(staging, index)
         checksums[path.name] = save_member(model, path)
+
+    def save_state(state):
+        write_training_state(staging, state, identity, checksums)
 
     seed_everything(seed)
     model = load_classifier(source, task)
     trajectory = fine_tune(model, data["train"], data["val"], task, hp, OptimConfig.from_config(optim_config),
                            finetune_config["epochs"], seed, device, eval_steps=steps, on_eval=save,
-                           progress="finetune")
+                           progress="finetune", resume=resume, on_state=save_state)
     if len(checksums) != len(steps):
         raise RuntimeError(f"training diverged (non-finite loss) at step {trajectory[-1]['step']}: "
                            f"{len(checksums)} of {len(steps)} members saved; lower the learning rate")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in checksums:
+        os.replace(staging / name, out_dir / name)
     frame = pd.DataFrame(trajectory)
     frame.insert(0, "member", [member_path(out_dir, i).name for i in range(len(frame))])
     write_csv(out_dir / "trajectory.csv", frame)
     write_json(out_dir / "members.json", {"members": checksums, "steps": steps, "hyperparameters": vars(hp),
                                           "seed": seed, "source": source})
+    shutil.rmtree(staging)
     return frame
+
+
+class StaleStateError(RuntimeError):
+    pass
+
+
+def _run_identity(source: str, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
+                  steps: list[int]) -> dict:
+    """What a training state must have been written by to be resumed (as JSON reads it back)."""
+    identity = {"source": source, "seed": seed, "hyperparameters": vars(hp), "optim": optim_config,
+                "finetune": finetune_config, "steps": steps,
+                "data": {name: _fingerprint(data[name]) for name in ("train", "val")}}
+    return json.loads(json.dumps(identity))
+
+
+def _fingerprint(split) -> str:
+    """A digest of a split's token ids and labels, so a state from other data is never resumed."""
+    digest = hashlib.sha256(json.dumps(split.features["input_ids"]).encode())
+    digest.update(split.labels.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_training_state(directory: Path, state: TrainingState, identity: dict, checksums: dict) -> None:
+    """The state after a member step: tensors (optimizer, RNGs) in a safetensors file named by the step, the
+    rest in ``state.json``, written last. The model is not written again: it is the member just saved."""
+    tensors, optimizer = _flatten_optimizer(state.optimizer)
+    tensors |= {"rng.torch": state.rng, "rng.data_order": state.data_order}
+    if state.cuda_rng is not None:
+        tensors["rng.cuda"] = state.cuda_rng
+    tensor_file = directory / f"state-step{state.step:09d}.safetensors"
+    with atomic_path(tensor_file) as tmp:
+        save_file(tensors, str(tmp))
+    write_json(directory / STATE_FILE, {
+        "identity": identity, "step": state.step, "elapsed": state.elapsed, "members": dict(checksums),
+        "tensors": {tensor_file.name: sha256(tensor_file)}, "optimizer": optimizer,
+        "scheduler": state.scheduler, "trajectory": state.trajectory})
+    for old in directory.glob("state-step*.safetensors"):
+        if old != tensor_file:
+            old.unlink()
+
+
+def read_training_state(directory: Path, identity: dict) -> tuple[TrainingState, dict[str, str]]:
+    """The state in ``directory`` and its members' checksums; StaleStateError if it cannot be trusted."""
+    saved = read_json(directory / STATE_FILE)
+    if saved["identity"] != identity:
+        changed = sorted(k for k in identity.keys() | saved["identity"].keys()
+                         if identity.get(k) != saved["identity"].get(k))
+        raise StaleStateError(f"written for another run (different {', '.join(changed)})")
+    members = saved["members"]
+    if len(members) != len(saved["trajectory"]) or saved["step"] != identity["steps"][len(members) - 1]:
+        raise StaleStateError(f"step {saved['step']} does not match its {len(members)} members")
+    _verify(directory, {**members, **saved["tensors"]})
+    (tensor_file,) = saved["tensors"]
+    tensors = load_file(str(directory / tensor_file))
+    state = TrainingState(
+        step=saved["step"], model=load_file(str(directory / list(members)[-1])),
+        optimizer=_unflatten_optimizer(tensors, saved["optimizer"]), scheduler=saved["scheduler"],
+        data_order=tensors["rng.data_order"], rng=tensors["rng.torch"], cuda_rng=tensors.get("rng.cuda"),
+        trajectory=saved["trajectory"], elapsed=saved["elapsed"])
+    return state, dict(members)
+
+
+def _verify(directory: Path, checksums: dict[str, str]) -> None:
+    for name, expected in checksums.items():
+        path = directory / name
+        if not path.is_file() or sha256(path) != expected:
+            raise StaleStateError(f"{name} is missing or does not match its recorded checksum")
+
+
+def _resumable_state(staging: Path, identity: dict) -> tuple[TrainingState | None, dict[str, str]]:
+    """The valid state in ``staging`` (with its members' checksums), or none; an invalid one is removed."""
+    if not staging.exists():
+        return None, {}
+    try:
+        return read_training_state(staging, identity)
+    except (StaleStateError, OSError, ValueError, LookupError, TypeError) as error:
+        print(f"ignoring the resume state in {staging} and starting afresh: {error}", flush=True)
+        shutil.rmtree(staging)
+        return None, {}
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer state_dict as flat tensors (``optimizer.<param>.<name>``) and JSON (everything else)."""
+    tensors, scalars = {}, {}
+    for param, values in state["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{param}.{name}"] = value.detach().to("cpu", copy=True).contiguous()
+            else:
+                scalars[f"{param}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
+    state = defaultdict(dict)
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, param, name = key.split(".", 2)
+            state[int(param)][name] = value
+    for key, value in saved["scalars"].items():
+        param, name = key.split(".", 1)
+        state[int(param)][name] = value
+    return {"state": dict(state), "param_groups": saved["param_groups"]}
 
 
 def load_members(directory: str | Path) -> list[dict[str, torch.Tensor]]:

@@ -7,11 +7,17 @@ the fact. Initial points are scrambled Sobol points mapped onto the simplex (Dir
 (maximised), normalised by the members' own spread; the reference point lies a tenth of that spread below
 the worst member in every objective. The members' own scores are measured first and not counted in the
 budget.
+
+Every evaluation goes through a ``JournaledObjective``; given a journal file, a rerun of an interrupted
+search replays the journaled evaluations and takes the journaled BO points instead of proposing them again.
 """
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +35,7 @@ from botorch.utils.multi_objective.pareto import is_non_dominated
 from gpytorch.mlls import ExactMarginalLogLikelihood, SumMarginalLogLikelihood
 from torch.quasirandom import SobolEngine
 
+from .io import write_jsonl
 from .metrics import ranking_key
 from .runtime import seed_everything, torch_threads
 
@@ -36,6 +43,92 @@ WEIGHT_PREFIX = "w"
 REFERENCE_MARGIN = 0.1
 ACQUISITIONS = {"qLogNEHVI": qLogNoisyExpectedHypervolumeImprovement,
                 "qNEHVI": qNoisyExpectedHypervolumeImprovement}
+
+
+class JournaledObjective:
+    """An objective whose evaluations are recorded (weights, scores, seconds) and, given a ``path``, appended
+    to a JSON-lines journal there, flushed and fsynced one line per evaluation.
+
+    A rerun replays the journal: the k-th evaluation returns the k-th record when its weights are exactly
+    the recorded ones (JSON round-trips float64 exactly). Fusion methods are deterministic, so a rerun asks
+    for the same weights in the same order; from the first mismatch on, the rest of the journal is stale
+    and is dropped. The first line names what the journal was written for (``identity``); a journal written
+    for anything else is discarded whole. Attributes other than calls are the wrapped objective's.
+    """
+
+    def __init__(self, objective, path: str | Path | None = None, identity: dict | None = None):
+        self.objective, self.path = objective, Path(path) if path is not None else None
+        self.header = {"identity": json.loads(json.dumps(identity))}
+        self.records: list[dict] = []  # this run's evaluations, replayed or new
+        self.pending = self._read_journal() if self.path is not None else []
+        self.evaluations = self.replayed = 0
+        if self.path is not None:
+            write_jsonl(self.path, [self.header, *self.pending])  # drops a torn last line
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def __call__(self, weights: torch.Tensor) -> dict[str, float]:
+        return self.evaluate(weights)["scores"]
+
+    def next_weights(self) -> list[float] | None:
+        """The weights of the next journaled evaluation, if any is left to replay."""
+        return self.pending[0]["weights"] if self.pending else None
+
+    def evaluate(self, weights: torch.Tensor, proposal_seconds: float = 0.0) -> dict:
+        """The record of one evaluation: replayed from the journal, or measured (and then journaled);
+        ``proposal_seconds`` is the time the caller spent choosing ``weights``."""
+        self.evaluations += 1
+        values = torch.as_tensor(weights).double().tolist()
+        record = self._replay(values)
+        if record is None:
+            started = time.perf_counter()
+            scores = self.objective(weights)
+            record = {"weights": values, "scores": scores, "seconds": time.perf_counter() - started,
+                      "proposal_seconds": proposal_seconds}
+            self._append(record)
+        self.records.append(record)
+        return record
+
+    def _replay(self, weights: list[float]) -> dict | None:
+        if self.pending and self.pending[0]["weights"] == weights:
+            self.replayed += 1
+            return self.pending.pop(0)
+        if self.pending:
+            print(f"{self.path}: evaluation {self.evaluations} asks for other weights than journaled; "
+                  f"dropping the {len(self.pending)} stale records from there on", flush=True)
+            self.pending = []
+            write_jsonl(self.path, [self.header, *self.records])
+        return None
+
+    def _append(self, record: dict) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as journal:
+            journal.write(json.dumps(record) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+
+    def _read_journal(self) -> list[dict]:
+        """The records of an existing journal written for the same identity."""
+        if not self.path.is_file():
+            return []
+        lines = []
+        # A kill mid-write leaves a torn last line (no newline): it and anything unreadable end the journal.
+        for line in self.path.read_text(encoding="utf-8").split("\n")[:-1]:
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        if lines and lines[0] != self.header:
+            print(f"{self.path}: written for other inputs or settings; discarding it", flush=True)
+            return []
+        return lines[1:]
+
+    def discard(self) -> None:
+        """Remove the journal once what it protected is complete."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def weight_columns(count: int) -> list[str]:
@@ -95,7 +188,10 @@ def propose(X: torch.Tensor, Y: torch.Tensor, reference: torch.Tensor, config: d
     """One new weight vector: hypervolume improvement over GP surrogates, or noisy expected improvement when
     a single objective is searched (the single-objective baselines)."""
     count = X.shape[-1]
-    with torch_threads(1):  # small GP fits drown in thread overhead (1 s vs 20 s on a 16-core host)
+    # One thread: small GP fits drown in thread overhead (1 s vs 20 s on a 16-core host). Its own seed, and
+    # the global RNG left as it was: a resumed search that skips journaled proposals goes on unchanged.
+    with torch_threads(1), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         sampler = SobolQMCNormalSampler(torch.Size([config["mc_samples"]]), seed=seed)
         if Y.shape[-1] == 1:
             surrogate = SingleTaskGP(X, Y, outcome_transform=Standardize(1))
@@ -150,6 +246,8 @@ def run_mobo(objective, member_scores: list[dict[str, float]], config: dict, see
     the full history (every objective recorded) and the row chosen by ``config['selection']`` among the
     points Pareto-optimal in the searched objectives."""
     seed_everything(seed)
+    if not isinstance(objective, JournaledObjective):
+        objective = JournaledObjective(objective)
     count, names = len(member_scores), objective.names
     primary = objective.task.primary_metric
     normaliser = Normaliser(searched or names, member_scores)
@@ -165,22 +263,26 @@ def run_mobo(objective, member_scores: list[dict[str, float]], config: dict, see
         scores.append(member_scores[index])
         sources.append("member")
         timings.append((0.0, 0.0))
-    for point in sobol_simplex(count, initial, seed):
-        started = time.perf_counter()
-        scores.append(objective(point))
+
+    def evaluate(point: torch.Tensor, source: str, proposal_seconds: float = 0.0) -> None:
+        record = objective.evaluate(point, proposal_seconds)
+        scores.append(record["scores"])
         weights.append(point)
-        sources.append("sobol")
-        timings.append((0.0, time.perf_counter() - started))
+        sources.append(source)
+        timings.append((record["proposal_seconds"], record["seconds"]))
+
+    for point in sobol_simplex(count, initial, seed):
+        evaluate(point, "sobol")
     hypervolumes = [hypervolume(normaliser(scores[: i + 1]), reference) for i in range(len(scores))]
     while len(scores) - count < budget:
+        journaled = objective.next_weights()
         started = time.perf_counter()
-        X = torch.stack(weights)
-        point = propose(X, fill_non_finite(normaliser(scores)), reference, config, seed + len(scores))
-        proposed = time.perf_counter()
-        scores.append(objective(point))
-        weights.append(point)
-        sources.append("bo")
-        timings.append((proposed - started, time.perf_counter() - proposed))
+        if journaled is not None:  # proposed before an interruption: not fitted and proposed again
+            point = torch.tensor(journaled, dtype=torch.double)
+        else:
+            point = propose(torch.stack(weights), fill_non_finite(normaliser(scores)), reference, config,
+                            seed + len(scores))
+        evaluate(point, "bo", time.perf_counter() - started)
         hypervolumes.append(hypervolume(normaliser(scores), reference))
 
     Yn = normaliser(scores)

@@ -7,13 +7,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import hpo, members
+from . import baselines, hpo, landscape, members, plots, tables
 from .data import prepare_task_data
-from .fusion import METHODS, FusionContext, FusionObjective, MemberStack
-from .io import read_json, read_jsonl, write_csv, write_json, write_text
+from .fusion import METHODS, FusionContext, FusionObjective, JournaledObjective, MemberStack
+from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
 from .models import load_classifier, load_tokenizer, pick_device
 from .runtime import seed_everything
-from .tables import results_table, run_summary
 from .tasks import get_task
 from .training import Encoded, evaluate, hyperparameters
 
@@ -57,12 +56,18 @@ def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_file
     print(f"round {round_index}: {points}")
 
 
-def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_file, trial_index: int, out) -> None:
+# Stage 1 searches on the proxy (hpo/); the HPBO-full baseline runs the same search on the full model (hpo_full/).
+STAGE1_SEARCHES = ("hpo", "hpo_full")
+
+
+def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_file, trial_index: int, out,
+              search: str = "hpo") -> None:
     spec, model_spec = _task(config, task), _model_spec(config, model)
     params = read_json(suggest_file)["points"][trial_index]
     data = load_splits(data_dir, ("train", "val"), load_tokenizer(model_spec["source"]), model_spec["max_length"], spec)
-    record = hpo.run_trial(model_spec["source"], spec, data, params, config["optim"],
-                           model_spec["proxy_frozen_layers"], config["hpo"]["epochs"], seed, pick_device())
+    frozen = model_spec["proxy_frozen_layers"] if search == "hpo" else 0
+    record = hpo.run_trial(model_spec["source"], spec, data, params, config["optim"], frozen,
+                           config["hpo"]["epochs"], seed, pick_device())
     write_json(out, {**record, "environment": environment()})
     print(f"trial {params}: score {record['score']:.4f} in {record['seconds']:.1f}s")
 
@@ -78,36 +83,55 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
     print(f"best of {len(trials)} trials: {best['params']} score {best['score']:.4f}")
 
 
-def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir) -> None:
+def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir) -> None:
+    """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
     spec, model_spec = _task(config, task), _model_spec(config, model)
     hp = hyperparameters(config["optim"], read_json(best_file)["params"])
     data = load_splits(data_dir, ("train", "val"), load_tokenizer(model_spec["source"]), model_spec["max_length"], spec)
     trajectory = members.run_finetune(model_spec["source"], spec, data, hp, config["optim"], config["finetune"],
-                                      seed, pick_device(), out_dir)
+                                      seed, pick_device(), out_dir, staging_dir)
     write_json(Path(out_dir) / "environment.json", environment())
     print(trajectory.to_string(index=False))
 
 
-def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, method: str, out_dir) -> None:
-    """Choose fusion weights with ``method`` on the validation split and save the fused model."""
+def member_objective(config: dict, task: str, model: str, seed: int, data_dir, members_dir,
+                     split: str = "val") -> tuple[FusionObjective, object]:
+    """The stage-2 members stacked on the device (every checksum verified first) and an objective scoring
+    their fusions on ``split``; and the model's tokenizer."""
     spec, model_spec = _task(config, task), _model_spec(config, model)
     device = pick_device()
     tokenizer = load_tokenizer(model_spec["source"])
-    val = load_splits(data_dir, ("val",), tokenizer, model_spec["max_length"], spec)["val"]
-    stack = MemberStack(members.load_members(members_dir), device)  # verifies every checksum first
+    data = load_splits(data_dir, (split,), tokenizer, model_spec["max_length"], spec)[split]
+    stack = MemberStack(members.load_members(members_dir), device)
     seed_everything(seed)
-    objective = FusionObjective(stack, load_classifier(model_spec["source"], spec), val, spec,
+    objective = FusionObjective(stack, load_classifier(model_spec["source"], spec), data, spec,
                                 config["optim"]["eval_batch_size"], device)
+    return objective, tokenizer
+
+
+def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, method: str, out_dir,
+         journal) -> None:
+    """Choose fusion weights with ``method`` on the validation split and save the fused model.
+
+    Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
+    failed job), which a rerun replays; it is removed once the output is complete."""
+    model_spec = _model_spec(config, model)
+    scorer, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir)
+    # A journal is replayed only for the same members, validation split and settings.
+    settings = {key: value for key, value in config["fusion"].items() if key != "methods"}
+    identity = {"method": method, "seed": seed, "fusion": settings, "source": model_spec["source"],
+                "max_length": model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
+                "members": read_json(Path(members_dir) / "members.json")["members"],
+                "validation": members.sha256(Path(data_dir) / "val.jsonl")}
+    objective = JournaledObjective(scorer, journal, identity)
     result = METHODS[method](FusionContext(objective, config["fusion"], seed))
     scores = objective(result.weights)
-    out_dir = Path(out_dir)
-    for name, frame in result.tables.items():
-        write_csv(out_dir / f"{name}.csv", frame)
-    write_json(out_dir / "weights.json", {"method": method, "weights": result.weights.tolist(),
-                                          "validation": scores, "environment": environment()})
-    objective.model.save_pretrained(out_dir / "model")
-    tokenizer.save_pretrained(out_dir / "model")
-    print(f"{method}: validation {scores}")
+    _save_selected(out_dir, objective.model, tokenizer,
+                   {"method": method, "weights": result.weights.tolist(), "validation": scores,
+                    "evaluations": objective.evaluations}, result.tables)
+    objective.discard()
+    print(f"{method}: validation {scores}; {objective.evaluations} objective evaluations, "
+          f"replayed {objective.replayed} journaled evaluations")
 
 
 def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, data_dir, fusion_dir, out) -> None:
@@ -129,16 +153,163 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
     print(f"{method}: test {scores}")
 
 
-def table(config: dict, test_files: list, out_csv, out_md) -> None:
-    frame, markdown = results_table([read_json(path) for path in test_files], config["fusion"]["methods"])
-    write_csv(out_csv, frame)
-    write_text(out_md, markdown)
-    print(markdown)
-
+def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_root, out_dir) -> None:
+    """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
+    evaluations each method used) and the Snakemake benchmark files under ``benchmark_root``."""
+    records = [read_json(path) for path in test_files]
+    methods = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
+    evaluations = {(r["task"], r["model"], r["seed"], r["method"]): read_json(Path(d) / "weights.json")["evaluations"]
+                   for r, d in zip(records, fusion_dirs)}
+    main, significance = tables.main_table(records, methods, resamples=config["tables"]["bootstrap_resamples"])
+    built = dict(zip(tables.TABLE_NAMES, [main, significance, tables.discrepancy_table(records),
+                                   tables.ablation_table(records), tables.outer_bo_table(records),
+                                   tables.cost_table(tables.read_benchmarks(benchmark_root), evaluations)]))
+    for name, table in built.items():
+        table.write(Path(out_dir) / name)
+    print(main.markdown)
 
 
 def summarise_run(test_files: list, out_csv) -> None:
     """Validation and test scores of every method of one (task, model, seed) run, side by side."""
-    frame = run_summary([read_json(path) for path in test_files])
+    frame = tables.run_summary([read_json(path) for path in test_files])
     write_csv(out_csv, frame)
     print(frame.to_string(index=False))
+
+
+def _save_selected(out_dir, model, tokenizer, record: dict, extra: dict | None = None) -> None:
+    """A selected model as a regular transformers checkpoint (what the evaluate rule reads), its record
+    (validation scores, how it was chosen) and any extra tables."""
+    out_dir = Path(out_dir)
+    for name, frame in (extra or {}).items():
+        write_csv(out_dir / f"{name}.csv", frame)
+    write_json(out_dir / "weights.json", {**record, "environment": environment()})
+    model.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+
+
+def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_index: int, frozen_layers: int,
+               out, out_checkpoint=None) -> None:
+    """One point of the LR x batch-size grid with ``frozen_layers`` frozen; the full-model points also keep
+    their best checkpoint (the grid fine-tune baseline picks one of them)."""
+    spec, model_spec = _task(config, task), _model_spec(config, model)
+    params = baselines.grid_points(config["baselines"]["grid"])[point_index]
+    data = load_splits(data_dir, ("train", "val"), load_tokenizer(model_spec["source"]), model_spec["max_length"], spec)
+    record, best_state = baselines.train_keeping_best(model_spec["source"], spec, data, params, config["optim"],
+                                                      config["finetune"], frozen_layers, seed, pick_device())
+    if out_checkpoint is not None:
+        from safetensors.torch import save_file
+
+        with atomic_path(out_checkpoint) as tmp:
+            save_file(best_state, str(tmp))
+    write_json(out, {**record, "environment": environment()})
+    print(f"grid {params}, {frozen_layers} frozen: best {record['best']}, average {record['swa']}")
+
+
+def grid_collect(trial_files: list, out_csv) -> None:
+    """Every grid run in one table: the hyperparameter-alignment and best-vs-average figures read it."""
+    rows = []
+    for path in trial_files:
+        record = read_json(path)
+        metric = record["metric"]
+        rows.append({"frozen_layers": record["frozen_layers"], **record["params"], "metric": metric,
+                     "best_val_loss": record["best"]["loss"], "best_val_metric": record["best"][metric],
+                     "swa_val_loss": record["swa"]["loss"], "swa_val_metric": record["swa"][metric],
+                     "best_step": record["best_step"], "seconds": record["seconds"]})
+    frame = pd.DataFrame(rows)
+    write_csv(out_csv, frame)
+    print(frame.to_string(index=False))
+
+
+def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: list, checkpoints: list,
+                  out_dir) -> None:
+    """The grid fine-tune baseline: the best checkpoint (by validation) of the full-model grid runs."""
+    from safetensors.torch import load_file
+
+    spec, model_spec = _task(config, task), _model_spec(config, model)
+    records = [read_json(path) for path in trial_files]
+    chosen = baselines.best_run(records)
+    fused = load_classifier(model_spec["source"], spec)
+    fused.load_state_dict(load_file(str(checkpoints[chosen])), strict=True)
+    record = records[chosen]
+    _save_selected(out_dir, fused, load_tokenizer(model_spec["source"]),
+                   {"method": "grid_finetune", "params": record["params"], "step": record["best_step"],
+                    "validation": record["best"], "evaluations": 0})
+    print(f"grid fine-tune: {record['params']} step {record['best_step']}, validation {record['best']}")
+
+
+def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir) -> None:
+    """The HPBO-full baseline: a fine-tune with the hyperparameters stage-1 BO found on the full model (not
+    the proxy); its best validation checkpoint."""
+    spec, model_spec = _task(config, task), _model_spec(config, model)
+    params = read_json(best_file)["params"]
+    tokenizer = load_tokenizer(model_spec["source"])
+    data = load_splits(data_dir, ("train", "val"), tokenizer, model_spec["max_length"], spec)
+    record, best_state = baselines.train_keeping_best(model_spec["source"], spec, data, params, config["optim"],
+                                                      config["finetune"], 0, seed, pick_device())
+    fused = load_classifier(model_spec["source"], spec)
+    fused.load_state_dict(best_state, strict=True)
+    trajectory = pd.DataFrame(record["trajectory"])
+    _save_selected(out_dir, fused, tokenizer, {"method": "hpbo_full", "params": params, "step": record["best_step"],
+                                               "validation": record["best"], "evaluations": 0},
+                   {"trajectory": trajectory})
+    print(f"HPBO-full: {params} step {record['best_step']}, validation {record['best']}")
+
+
+def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir, out_dir) -> None:
+    """The oracle best subset, chosen on the TEST split (labelled as such everywhere it appears)."""
+    on_test, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir, split="test")
+    weights, subsets, search = baselines.oracle_subset(on_test, config["baselines"]["oracle_max_subsets"])
+    model_spec = _model_spec(config, model)
+    val = load_splits(data_dir, ("val",), tokenizer, model_spec["max_length"], on_test.task)["val"]
+    on_val = FusionObjective(on_test.stack, on_test.model, val, on_test.task, on_test.batch_size, on_test.device)
+    validation = on_val(weights)
+    _save_selected(out_dir, on_val.model, tokenizer,
+                   {"method": "oracle_subset", "oracle": True, "selected_on": "test", "search": search,
+                    "weights": weights.tolist(), "validation": validation, "evaluations": len(subsets)},
+                   {"subsets": subsets})
+    print(f"oracle best subset ({search}, {len(subsets)} subsets, selected on TEST): {weights.tolist()}")
+
+
+def loss_landscape(config: dict, task: str, model: str, seed: int, data_dir, members_dir, fusion_dirs: dict,
+                   out_dir) -> None:
+    """Validation loss and metrics on the plane through the first, middle and last member, with the fused
+    models of ``fusion_dirs`` (method -> fusion directory) projected onto it."""
+    settings = config["figures"]["landscape"]
+    objective, _ = member_objective(config, task, model, seed, data_dir, members_dir)
+    stack = objective.stack
+    plane = landscape.LandscapePlane.from_gram(landscape.member_gram(stack.matrix),
+                                               landscape.default_members(len(stack)))
+    grid = landscape.evaluate_landscape(stack, objective, plane, settings["size"], settings["low"], settings["high"])
+    fused = {method: torch.tensor(read_json(Path(directory) / "weights.json")["weights"], dtype=torch.float64)
+             for method, directory in fusion_dirs.items()}
+    points = pd.concat([landscape.member_points(plane).assign(kind="member"),
+                        landscape.projected_points(plane, fused).assign(kind="fused")], ignore_index=True)
+    out_dir = Path(out_dir)
+    write_csv(out_dir / "grid.csv", grid)
+    write_csv(out_dir / "points.csv", points)
+    write_json(out_dir / "plane.json", {"members": list(plane.members), "gamma": plane.gamma,
+                                        "length_u": plane.length_u, "length_v": plane.length_v,
+                                        "primary_metric": objective.task.primary_metric})
+    print(points.to_string(index=False))
+
+
+def plot_landscape(config: dict, task: str, model: str, seed: int, landscape_dir, out_prefix) -> None:
+    landscape_dir = Path(landscape_dir)
+    points = pd.read_csv(landscape_dir / "points.csv")
+    plots.landscape_figure(pd.read_csv(landscape_dir / "grid.csv"), points[points["kind"] == "member"], out_prefix,
+                           primary_metric=_task(config, task).primary_metric, title=plots.run_title(task, model, seed),
+                           projected=points[points["kind"] == "fused"])
+
+
+def plot_pareto(config: dict, task: str, model: str, seed: int, fusion_dir, out_prefix) -> None:
+    plots.pareto_figure(pd.read_csv(Path(fusion_dir) / "history.csv"), out_prefix,
+                        primary_metric=_task(config, task).primary_metric, title=plots.run_title(task, model, seed))
+
+
+def plot_grid(config: dict, task: str, model: str, seed: int, grid_csv, alignment_prefix, correlation_prefix) -> None:
+    """The alignment (Figure 2) and best member vs average (Figure 3) figures of the baseline grid."""
+    grid = pd.read_csv(grid_csv)
+    metric, title = _task(config, task).primary_metric, plots.run_title(task, model, seed)
+    plots.alignment_figure(grid, alignment_prefix, metric=metric, title=title)
+    trajectories = grid.rename(columns={"best_val_metric": "best_member_metric", "swa_val_metric": "fused_metric"})
+    plots.correlation_figure(trajectories, correlation_prefix, metric=metric, title=title)

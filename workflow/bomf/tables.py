@@ -1,7 +1,487 @@
-"""Result tables: methods x tasks, mean ± std of the test primary metric over seeds (x100)."""
+"""The paper's result tables as pure functions: evaluation records (or benchmark files) in, a ``Table`` out.
+
+A ``Table`` holds a long-form frame (the CSV) and its Markdown and LaTeX renderings; ``Table.write(prefix)``
+writes prefix.csv, prefix.md and prefix.tex. The LaTeX is a ``table`` float of booktabs tabulars, one per
+model. Scores are x100, summarised as mean ± sample std over seeds (a single seed shows no ±).
+"""
+
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .io import write_csv, write_text
+from .metrics import REGRESSION_METRICS
+from .stats import bomf_comparisons
+
+METHOD_LABELS = {
+    "best_member": "Fine-tune (best member)",
+    "last_member": "Fine-tune (last member)",
+    "grid_finetune": "Fine-tune, grid hyperparameters (no BO)",
+    "hpbo_full": "Fine-tune, stage-1 BO on the full model",
+    "swa": "SWA",
+    "greedy_soup": "Greedy soup",
+    "learned_soup": "Learned soup",
+    "bo_metric": "BO, metric only",
+    "bo_loss": "BO, loss only",
+    "bomf": "BOMF",
+    "oracle_subset": "Best subset (oracle, test-selected)",
+}
+# Selected on the test split itself: shown as an upper bound, never highlighted, never a "best baseline".
+ORACLE_METHODS = frozenset({"oracle_subset"})
+
+# The files the pipeline writes, results/tables/<name>.{csv,md,tex}, in the order pipeline.paper_tables builds them.
+TABLE_NAMES = ("table1_main", "table1_significance", "table2_discrepancy", "table3_ablation", "table4_outer_bo",
+               "table5_cost")
+
+MAIN_METHODS = ("best_member", "last_member", "swa", "greedy_soup", "learned_soup", "bomf", "oracle_subset")
+ABLATION_METHODS = ("bo_metric", "bo_loss", "bomf")
+OUTER_BO_METHODS = ("grid_finetune", "hpbo_full", "best_member", "swa", "greedy_soup", "learned_soup", "bomf")
+
+# The paper's task order; other tasks follow alphabetically under their own names.
+TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "sst2": "SST-2"}
+METRIC_LABELS = {"accuracy": "Acc.", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
+# Benchmark stages in pipeline order; unknown stages follow alphabetically under their own names.
+STAGE_LABELS = {
+    "data": "Data preparation",
+    "hpo": "Stage 1: BO on the proxy",
+    "hpo_full": "Stage 1: BO on the full model",
+    "grid": "Grid fine-tunes",
+    "finetune": "Stage 2: fine-tune",
+    "fusion": "Stage 3: fusion, all methods",
+    "test": "Test evaluation",
+    "landscape": "Loss/metric landscape",
+}
+
+MAIN_CAPTION = (
+    "Test-split primary metric (×100) per method, mean ± sample std over seeds (no ± with one seed). "
+    "Avg: the mean over tasks taken per seed, then summarised; shown only for a method with every task in "
+    "every seed. Bold: best, underlined: second best per column among non-oracle rows (equal shown values "
+    "share a place). Every selection step used only the validation split carved out of train. "
+    f"{METHOD_LABELS['oracle_subset']} picks its uniform subset of members on the test split itself: an "
+    "upper bound, not a method, and never highlighted.")
+SIGNIFICANCE_CAPTION = (
+    "Paired bootstrap over test examples, BOMF vs SWA and vs the best baseline (the non-oracle, non-BOMF "
+    "method with the highest mean test score on that task). Δ = BOMF − baseline (×100) on the full test "
+    "split, averaged over the seeds both methods have; the metric is recomputed on each of {resamples} "
+    "resamples of the example indices (numpy seed {seed}), shared by both methods and all seeds. 95% CI: "
+    "percentile interval of the resampled Δ; p: two-sided, twice the smaller share of resampled Δ at or "
+    "beyond 0 (add-one smoothed).")
+DISCREPANCY_CAPTION = (
+    "Validation loss and error (×100) of the fine-tuned model (best member) and SWA, mean ± sample std over "
+    "seeds. Loss: NLL for classification, MSE for regression tasks. Error: 100 × (1 − primary metric); for "
+    "correlation metrics that is 1 − correlation, not an error rate. Bold: the lower of the pair. SWA "
+    "lowering the loss without lowering the error is the discrepancy that motivates optimising both.")
+ABLATION_CAPTION = (
+    "Single-objective BO vs multi-objective BO over the same members, budget and initial design: test "
+    "primary metric (×100), mean ± sample std over seeds. BO, metric only / loss only: qLogNEI on the "
+    "validation primary metric / validation loss alone; MOBO (BOMF): both. Avg as in Table 1; bold: best, "
+    "underlined: second best.")
+OUTER_BO_CAPTION = (
+    "Effect of the outer (stage-1) hyperparameter BO: test primary metric (×100), mean ± sample std over "
+    "seeds. Grid: learning rate and batch size from a plain grid of full fine-tunes, best checkpoint, no BO. "
+    "Full-model BO: stage-1 BO run on the full model instead of the proxy, then a fine-tune, best "
+    "checkpoint. Every other row uses the hyperparameters of stage-1 BO on the proxy. Avg as in Table 1; "
+    "bold: best, underlined: second best.")
+COST_CAPTION = (
+    "Cost from Snakemake's benchmark files: wall and CPU seconds summed over a stage's jobs within one "
+    "(task, model, seed) run, peak RSS the largest of those jobs, each then averaged over seeds. Fusion "
+    "rows split stage 3 by method; evaluations: fused models scored on validation by the method's search "
+    "(the members' own scores not counted). Data preparation is shared by every model and seed.")
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    frame: pd.DataFrame  # long form, one row per shown number
+    markdown: str
+    latex: str
+
+    def write(self, prefix) -> tuple[Path, Path, Path]:
+        """Write prefix.csv, prefix.md and prefix.tex, each atomically."""
+        paths = tuple(Path(f"{prefix}{suffix}") for suffix in (".csv", ".md", ".tex"))
+        write_csv(paths[0], self.frame)
+        write_text(paths[1], self.markdown)
+        write_text(paths[2], self.latex)
+        return paths
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+@dataclass(frozen=True)
+class _Number:
+    mean: float
+    std: float = float("nan")  # NaN: shown without ±
+    decimals: int = 2
+    mark: str = ""  # "best" | "second" | ""
+
+
+_Cell = str | _Number | None  # None: missing
+
+
+@dataclass(frozen=True)
+class _Section:
+    title: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[_Cell, ...], ...]
+    text_columns: int = 1  # leading left-aligned columns
+    ruled_rows: frozenset[int] = field(default_factory=frozenset)  # rows set apart by a rule above
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "×": r"$\times$", "−": "$-$", "Δ": r"$\Delta$", "–": "--", "—": "---"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def _number_text(number: _Number, latex: bool) -> str:
+    text = f"{number.mean:.{number.decimals}f}"
+    if np.isfinite(number.std):
+        text += (r" $\pm$ " if latex else " ± ") + f"{number.std:.{number.decimals}f}"
+    if number.mark == "best":
+        return rf"\textbf{{{text}}}" if latex else f"**{text}**"
+    if number.mark == "second":
+        return rf"\underline{{{text}}}" if latex else f"<u>{text}</u>"
+    return text
+
+
+def _cell_text(cell: _Cell, latex: bool) -> str:
+    if cell is None:
+        return "--" if latex else "–"
+    if isinstance(cell, _Number):
+        return _number_text(cell, latex)
+    return latex_escape(cell) if latex else cell.replace("|", r"\|")
+
+
+def _render_markdown(sections: Sequence[_Section], caption: str) -> str:
+    parts = []
+    for section in sections:
+        align = [":---"] * section.text_columns + ["---:"] * (len(section.header) - section.text_columns)
+        lines = [f"### {section.title}", "", "| " + " | ".join(section.header) + " |",
+                 "|" + "|".join(align) + "|"]
+        lines += ["| " + " | ".join(_cell_text(c, latex=False) for c in row) + " |" for row in section.rows]
+        parts.append("\n".join(lines))
+    parts.append(caption if sections else f"No results to show.\n\n{caption}")
+    return "\n\n".join(parts) + "\n"
+
+
+def _render_latex(sections: Sequence[_Section], caption: str, label: str) -> str:
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}"]
+    for number, section in enumerate(sections):
+        if number:
+            lines.append(r"\medskip")
+        width = len(section.header)
+        lines += [rf"\begin{{tabular}}{{{'l' * section.text_columns}{'r' * (width - section.text_columns)}}}",
+                  r"\toprule", rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(section.title)}}}}} \\",
+                  r"\midrule", " & ".join(latex_escape(h) for h in section.header) + r" \\", r"\midrule"]
+        for index, row in enumerate(section.rows):
+            if index in section.ruled_rows:
+                lines.append(r"\midrule")
+            lines.append(" & ".join(_cell_text(c, latex=True) for c in row) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+    if not sections:
+        lines.append("No results to show.")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _render(frame: pd.DataFrame, sections: Sequence[_Section], caption: str, label: str) -> Table:
+    return Table(frame.reset_index(drop=True), _render_markdown(sections, caption),
+                 _render_latex(sections, caption, label))
+
+
+def _marks(values: Mapping, decimals: int, lower_is_better: bool = False, places: int = 2) -> dict:
+    """'best' for every key at the best shown value, 'second' at the next distinct shown value.
+
+    Values are compared as displayed (rounded to ``decimals``), so numbers that print the same share a
+    place; the value after a tie for best is still second.
+    """
+    shown = {key: round(value, decimals) for key, value in values.items() if np.isfinite(value)}
+    ranked = sorted(set(shown.values()), reverse=not lower_is_better)[:places]
+    return {key: ("best", "second")[ranked.index(value)] for key, value in shown.items() if value in ranked}
+
+
+# ------------------------------------------------------------------------------------------------- records
+
+def _summary(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, sample std (NaN for fewer than two values) and count."""
+    values = np.asarray(list(values), dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan"), len(values)
+
+
+def _ordered(names: Iterable[str], known: Sequence[str]) -> list[str]:
+    return sorted(set(names), key=lambda name: (known.index(name) if name in known else len(known), name))
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    """Order tasks, stages and methods as the paper and pipeline do; other values alphabetically after."""
+    known = {"task": list(TASK_LABELS), "stage": list(STAGE_LABELS), "method": list(METHOD_LABELS)}.get(column.name)
+    if known is None:
+        return column
+    rank = {name: i for i, name in enumerate(_ordered(column.dropna(), known))}
+    return column.map(rank)
+
+
+def _task_header(task: str, metric: str) -> str:
+    return f"{TASK_LABELS.get(task, task)} ({METRIC_LABELS.get(metric, metric)})"
+
+
+def _records_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per record: test score and validation loss and error, scores x100."""
+    rows = []
+    for r in records:
+        metric = r["primary_metric"]
+        rows.append({"model": r["model"], "task": r["task"], "method": r["method"], "seed": r["seed"],
+                     "metric": metric, "test_score": 100 * r["test"][metric],
+                     # Only Table 2 reads validation scores; a record without them still ranks on test.
+                     "validation_loss": r["validation"].get("loss", np.nan),
+                     "validation_error": 100 * (1 - r["validation"].get(metric, np.nan))})
+    frame = pd.DataFrame(rows, columns=["model", "task", "method", "seed", "metric", "test_score",
+                                        "validation_loss", "validation_error"])
+    duplicated = frame.duplicated(["model", "task", "method", "seed"], keep=False)
+    if duplicated.any():
+        raise ValueError("more than one record for " + ", ".join(sorted(
+            {f"{m}/{t}/{me}/seed{s}" for m, t, me, s in frame.loc[duplicated, ["model", "task", "method", "seed"]]
+             .itertuples(index=False)})))
+    return frame
+
+
+def _row_order(methods: Sequence[str]) -> list[str]:
+    """The given order, with oracle rows moved below every real method."""
+    return [m for m in methods if m not in ORACLE_METHODS] + [m for m in methods if m in ORACLE_METHODS]
+
+
+# ---------------------------------------------------------------------------------------------- leaderboard
+
+def _leaderboard(records: Sequence[dict], methods: Sequence[str], labels: Mapping[str, str], caption: str,
+                 label: str) -> Table:
+    """Methods x tasks + avg of the test primary metric, one section per model."""
+    frame = _records_frame(records)
+    frame = frame[frame["method"].isin(methods)]
+    long_rows, sections = [], []
+    for model in sorted(frame["model"].unique()):
+        scores = frame[frame["model"] == model]
+        tasks = _ordered(scores["task"], list(TASK_LABELS))
+        metric_of = scores.groupby("task")["metric"].first()
+        present = [m for m in _row_order(methods) if m in set(scores["method"])]
+        summaries: dict[tuple[str, str], tuple[float, float, int]] = {}
+        for method in present:
+            ours = scores[scores["method"] == method]
+            per_seed = ours.pivot(index="seed", columns="task", values="test_score")
+            for task in per_seed.columns:
+                summaries[method, task] = _summary(per_seed[task].dropna())
+            # Averaged over tasks per seed, so the spread is of the seed-level average.
+            if set(per_seed.columns) == set(tasks) and not per_seed.isna().any(axis=None):
+                summaries[method, "avg"] = _summary(per_seed.mean(axis=1))
+        columns = [*tasks, "avg"]
+        marks = {column: _marks({m: summaries[m, column][0] for m in present
+                                 if m not in ORACLE_METHODS and (m, column) in summaries}, decimals=2)
+                 for column in columns}
+        rows = []
+        for method in present:
+            cells = []
+            for column in columns:
+                if (method, column) not in summaries:
+                    cells.append(None)
+                    continue
+                mean, std, seeds = summaries[method, column]
+                mark = marks[column].get(method, "")
+                cells.append(_Number(mean, std, mark=mark))
+                long_rows.append({"model": model, "method": method, "label": labels.get(method, method),
+                                  "task": column, "metric": metric_of.get(column, "avg"), "mean": mean,
+                                  "std": std, "seeds": seeds, "mark": mark, "oracle": method in ORACLE_METHODS})
+            rows.append((labels.get(method, method), *cells))
+        header = ("Method", *(_task_header(t, metric_of[t]) for t in tasks), "Avg")
+        # A rule sets the oracle rows (always last) apart from the methods.
+        first_oracle = next((i for i, m in enumerate(present) if m in ORACLE_METHODS), 0)
+        sections.append(_Section(model, header, tuple(rows), ruled_rows=frozenset({first_oracle} - {0})))
+    long = pd.DataFrame(long_rows, columns=["model", "method", "label", "task", "metric", "mean", "std", "seeds",
+                                            "mark", "oracle"])
+    return _render(long, sections, caption, label)
+
+
+def _significance_table(records: Sequence[dict], methods: Sequence[str], resamples: int, seed: int) -> Table:
+    baselines = [m for m in methods if m != "bomf" and m not in ORACLE_METHODS]
+    comparisons = bomf_comparisons([r for r in records if r["method"] in methods], baselines, resamples, seed)
+    for column in ("difference", "ci_low", "ci_high"):
+        comparisons[column] = 100 * comparisons[column]
+    comparisons.insert(comparisons.columns.get_loc("baseline") + 1, "baseline_label",
+                       [METHOD_LABELS.get(m, m) for m in comparisons["baseline"]])
+    comparisons = comparisons.sort_values(["model", "task"], key=_sort_key, kind="stable")
+    sections = []
+    for model, group in comparisons.groupby("model", sort=False):
+        rows = []
+        for r in group.itertuples(index=False):
+            baseline = r.baseline_label if r.comparison == "swa" else f"{r.baseline_label} (best baseline)"
+            rows.append((_task_header(r.task, r.metric), baseline, f"{r.difference:+.2f}",
+                         f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", f"{r.p_value:.3f}", str(r.seeds)))
+        sections.append(_Section(model, ("Task", "BOMF vs", "Δ (×100)", "95% CI", "p", "Seeds"), tuple(rows),
+                                 text_columns=2))
+    caption = SIGNIFICANCE_CAPTION.format(resamples=resamples, seed=seed)
+    return _render(comparisons, sections, caption, "tab:bomf-significance")
+
+
+def main_table(records: Sequence[dict], methods: Sequence[str] = MAIN_METHODS, *, resamples: int = 1000,
+               seed: int = 0) -> tuple[Table, Table]:
+    """Table 1 and its significance tests: (the results with the tests below them, the tests alone).
+
+    Rows follow ``methods`` (oracle rows last); methods or tasks without records are left out.
+    """
+    results = _leaderboard(records, methods, METHOD_LABELS, MAIN_CAPTION, "tab:bomf-main")
+    significance = _significance_table(records, methods, resamples, seed)
+    combined = Table(results.frame, f"{results.markdown}\n## Paired bootstrap tests\n\n{significance.markdown}",
+                     f"{results.latex}\n{significance.latex}")
+    return combined, significance
+
+
+def ablation_table(records: Sequence[dict]) -> Table:
+    """Table 3: BO on the metric alone, on the loss alone, and on both (BOMF)."""
+    return _leaderboard(records, ABLATION_METHODS, {**METHOD_LABELS, "bomf": "MOBO (BOMF)"}, ABLATION_CAPTION,
+                        "tab:bomf-ablation")
+
+
+def outer_bo_table(records: Sequence[dict]) -> Table:
+    """Table 4: hyperparameters from a grid or from full-model BO vs every method on proxy-BO hyperparameters."""
+    return _leaderboard(records, OUTER_BO_METHODS, METHOD_LABELS, OUTER_BO_CAPTION, "tab:bomf-outer-bo")
+
+
+# --------------------------------------------------------------------------------------------- discrepancy
+
+def discrepancy_table(records: Sequence[dict]) -> Table:
+    """Table 2: validation loss and error of fine-tune (best member) vs SWA, per task."""
+    methods = ("best_member", "swa")
+    frame = _records_frame(records)
+    frame = frame[frame["method"].isin(methods)]
+    quantities = {"loss": ("validation_loss", 3), "error": ("validation_error", 2)}
+    long_rows, sections = [], []
+    for model in sorted(frame["model"].unique()):
+        ours = frame[frame["model"] == model]
+        rows = []
+        for task in _ordered(ours["task"], list(TASK_LABELS)):
+            of_task = ours[ours["task"] == task]
+            metric = of_task["metric"].iloc[0]
+            loss_kind = "MSE" if metric in REGRESSION_METRICS else "NLL"
+            cells = []
+            for quantity, (column, decimals) in quantities.items():
+                summaries = {m: _summary(of_task.loc[of_task["method"] == m, column])
+                             for m in methods if m in set(of_task["method"])}
+                marks = _marks({m: s[0] for m, s in summaries.items()}, decimals, lower_is_better=True, places=1)
+                for method in methods:
+                    if method not in summaries:
+                        cells.append(None)
+                        continue
+                    mean, std, seeds = summaries[method]
+                    cells.append(_Number(mean, std, decimals, marks.get(method, "")))
+                    long_rows.append({"model": model, "task": task, "metric": metric, "loss_kind": loss_kind,
+                                      "method": method, "label": METHOD_LABELS[method], "quantity": quantity,
+                                      "mean": mean, "std": std, "seeds": seeds, "mark": marks.get(method, "")})
+            task_label = TASK_LABELS.get(task, task) + (f" ({loss_kind} loss)" if loss_kind == "MSE" else "")
+            rows.append((task_label, *cells))
+        header = ("Task", *(f"{q.capitalize()}, {METHOD_LABELS[m]}" for q in quantities for m in methods))
+        sections.append(_Section(model, header, tuple(rows)))
+    long = pd.DataFrame(long_rows, columns=["model", "task", "metric", "loss_kind", "method", "label", "quantity",
+                                            "mean", "std", "seeds", "mark"])
+    return _render(long, sections, DISCREPANCY_CAPTION, "tab:bomf-discrepancy")
+
+
+# ---------------------------------------------------------------------------------------------------- cost
+
+BENCHMARK_COLUMNS = ["path", "task", "model", "seed", "stage", "method", "wall_s", "cpu_s", "max_rss_mb"]
+_SEED_DIRECTORY = re.compile(r"seed(\d+)")
+
+
+def _benchmark_key(relative: Path) -> dict | None:
+    """Task, model, seed, stage and method named by a benchmark path, or None for a shape we do not know."""
+    parts = relative.parts
+    if len(parts) == 2 and parts[0] == "data":
+        return {"task": relative.stem, "model": None, "seed": None, "stage": "data", "method": None}
+    seed = _SEED_DIRECTORY.fullmatch(parts[2]) if len(parts) >= 4 else None
+    if seed is None:
+        return None
+    stage = Path(parts[3]).stem  # seed0/finetune.tsv is the finetune stage itself
+    method = Path(parts[4]).stem if stage in ("fusion", "test") and len(parts) >= 5 else None
+    return {"task": parts[0], "model": parts[1], "seed": int(seed.group(1)), "stage": stage, "method": method}
+
+
+def read_benchmarks(root) -> pd.DataFrame:
+    """Every Snakemake benchmark TSV under ``root`` (results/benchmarks), one row per file.
+
+    Seconds and max_rss (MB, as Snakemake writes it) are averaged over the file's rows (``repeat()``
+    benchmarks the same job several times); 'NA' and '-' are missing values. Files whose path has no known
+    shape, or that hold no row with an ``s`` column, are skipped with a warning.
+    """
+    root = Path(root)
+    rows = []
+    for path in sorted(root.rglob("*.tsv")):
+        relative = path.relative_to(root)
+        key = _benchmark_key(relative)
+        if key is None:
+            warnings.warn(f"skipping benchmark file of unknown path shape: {path}", stacklevel=2)
+            continue
+        try:
+            measured = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
+        except pd.errors.EmptyDataError:
+            measured = pd.DataFrame()
+        if "s" not in measured.columns or measured.empty:
+            warnings.warn(f"skipping benchmark file without measurements: {path}", stacklevel=2)
+            continue
+        number = {column: pd.to_numeric(measured[column], errors="coerce").mean()
+                  if column in measured.columns else float("nan") for column in ("s", "cpu_time", "max_rss")}
+        rows.append({"path": relative.as_posix(), **key, "wall_s": number["s"], "cpu_s": number["cpu_time"],
+                     "max_rss_mb": number["max_rss"]})
+    frame = pd.DataFrame(rows, columns=BENCHMARK_COLUMNS)
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
+def _evaluations_frame(evaluations) -> pd.DataFrame:
+    """(task, model, seed, method, evaluations) rows from a frame with those columns or a mapping."""
+    columns = ["task", "model", "seed", "method", "evaluations"]
+    if isinstance(evaluations, pd.DataFrame):
+        return evaluations[columns]
+    return pd.DataFrame([(*key, count) for key, count in (evaluations or {}).items()], columns=columns)
+
+
+def cost_table(benchmarks: pd.DataFrame, evaluations=None) -> Table:
+    """Table 5: per (model, task), each stage's cost, and each fusion method's cost and evaluation count.
+
+    ``benchmarks`` is ``read_benchmarks``' frame; ``evaluations`` maps (task, model, seed, method) to the
+    number of fused models a method scored, or is a frame with those columns and ``evaluations``.
+    """
+    run = ["task", "model", "seed"]
+    sums = {"wall_s": ("wall_s", lambda s: s.sum(min_count=1)), "cpu_s": ("cpu_s", lambda s: s.sum(min_count=1)),
+            "max_rss_mb": ("max_rss_mb", "max")}
+    # A stage's jobs add up within one run (data preparation: one run per task); runs are then averaged.
+    per_stage = benchmarks.groupby([*run, "stage"], dropna=False).agg(**sums).reset_index()
+    fusion = benchmarks[benchmarks["stage"] == "fusion"]
+    per_method = (fusion.groupby([*run, "stage", "method"], dropna=False).agg(**sums).reset_index()
+                  .merge(_evaluations_frame(evaluations).assign(stage="fusion"), on=[*run, "stage", "method"],
+                         how="outer"))
+    per_run = pd.concat([per_stage.assign(method=None, evaluations=np.nan), per_method], ignore_index=True)
+    long = (per_run.groupby(["model", "task", "stage", "method"], dropna=False)
+            .agg(wall_s=("wall_s", "mean"), cpu_s=("cpu_s", "mean"), max_rss_mb=("max_rss_mb", "mean"),
+                 evaluations=("evaluations", "mean"), runs=("task", "size"))
+            .reset_index()
+            .sort_values(["model", "task", "stage", "method"], key=_sort_key, na_position="first", kind="stable"))
+    sections = []
+    for model, group in long.groupby("model", dropna=False, sort=False):
+        rows = []
+        for r in group.itertuples(index=False):
+            what = (STAGE_LABELS.get(r.stage, r.stage) if pd.isna(r.method)
+                    else f"Fusion: {METHOD_LABELS.get(r.method, r.method)}")
+            numbers = ((r.wall_s, 1), (r.cpu_s, 1), (r.max_rss_mb, 0), (r.evaluations, 0))
+            rows.append((TASK_LABELS.get(r.task, r.task), what,
+                         *(None if pd.isna(value) else _Number(value, decimals=places) for value, places in numbers)))
+        title = "Shared by every model and seed" if pd.isna(model) else model
+        sections.append(_Section(title, ("Task", "Stage", "Wall (s)", "CPU (s)", "Peak RSS (MB)", "Evaluations"),
+                                 tuple(rows), text_columns=2))
+    return _render(long, sections, COST_CAPTION, "tab:bomf-cost")
 
 
 def run_summary(records: list[dict]) -> pd.DataFrame:
@@ -12,39 +492,3 @@ def run_summary(records: list[dict]) -> pd.DataFrame:
         row.update({f"test_{k}": v for k, v in r["test"].items()})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _cell(values: np.ndarray) -> str:
-    if len(values) == 0:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
-
-
-def results_table(records: list[dict], methods: list[str]) -> tuple[pd.DataFrame, str]:
-    """Long CSV rows (model, method, task, metric, mean, std, seeds) and a Markdown table per model."""
-    frame = pd.DataFrame([{"model": r["model"], "method": r["method"], "task": r["task"], "seed": r["seed"],
-                           "metric": r["primary_metric"], "score": 100 * r["test"][r["primary_metric"]]}
-                          for r in records])
-    grouped = frame.groupby(["model", "method", "task", "metric"], sort=False)["score"]
-    long = grouped.agg(mean="mean", std=lambda s: s.std(ddof=1) if len(s) > 1 else np.nan,
-                       seeds="count").reset_index()
-    tasks = list(dict.fromkeys(frame["task"]))
-    metric_of = dict(zip(frame["task"], frame["metric"]))
-    sections = []
-    for model in dict.fromkeys(frame["model"]):
-        header = ["method", *[f"{t} ({metric_of[t]})" for t in tasks], "avg"]
-        lines = [f"### {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for method in methods:
-            subset = frame[(frame["model"] == model) & (frame["method"] == method)]
-            if subset.empty:
-                continue
-            cells = [_cell(subset[subset["task"] == t]["score"].to_numpy()) for t in tasks]
-            # The average over tasks is taken per seed, then summarised across seeds.
-            per_seed = subset.groupby("seed")["score"].mean().to_numpy() if subset["task"].nunique() == len(tasks) else np.array([])
-            lines.append("| " + " | ".join([method, *cells, _cell(per_seed)]) + " |")
-        sections.append("\n".join(lines))
-    note = ("Test-split scores x100 (mean ± sample std over seeds). Selection used only the validation split "
-            "carved out of train.")
-    return long, "\n\n".join(sections) + "\n\n" + note + "\n"

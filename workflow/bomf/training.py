@@ -131,14 +131,32 @@ def make_optimizer(model: nn.Module, hp: Hyperparameters, optim: OptimConfig, de
 MemberCallback = Callable[[int, int, nn.Module, dict], None]
 
 
+@dataclass
+class TrainingState:
+    """Everything ``fine_tune`` needs to continue after ``step`` as if it had never stopped (bit for bit on
+    CPU). Taken right after an evaluation, when the running train loss has just been reset."""
+
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict  # torch's optimizer state_dict
+    scheduler: dict  # the learning-rate schedule's state_dict
+    data_order: torch.Tensor  # the data-order generator at the start of the epoch of ``step``
+    rng: torch.Tensor  # torch's global RNG (dropout)
+    cuda_rng: torch.Tensor | None  # the device's RNG on GPU
+    trajectory: list[dict]
+    elapsed: float  # training seconds up to ``step``
+
+
 def fine_tune(model: nn.Module, train: Encoded, val: Encoded, task: TaskSpec, hp: Hyperparameters,
               optim: OptimConfig, epochs: int, seed: int, device: torch.device,
               eval_steps: list[int] | None = None, on_eval: MemberCallback | None = None,
-              progress: str = "train") -> list[dict]:
+              progress: str = "train", resume: TrainingState | None = None,
+              on_state: Callable[[TrainingState], None] | None = None) -> list[dict]:
     """Train with AdamW + warmup schedule and return one trajectory row per evaluation.
 
     Evaluations happen at ``eval_steps`` (default: the end of every epoch); ``on_eval`` receives each one,
-    which is how stage 2 saves its members. A diverged run (non-finite loss) stops early with NaN scores.
+    which is how stage 2 saves its members, and then ``on_state`` receives the state to ``resume`` from.
+    A diverged run (non-finite loss) stops early with NaN scores.
     """
     metrics = list(task.metrics)
     steps_per_epoch = math.ceil(len(train) / hp.batch_size)
@@ -150,12 +168,20 @@ def fine_tune(model: nn.Module, train: Encoded, val: Encoded, task: TaskSpec, hp
                               optimizer, num_warmup_steps=round(hp.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     order = torch.Generator().manual_seed(seed)
-    trajectory, running_loss, running_count, step = [], 0.0, 0, 0
-    started = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=progress, mininterval=5, disable=None)
-    for epoch in range(epochs):
+    trajectory, running_loss, running_count, step, elapsed = [], 0.0, 0, 0, 0.0
+    if resume is not None:
+        _restore(resume, model, optimizer, scheduler, order, device)
+        trajectory, step, elapsed = list(resume.trajectory), resume.step, resume.elapsed
+    # A resumed run redraws the permutation of its last step's epoch and skips that epoch's finished batches.
+    first_epoch = max(step - 1, 0) // steps_per_epoch
+    finished_batches = step - first_epoch * steps_per_epoch
+    batch_starts = range(0, len(train), hp.batch_size)
+    started = time.perf_counter() - elapsed
+    bar = tqdm(total=total_steps, initial=step, desc=progress, mininterval=5, disable=None)
+    for epoch in range(first_epoch, epochs):
+        epoch_order = order.get_state()
         permutation = torch.randperm(len(train), generator=order).tolist()
-        for start in range(0, len(train), hp.batch_size):
+        for start in batch_starts[finished_batches if epoch == first_epoch else 0:]:
             batch = permutation[start:start + hp.batch_size]
             loss_value = _accumulate_gradients(model, train, batch, optim.max_device_batch, device)
             optimizer.step()
@@ -178,8 +204,27 @@ def fine_tune(model: nn.Module, train: Encoded, val: Encoded, task: TaskSpec, hp
                 bar.set_postfix({k: f"{v:.3f}" for k, v in scores.items()})
                 if on_eval is not None:
                     on_eval(len(trajectory) - 1, step, model, row)
+                if on_state is not None:
+                    on_state(TrainingState(step, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
+                                           epoch_order, torch.get_rng_state(), _device_rng(device),
+                                           list(trajectory), time.perf_counter() - started))
     bar.close()
     return trajectory
+
+
+def _device_rng(device: torch.device) -> torch.Tensor | None:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _restore(state: TrainingState, model: nn.Module, optimizer, scheduler, order: torch.Generator,
+             device: torch.device) -> None:
+    model.load_state_dict(state.model, strict=True)
+    optimizer.load_state_dict(state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    order.set_state(state.data_order)
+    torch.set_rng_state(state.rng)
+    if state.cuda_rng is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state.cuda_rng, device)
 
 
 def _accumulate_gradients(model, train: Encoded, batch: list[int], max_device_batch: int, device) -> float:

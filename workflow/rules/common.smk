@@ -17,6 +17,8 @@ RUN_WILDCARDS = {"task": [r[0] for r in _runs], "model": [r[1] for r in _runs], 
 HPO_ROUNDS = config["hpo"]["rounds"]
 HPO_TRIALS = config["hpo"]["trials_per_round"]
 MEMBERS = config["finetune"]["members"]
+# Every method that gets a fusion/{method}/ directory, a test evaluation and a row in the tables.
+EVALUATED_METHODS = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
 
 
 wildcard_constraints:
@@ -24,13 +26,17 @@ wildcard_constraints:
     round=r"\d+",
     trial=r"\d+",
     method=r"[a-z0-9_]+",
+    search=r"hpo|hpo_full",
+    frozen=r"\d+",
+    point=r"\d+",
     model=r"[A-Za-z0-9_.\-]+",
     task=r"[A-Za-z0-9_\-]+",
 
 
-def trial_files(run, rounds):
-    """The trial records of the given rounds of one run (format placeholders: task, model, seed)."""
-    return [f"{run}/hpo/round{r}/trial{j}.json" for r in rounds for j in range(HPO_TRIALS)]
+def trial_files(run, rounds, search="{search}"):
+    """The stage-1 trial records of the given rounds of one run and search (hpo: the proxy; hpo_full: the
+    full model, for the HPBO-full baseline)."""
+    return [f"{run}/{search}/round{r}/trial{j}.json" for r in rounds for j in range(HPO_TRIALS)]
 
 
 def earlier_trials(wildcards):

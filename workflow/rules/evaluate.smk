@@ -25,7 +25,7 @@ rule evaluate:
 # One (task, model, seed) run end to end: `snakemake results/rte/minilm/seed0/summary.csv`.
 rule summarise_run:
     input:
-        expand(f"{RUN}/test/{{method}}.json", method=config["fusion"]["methods"], allow_missing=True),
+        expand(f"{RUN}/test/{{method}}.json", method=EVALUATED_METHODS, allow_missing=True),
     output:
         f"{RUN}/summary.csv",
     log:
@@ -36,18 +36,34 @@ rule summarise_run:
         "../scripts/summarise_run.py"
 
 
-rule table:
+from bomf.tables import TABLE_NAMES
+
+TABLES = "results/tables/{name}.{ext}"
+
+
+rule paper_tables:
     input:
-        expand(
+        tests=expand(
             expand(f"{RUN}/test/{{method}}.json", zip, **RUN_WILDCARDS, allow_missing=True),
-            method=config["fusion"]["methods"],
+            method=EVALUATED_METHODS,
         ),
+        fusion=expand(
+            expand(f"{RUN}/fusion/{{method}}", zip, **RUN_WILDCARDS, allow_missing=True),
+            method=EVALUATED_METHODS,
+        ),
+        # Jobs whose benchmark files the cost table reads, beyond those the test results need.
+        costs=expand(COST_ONLY_OUTPUTS, zip, **RUN_WILDCARDS),
     output:
-        csv="results/tables/glue.csv",
-        md="results/tables/glue.md",
+        [
+            report(TABLES.format(name=name, ext="csv"), caption=f"../report/{name}.rst", category="Tables")
+            for name in TABLE_NAMES
+        ],
+        expand(TABLES, name=TABLE_NAMES, ext=["md", "tex"]),
+    params:
+        benchmarks="results/benchmarks",
     log:
-        "logs/tables/glue.log",
+        "logs/tables/paper_tables.log",
     conda:
         "../../envs/bomf.yaml"
     script:
-        "../scripts/table.py"
+        "../scripts/paper_tables.py"

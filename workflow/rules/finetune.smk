@@ -9,6 +9,10 @@ rule finetune:
         members=[f"{RUN}/members/member{k:02d}.safetensors" for k in range(MEMBERS)],
         trajectory=f"{RUN}/members/trajectory.csv",
         manifest=f"{RUN}/members/members.json",
+    params:
+        # Members and resumable training states while training runs; kept when the job fails (outputs are
+        # not), so a rerun continues from the last member. Removed on success.
+        staging=f"{RUN}/members.resume",
     log:
         f"{LOG}/finetune.log",
     benchmark:

@@ -9,6 +9,9 @@ rule fuse:
         manifest=rules.finetune.output.manifest,
     output:
         directory(f"{RUN}/fusion/{{method}}"),
+    params:
+        # Every objective evaluation, replayed by a rerun; beside the output, which a failed job loses.
+        journal=f"{RUN}/fusion/{{method}}.journal.jsonl",
     log:
         f"{LOG}/fusion/{{method}}.log",
     benchmark:

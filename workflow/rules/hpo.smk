@@ -1,4 +1,5 @@
-# Stage 1: R rounds x q trials of hyperparameter BO on the frozen-layer proxy. The round chain is fixed by
+# Stage 1: R rounds x q trials of hyperparameter BO on the frozen-layer proxy ({search} = hpo; the HPBO-full
+# baseline runs the same chain on the full model, {search} = hpo_full). The round chain is fixed by
 # the config, so the DAG is static; the q trials of a round are independent jobs that a cluster runs together.
 
 
@@ -6,11 +7,11 @@ rule hpo_suggest:
     input:
         earlier_trials,
     output:
-        f"{RUN}/hpo/round{{round}}/suggest.json",
+        f"{RUN}/{{search}}/round{{round}}/suggest.json",
     log:
-        f"{LOG}/hpo/round{{round}}/suggest.log",
+        f"{LOG}/{{search}}/round{{round}}/suggest.log",
     benchmark:
-        f"{BENCH}/hpo/round{{round}}/suggest.tsv"
+        f"{BENCH}/{{search}}/round{{round}}/suggest.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -22,13 +23,13 @@ rule hpo_suggest:
 rule hpo_trial:
     input:
         data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
-        suggest=f"{RUN}/hpo/round{{round}}/suggest.json",
+        suggest=f"{RUN}/{{search}}/round{{round}}/suggest.json",
     output:
-        f"{RUN}/hpo/round{{round}}/trial{{trial}}.json",
+        f"{RUN}/{{search}}/round{{round}}/trial{{trial}}.json",
     log:
-        f"{LOG}/hpo/round{{round}}/trial{{trial}}.log",
+        f"{LOG}/{{search}}/round{{round}}/trial{{trial}}.log",
     benchmark:
-        f"{BENCH}/hpo/round{{round}}/trial{{trial}}.tsv"
+        f"{BENCH}/{{search}}/round{{round}}/trial{{trial}}.tsv"
     threads: 1
     resources:
         gpu=1,
@@ -44,10 +45,10 @@ rule hpo_select:
     input:
         trial_files(RUN, range(HPO_ROUNDS)),
     output:
-        trials=f"{RUN}/hpo/trials.csv",
-        best=f"{RUN}/hpo/best.json",
+        trials=f"{RUN}/{{search}}/trials.csv",
+        best=f"{RUN}/{{search}}/best.json",
     log:
-        f"{LOG}/hpo/select.log",
+        f"{LOG}/{{search}}/select.log",
     conda:
         "../../envs/bomf.yaml"
     script:

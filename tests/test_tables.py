@@ -1,0 +1,288 @@
+"""Result tables and paired bootstrap tests on hand-built evaluation records and benchmark files."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bomf.stats import bootstrap_indices, bomf_comparisons, paired_bootstrap
+from bomf.tables import (METHOD_LABELS, Table, ablation_table, cost_table, discrepancy_table, latex_escape,
+                         main_table, outer_bo_table, read_benchmarks)
+
+LABELS = np.array([0, 1] * 20)
+
+
+def record(task, method, seed, score, *, model="minilm", metric="accuracy", predictions=LABELS,
+           labels=LABELS, validation_loss=0.5, validation_score=0.8):
+    return {"task": task, "model": model, "seed": seed, "method": method, "primary_metric": metric,
+            "test": {"loss": 0.4, metric: score}, "validation": {"loss": validation_loss, metric: validation_score},
+            "test_size": len(labels), "predictions": list(predictions), "labels": list(labels)}
+
+
+def cell(table: Table, method: str, task: str, model: str = "minilm") -> pd.Series:
+    frame = table.frame
+    return frame[(frame["model"] == model) & (frame["method"] == method) & (frame["task"] == task)].iloc[0]
+
+
+def markdown_row(table: Table, label: str) -> str:
+    return next(line for line in table.markdown.splitlines() if line.startswith(f"| {label} |"))
+
+
+# ------------------------------------------------------------------------------------------ means and marks
+
+def test_scores_are_x100_mean_and_sample_std_over_seeds():
+    records = [record("rte", "bomf", seed, score) for seed, score in enumerate([0.70, 0.72, 0.74])]
+    table, _ = main_table(records, resamples=10)
+    row = cell(table, "bomf", "rte")
+    assert row["mean"] == pytest.approx(72.0)
+    assert row["std"] == pytest.approx(2.0)
+    assert row["seeds"] == 3
+    assert "72.00 ± 2.00" in markdown_row(table, "BOMF")
+    assert r"72.00 $\pm$ 2.00" in table.latex
+
+
+def test_one_seed_shows_no_spread():
+    table, _ = main_table([record("rte", "swa", 0, 0.7)], resamples=10)
+    assert np.isnan(cell(table, "swa", "rte")["std"])
+    assert "70.00" in markdown_row(table, "SWA") and "±" not in markdown_row(table, "SWA")
+
+
+def test_best_is_bold_second_underlined_and_the_oracle_never_marked():
+    records = [record("rte", "bomf", 0, 0.80), record("rte", "swa", 0, 0.78), record("rte", "best_member", 0, 0.75),
+               record("rte", "oracle_subset", 0, 0.95)]
+    table, _ = main_table(records, resamples=10)
+    assert cell(table, "bomf", "rte")["mark"] == "best"
+    assert cell(table, "swa", "rte")["mark"] == "second"
+    assert cell(table, "best_member", "rte")["mark"] == ""
+    assert cell(table, "oracle_subset", "rte")["mark"] == "" and cell(table, "oracle_subset", "rte")["oracle"]
+    assert "**80.00**" in markdown_row(table, "BOMF") and "<u>78.00</u>" in markdown_row(table, "SWA")
+    oracle_row = markdown_row(table, "Best subset (oracle, test-selected)")
+    assert "95.00" in oracle_row and "**" not in oracle_row and "<u>" not in oracle_row
+    assert r"\textbf{80.00}" in table.latex and r"\underline{78.00}" in table.latex
+    # The oracle row sits last, below a rule.
+    body = table.latex.splitlines()
+    assert body[body.index(next(line for line in body if line.startswith("Best subset"))) - 1] == r"\midrule"
+
+
+def test_values_that_print_the_same_share_a_place_and_the_next_is_second():
+    records = [record("rte", "bomf", 0, 0.800001), record("rte", "swa", 0, 0.800004),
+               record("rte", "greedy_soup", 0, 0.79), record("rte", "best_member", 0, 0.70)]
+    table, _ = main_table(records, resamples=10)
+    assert [cell(table, m, "rte")["mark"] for m in ("bomf", "swa", "greedy_soup", "best_member")] == \
+        ["best", "best", "second", ""]
+
+
+def test_avg_is_taken_per_seed_and_only_for_methods_with_every_task():
+    records = [record("rte", "bomf", 0, 0.70), record("rte", "bomf", 1, 0.80),
+               record("mrpc", "bomf", 0, 0.90, metric="f1"), record("mrpc", "bomf", 1, 0.80, metric="f1"),
+               record("rte", "swa", 0, 0.75), record("rte", "swa", 1, 0.75)]
+    table, _ = main_table(records, resamples=10)
+    avg = cell(table, "bomf", "avg")
+    # Per-seed averages are 80 and 80: no spread, though each task alone varies.
+    assert avg["mean"] == pytest.approx(80.0) and avg["std"] == pytest.approx(0.0)
+    assert not ((table.frame["method"] == "swa") & (table.frame["task"] == "avg")).any()
+    assert markdown_row(table, "SWA").endswith("| – | – |")  # no MRPC, so no avg
+    assert "| Method | RTE (Acc.) | MRPC (F1) | Avg |" in table.markdown
+
+
+def test_missing_methods_tasks_and_records_are_skipped():
+    table, significance = main_table([record("cola", "swa", 0, 0.5, metric="mcc")], resamples=10)
+    assert set(table.frame["method"]) == {"swa"}
+    assert significance.frame.empty
+    empty, _ = main_table([], resamples=10)
+    assert empty.frame.empty and "No results to show." in empty.markdown
+
+
+def test_duplicate_records_are_refused():
+    with pytest.raises(ValueError, match="minilm/rte/swa/seed0"):
+        main_table([record("rte", "swa", 0, 0.5), record("rte", "swa", 0, 0.6)], resamples=10)
+
+
+# ------------------------------------------------------------------------------------------------ bootstrap
+
+def test_a_method_right_everywhere_beats_one_wrong_everywhere():
+    wrong = 1 - LABELS
+    result = paired_bootstrap({0: LABELS, 1: LABELS}, {0: wrong, 1: wrong}, LABELS, "f1", resamples=200, seed=3)
+    assert result.difference == pytest.approx(1.0)
+    assert result.ci_low == pytest.approx(1.0) and result.ci_high == pytest.approx(1.0)
+    assert result.p_value == pytest.approx(2 / 201)  # the smallest p 200 resamples can give
+    assert (result.seeds, result.examples, result.resamples) == (2, len(LABELS), 200)
+
+
+def test_identical_predictions_give_no_difference():
+    predictions = np.where(np.arange(len(LABELS)) % 3 == 0, 1 - LABELS, LABELS)
+    result = paired_bootstrap({0: predictions}, {0: predictions.copy()}, LABELS, "mcc", resamples=200, seed=0)
+    assert result.difference == 0.0
+    assert result.ci_low <= 0.0 <= result.ci_high
+    assert result.p_value == 1.0
+
+
+def test_bootstrap_is_deterministic_for_a_seed():
+    rng = np.random.default_rng(0)
+    labels = rng.normal(size=60)
+    close, far = labels + rng.normal(scale=0.3, size=60), labels + rng.normal(scale=1.0, size=60)
+    runs = [paired_bootstrap({0: close}, {0: far}, labels, "pearson", resamples=100, seed=s) for s in (7, 7, 8)]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    assert runs[0].difference > 0 and runs[0].ci_low > 0
+    np.testing.assert_array_equal(bootstrap_indices(60, 5, 7), bootstrap_indices(60, 5, 7))
+
+
+def test_comparisons_pick_the_best_non_oracle_baseline_and_average_shared_seeds():
+    wrong = 1 - LABELS
+    half = np.where(np.arange(len(LABELS)) < 20, LABELS, wrong)
+    records = [record("rte", "bomf", s, 1.0) for s in (0, 1, 2)]
+    records += [record("rte", "swa", s, 0.0, predictions=wrong) for s in (0, 1)]
+    records += [record("rte", "greedy_soup", 0, 0.5, predictions=half),
+                record("rte", "oracle_subset", 0, 1.0)]
+    frame = bomf_comparisons(records, ["swa", "greedy_soup"], resamples=50, seed=0)
+    assert list(frame["comparison"]) == ["swa", "best baseline"]
+    assert list(frame["baseline"]) == ["swa", "greedy_soup"]
+    assert list(frame["seeds"]) == [2, 1]
+    assert frame["difference"].tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_main_table_reports_the_tests_below_it_and_never_against_the_oracle():
+    wrong = 1 - LABELS
+    records = [record("rte", "bomf", 0, 1.0), record("rte", "swa", 0, 0.0, predictions=wrong),
+               record("rte", "oracle_subset", 0, 1.0)]
+    table, significance = main_table(records, resamples=50, seed=1)
+    assert list(significance.frame["baseline"]) == ["swa", "swa"]
+    assert significance.frame["difference"].tolist() == pytest.approx([100.0, 100.0])
+    assert "| RTE (Acc.) | SWA (best baseline) | +100.00 | [+100.00, +100.00] | 0.039 | 1 |" in table.markdown
+    assert table.markdown.index("## Paired bootstrap tests") > table.markdown.index("| BOMF |")
+    assert "50 resamples" in significance.markdown and significance.latex in table.latex
+
+
+def test_differing_test_labels_are_refused():
+    records = [record("rte", "bomf", 0, 1.0), record("rte", "swa", 0, 1.0, labels=1 - LABELS)]
+    with pytest.raises(ValueError, match="different test labels"):
+        bomf_comparisons(records, ["swa"], resamples=10)
+
+
+# ------------------------------------------------------------------------------------------- other tables
+
+def test_discrepancy_table_reads_validation_loss_and_error():
+    records = [record("rte", "best_member", s, 0.7, validation_loss=loss, validation_score=0.79)
+               for s, loss in ((0, 0.9), (1, 1.0))]
+    records += [record("rte", "swa", 0, 0.7, validation_loss=0.8, validation_score=0.78),
+                record("stsb", "swa", 0, 0.9, metric="pearson", validation_loss=0.6, validation_score=0.9),
+                record("rte", "bomf", 0, 0.9)]
+    table = discrepancy_table(records)
+    frame = table.frame.set_index(["task", "method", "quantity"])
+    assert frame.loc[("rte", "best_member", "loss"), "mean"] == pytest.approx(0.95)
+    assert frame.loc[("rte", "best_member", "error"), "mean"] == pytest.approx(21.0)
+    assert frame.loc[("stsb", "swa", "error"), "mean"] == pytest.approx(10.0)
+    assert frame.loc[("rte", "swa", "loss"), "mark"] == "best"  # lower loss
+    assert frame.loc[("rte", "best_member", "error"), "mark"] == "best"  # lower error
+    assert set(table.frame["method"]) == {"best_member", "swa"}
+    assert "| RTE | 0.950 ± 0.071 | **0.800** | **21.00 ± 0.00** | 22.00 |" in table.markdown
+    assert "| STS-B (MSE loss) | – | **0.600** | – | **10.00** |" in table.markdown
+    assert "1 − correlation" in table.markdown
+
+
+def test_ablation_and_outer_bo_tables_use_their_methods_and_labels():
+    records = [record("rte", method, 0, score) for method, score in
+               (("bo_metric", 0.7), ("bo_loss", 0.6), ("bomf", 0.8), ("grid_finetune", 0.65), ("hpbo_full", 0.75),
+                ("swa", 0.72), ("oracle_subset", 0.99))]
+    ablation = ablation_table(records)
+    assert set(ablation.frame["method"]) == {"bo_metric", "bo_loss", "bomf"}
+    assert "| MOBO (BOMF) | **80.00** | **80.00** |" in ablation.markdown
+    assert "| BO, metric only | <u>70.00</u> |" in ablation.markdown
+    outer = outer_bo_table(records)
+    assert set(outer.frame["method"]) == {"grid_finetune", "hpbo_full", "swa", "bomf"}
+    assert markdown_row(outer, METHOD_LABELS["grid_finetune"]).startswith("| Fine-tune, grid")
+    assert "stage-1 BO on the proxy" in outer.markdown
+
+
+def test_latex_escapes_labels_tasks_and_models():
+    assert latex_escape("my_method & 50% ± 1") == r"my\_method \& 50\% $\pm$ 1"
+    table, _ = main_table([record("my_task", "my_method", 0, 0.5, model="tiny_bert")], ["my_method"],
+                          resamples=10)
+    assert r"my\_method & \textbf{50.00} & \textbf{50.00} \\" in table.latex
+    assert r"my\_task (Acc.)" in table.latex and r"\textit{tiny\_bert}" in table.latex
+    assert "my_method" not in table.latex.replace(r"my\_method", "")
+
+
+def test_write_creates_csv_markdown_and_latex(tmp_path):
+    table, _ = main_table([record("rte", "swa", 0, 0.7)], resamples=10)
+    paths = table.write(tmp_path / "tables" / "table1_main")
+    assert [p.name for p in paths] == ["table1_main.csv", "table1_main.md", "table1_main.tex"]
+    pd.testing.assert_frame_equal(pd.read_csv(paths[0]), table.frame, check_dtype=False)
+    assert paths[1].read_text() == table.markdown and paths[2].read_text() == table.latex
+
+
+# ------------------------------------------------------------------------------------------------- cost
+
+# As Snakemake 9 writes them: with and without measured memory and CPU, and a repeat() with two rows.
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def benchmark(path, *rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(
+        f"{s:.2f}\t0:00:{int(s):02d}\t{'NA' if rss is None else f'{rss:.2f}'}\tNA\tNA\tNA\tNA\tNA\tNA\t"
+        f"{'NA' if cpu is None else f'{cpu:.2f}'}\n" for s, rss, cpu in rows))
+
+
+@pytest.fixture
+def benchmarks_root(tmp_path):
+    root = tmp_path / "results" / "benchmarks"
+    benchmark(root / "data" / "rte.tsv", (3, 100, 2))
+    for seed, extra in ((0, 0), (1, 10)):
+        run = root / "rte" / "minilm" / f"seed{seed}"
+        benchmark(run / "hpo" / "round0" / "suggest.tsv", (5, 200, 4))
+        benchmark(run / "hpo" / "round0" / "trial0.tsv", (10 + extra, 300, 9))
+        benchmark(run / "hpo" / "round0" / "trial1.tsv", (20, 500, None))
+        benchmark(run / "finetune.tsv", (50, 800, 90), (70, 900, 110))
+        benchmark(run / "fusion" / "bomf.tsv", (30, 700, 50))
+        benchmark(run / "fusion" / "swa.tsv", (2, None, None))
+        benchmark(run / "test" / "bomf.tsv", (4, 400, 3))
+    benchmark(root / "stray.tsv", (1, 1, 1))
+    benchmark(root / "rte" / "minilm" / "notaseed" / "x.tsv", (1, 1, 1))
+    return root
+
+
+def test_read_benchmarks_parses_paths_and_missing_values(benchmarks_root):
+    with pytest.warns(UserWarning, match="unknown path shape"):
+        frame = read_benchmarks(benchmarks_root)
+    assert len(frame) == 15  # 1 data + 2 runs x 7; the two unknown shapes skipped
+    by_path = frame.set_index("path")
+    data = by_path.loc["data/rte.tsv"]
+    assert (data["task"], data["stage"]) == ("rte", "data") and pd.isna(data["model"]) and pd.isna(data["seed"])
+    finetune = by_path.loc["rte/minilm/seed1/finetune.tsv"]
+    assert (finetune["stage"], finetune["seed"], finetune["wall_s"], finetune["max_rss_mb"]) == ("finetune", 1, 60, 850)
+    trial = by_path.loc["rte/minilm/seed0/hpo/round0/trial1.tsv"]
+    assert trial["stage"] == "hpo" and pd.isna(trial["method"]) and pd.isna(trial["cpu_s"])
+    assert by_path.loc["rte/minilm/seed0/fusion/swa.tsv", "method"] == "swa"
+    assert by_path.loc["rte/minilm/seed0/test/bomf.tsv", ["stage", "method"]].tolist() == ["test", "bomf"]
+
+
+def test_cost_table_sums_stages_averages_seeds_and_counts_evaluations(benchmarks_root):
+    with pytest.warns(UserWarning):
+        frame = read_benchmarks(benchmarks_root)
+    evaluations = {("rte", "minilm", 0, "bomf"): 75, ("rte", "minilm", 1, "bomf"): 75,
+                   ("rte", "minilm", 0, "swa"): 0, ("rte", "minilm", 1, "swa"): 0}
+    table = cost_table(frame, evaluations)
+    hpo = table.frame[table.frame["stage"] == "hpo"].iloc[0]
+    assert hpo["wall_s"] == pytest.approx(40.0)  # 35 and 45 per seed
+    assert hpo["cpu_s"] == pytest.approx(13.0)  # the NA trial adds nothing
+    assert hpo["max_rss_mb"] == pytest.approx(500.0) and hpo["runs"] == 2
+    fusion = table.frame[table.frame["stage"] == "fusion"].set_index("method", drop=False)
+    assert pd.isna(fusion.index[0])  # the stage total comes before its methods
+    assert fusion.iloc[0]["wall_s"] == pytest.approx(32.0)
+    assert fusion.loc["bomf", "evaluations"] == 75 and fusion.loc["swa", "evaluations"] == 0
+    assert pd.isna(fusion.loc["swa", "cpu_s"])
+    data = table.frame[table.frame["stage"] == "data"].iloc[0]
+    assert pd.isna(data["model"]) and data["wall_s"] == 3
+    assert list(table.frame["stage"]) == ["data", "hpo", "finetune", "fusion", "fusion", "fusion", "test"]
+    assert "| RTE | Fusion: BOMF | 30.0 | 50.0 | 700 | 75 |" in table.markdown
+    assert "| RTE | Fusion: SWA | 2.0 | – | – | 0 |" in table.markdown
+    assert "### Shared by every model and seed" in table.markdown
+
+
+def test_cost_table_takes_evaluations_as_a_frame_and_without_benchmarks(tmp_path):
+    evaluations = pd.DataFrame({"task": ["rte"], "model": ["minilm"], "seed": [0], "method": ["bomf"],
+                                "evaluations": [75]})
+    table = cost_table(read_benchmarks(tmp_path), evaluations)
+    assert table.frame[["stage", "method", "evaluations"]].values.tolist() == [["fusion", "bomf", 75]]
+    assert cost_table(read_benchmarks(tmp_path)).frame.empty

@@ -1,0 +1,119 @@
+"""Baselines that are not chosen among the stage-2 members' fusions: the grid fine-tune (whose grid, run
+again with lower layers frozen, is also the paper's hyperparameter-alignment study), HPBO-full's fine-tune,
+and the oracle best subset.
+
+``train_keeping_best`` is the one recipe behind the grid and HPBO-full: a fine-tune whose best validation
+checkpoint is kept, scored on the same member schedule as stage 2 so that the uniform average of its
+second-half checkpoints (SWA of the trajectory) can be compared with its best checkpoint (the paper's
+Figure 3).
+"""
+
+import itertools
+import math
+import time
+
+import pandas as pd
+import torch
+
+from .fusion import FusionObjective, uniform
+from .metrics import ranking_key
+from .models import freeze_lower_layers, load_classifier
+from .runtime import seed_everything
+from .training import OptimConfig, evaluate, fine_tune, hyperparameters, member_steps
+
+BASELINES = ("grid_finetune", "hpbo_full", "oracle_subset")
+
+
+def grid_points(grid: dict) -> list[dict]:
+    """Every (learning rate, batch size) of the grid, in a fixed order (index = position in this list)."""
+    return [{"learning_rate": float(lr), "batch_size": int(bs)}
+            for lr, bs in itertools.product(grid["learning_rates"], grid["batch_sizes"])]
+
+
+def train_keeping_best(source: str, task, data: dict, params: dict, optim_config: dict, finetune_config: dict,
+                       frozen_layers: int, seed: int, device) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Fine-tune with ``params`` (lowest ``frozen_layers`` layers frozen), scoring the validation split at the
+    end of every epoch and at stage 2's member steps. Returns the run's record (trajectory, best checkpoint's
+    scores, scores of the uniform average of the member-step checkpoints) and the best checkpoint's state."""
+    hp = hyperparameters(optim_config, params)
+    optim = OptimConfig.from_config(optim_config)
+    epochs = finetune_config["epochs"]
+    steps_per_epoch = math.ceil(len(data["train"]) / hp.batch_size)
+    members = member_steps(steps_per_epoch * epochs, finetune_config["members"], finetune_config["start_fraction"])
+    eval_steps = sorted({*members, *(steps_per_epoch * (e + 1) for e in range(epochs))})
+    primary = task.primary_metric
+    best = {"scores": None, "step": None, "state": None}
+    average = {"sum": None, "count": 0}
+
+    def keep(index, step, model, row):
+        scores = {key[len("val_"):]: value for key, value in row.items() if key.startswith("val_")}
+        if best["scores"] is None or ranking_key(scores, primary) > ranking_key(best["scores"], primary):
+            best.update(scores=scores, step=step, state=_cpu_copy(model.state_dict()))
+        if step in members:
+            state = model.state_dict()
+            if average["sum"] is None:
+                average["sum"] = {k: v.detach().double().cpu() for k, v in state.items() if v.is_floating_point()}
+            else:
+                for name, total in average["sum"].items():
+                    total += state[name].detach().double().cpu()
+            average["count"] += 1
+
+    seed_everything(seed)
+    model = load_classifier(source, task)
+    freeze_lower_layers(model, frozen_layers)
+    started = time.perf_counter()
+    trajectory = fine_tune(model, data["train"], data["val"], task, hp, optim, epochs, seed, device,
+                           eval_steps=eval_steps, on_eval=keep, progress=f"frozen {frozen_layers}")
+    seconds = time.perf_counter() - started
+    if best["state"] is None:
+        raise RuntimeError(f"training with {params} diverged (non-finite loss) before its first evaluation")
+    swa_scores = _average_scores(model, average, task, data["val"], optim.eval_batch_size, device)
+    record = {"params": params, "frozen_layers": frozen_layers, "epochs": epochs, "metric": primary,
+              "best_step": best["step"], "best": best["scores"], "swa": swa_scores,
+              "seconds": round(seconds, 3), "trajectory": trajectory}
+    return record, best["state"]
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
+
+
+def _average_scores(model, average: dict, task, val, batch_size: int, device) -> dict[str, float]:
+    """Validation scores of the uniform average of the member-step checkpoints (NaN if training diverged
+    before all of them)."""
+    if average["count"] == 0:
+        return {"loss": math.nan, **{m: math.nan for m in task.metrics}}
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, total in average["sum"].items():
+            state[name].copy_((total / average["count"]).to(state[name]))
+    return evaluate(model, val, task, list(task.metrics), batch_size, device)[0]
+
+
+def best_run(records: list[dict]) -> int:
+    """Index of the run whose best checkpoint ranks first on validation (ties: the earliest)."""
+    ranked = [i for i, r in enumerate(records) if math.isfinite(r["best"][r["metric"]])]
+    if not ranked:
+        raise ValueError("every grid fine-tune diverged: lower the grid's learning rates")
+    return max(ranked, key=lambda i: (ranking_key(records[i]["best"], records[i]["metric"]), -i))
+
+
+def candidate_subsets(count: int, max_subsets: int) -> tuple[list[list[int]], str]:
+    """Every non-empty subset of the members when there are at most ``max_subsets`` of them; otherwise every
+    run of consecutive members (N(N+1)/2 subsets: checkpoints next to each other on the trajectory)."""
+    if 2 ** count - 1 <= max_subsets:
+        subsets = [list(s) for size in range(1, count + 1) for s in itertools.combinations(range(count), size)]
+        return subsets, "every subset"
+    return [list(range(i, j)) for i in range(count) for j in range(i + 1, count + 1)], "consecutive members"
+
+
+def oracle_subset(test_objective: FusionObjective, max_subsets: int) -> tuple[torch.Tensor, pd.DataFrame, str]:
+    """The uniform average of the member subset with the best TEST score: an upper reference that no
+    honest method can reach (it selects on the split it is reported on)."""
+    count, primary = len(test_objective.stack), test_objective.task.primary_metric
+    subsets, search = candidate_subsets(count, max_subsets)
+    rows = [{"members": " ".join(map(str, s)), **test_objective(uniform(s, count))} for s in subsets]
+    frame = pd.DataFrame(rows)
+    chosen = max(range(len(rows)), key=lambda i: (ranking_key(rows[i], primary), -i))
+    frame["chosen"] = frame.index == chosen
+    return uniform(subsets[chosen], count), frame, search

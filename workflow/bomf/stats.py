@@ -1,0 +1,143 @@
+"""Paired bootstrap tests between methods on one task's test split.
+
+Every method and seed is scored on the same test examples, so a comparison resamples example indices once
+and scores both methods on each resample. The metric is recomputed on every resample because F1, MCC and
+Pearson do not decompose into per-example terms. With several seeds, the difference is averaged over the
+seeds both methods have, on the full split and on every resample alike.
+"""
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .metrics import METRICS
+
+COMPARISON_COLUMNS = ["model", "task", "metric", "comparison", "baseline", "difference", "ci_low", "ci_high",
+                      "p_value", "seeds", "examples", "resamples"]
+
+
+@dataclass(frozen=True, eq=False)
+class MethodScores:
+    """One method's metric per seed on the full test split and on every bootstrap resample of it."""
+
+    full: dict[int, float]
+    resampled: dict[int, np.ndarray]  # seed -> (resamples,)
+    examples: int
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """first - second in metric units (not x100), averaged over the seeds both methods have."""
+
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    seeds: int
+    examples: int
+    resamples: int
+
+
+def bootstrap_indices(size: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, size) example indices drawn with replacement."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    return np.random.default_rng(seed).integers(0, size, size=(resamples, size))
+
+
+def score_resamples(predictions: Mapping[int, np.ndarray], labels: np.ndarray, metric: str,
+                    indices: np.ndarray) -> MethodScores:
+    """Score each seed's predictions on the full split and on every row of ``indices``."""
+    score = METRICS[metric]
+    labels = np.asarray(labels)
+    full, resampled = {}, {}
+    # A resample can be degenerate (no positive prediction, a constant regressor); the metric's own
+    # convention scores it, and a warning per resample would only bury real ones.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed, seed_predictions in predictions.items():
+            seed_predictions = np.asarray(seed_predictions)
+            if seed_predictions.shape != labels.shape:
+                raise ValueError(f"seed {seed}: {len(seed_predictions)} predictions for {len(labels)} labels")
+            full[seed] = score(seed_predictions, labels)
+            resampled[seed] = np.array([score(seed_predictions[rows], labels[rows]) for rows in indices])
+    return MethodScores(full, resampled, len(labels))
+
+
+def compare(first: MethodScores, second: MethodScores, confidence: float = 0.95) -> PairedComparison:
+    """Percentile interval and two-sided p-value of first - second, both scored on the same resamples."""
+    seeds = sorted(first.full.keys() & second.full.keys())
+    if not seeds:
+        raise ValueError("the two methods share no seed")
+    difference = float(np.mean([first.full[s] - second.full[s] for s in seeds]))
+    resampled = np.mean([first.resampled[s] - second.resampled[s] for s in seeds], axis=0)
+    alpha = 1 - confidence
+    ci_low, ci_high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
+    # Twice the smaller tail at or beyond zero; the add-one keeps a finite bootstrap from claiming p = 0.
+    tail = min(np.sum(resampled <= 0), np.sum(resampled >= 0))
+    p_value = min(1.0, 2 * (tail + 1) / (len(resampled) + 1))
+    return PairedComparison(difference, float(ci_low), float(ci_high), float(p_value), len(seeds),
+                            first.examples, len(resampled))
+
+
+def paired_bootstrap(first: Mapping[int, np.ndarray], second: Mapping[int, np.ndarray], labels: np.ndarray,
+                     metric: str, resamples: int = 1000, seed: int = 0,
+                     confidence: float = 0.95) -> PairedComparison:
+    """first - second for two methods given as seed -> test predictions on the same labelled examples."""
+    indices = bootstrap_indices(len(labels), resamples, seed)
+    return compare(score_resamples(first, labels, metric, indices),
+                   score_resamples(second, labels, metric, indices), confidence)
+
+
+def _shared_labels(records: Sequence[dict]) -> np.ndarray:
+    """The test labels every record of one (model, task) was scored on; they must agree example by example."""
+    labels = np.asarray(records[0]["labels"])
+    for record in records[1:]:
+        if not np.array_equal(np.asarray(record["labels"]), labels):
+            raise ValueError(f"{record['model']}/{record['task']}: {record['method']} seed {record['seed']} was "
+                             f"scored on different test labels than {records[0]['method']} seed "
+                             f"{records[0]['seed']}; paired tests need one shared test split")
+    return labels
+
+
+def bomf_comparisons(records: Sequence[dict], baselines: Sequence[str], resamples: int = 1000, seed: int = 0,
+                     confidence: float = 0.95) -> pd.DataFrame:
+    """For each (model, task): BOMF vs SWA, and BOMF vs the best of ``baselines`` by mean test primary metric.
+
+    One row per comparison (``COMPARISON_COLUMNS``; differences in metric units). A comparison is left out
+    when either side has no records or the two share no seed. All comparisons of a (model, task) use the
+    same resamples, drawn from ``seed``.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["model"], record["task"]), []).append(record)
+    rows = []
+    for (model, task), group in sorted(groups.items()):
+        by_method: dict[str, dict[int, np.ndarray]] = {}
+        for record in group:
+            by_method.setdefault(record["method"], {})[record["seed"]] = np.asarray(record["predictions"])
+        if "bomf" not in by_method:
+            continue
+        metric = group[0]["primary_metric"]
+        mean_score = {method: np.mean([r["test"][metric] for r in group if r["method"] == method])
+                      for method in baselines if method in by_method}
+        contenders = {"swa": "swa"} if "swa" in by_method else {}
+        if mean_score:
+            # Ties go to the earlier method in ``baselines``, so the choice never depends on record order.
+            contenders["best baseline"] = max(mean_score, key=lambda m: (mean_score[m], -baselines.index(m)))
+        labels = _shared_labels(group)
+        indices = bootstrap_indices(len(labels), resamples, seed)
+        scores = {method: score_resamples(by_method[method], labels, metric, indices)
+                  for method in {"bomf", *contenders.values()}}
+        for comparison, baseline in contenders.items():
+            if not scores["bomf"].full.keys() & scores[baseline].full.keys():
+                continue
+            result = compare(scores["bomf"], scores[baseline], confidence)
+            rows.append({"model": model, "task": task, "metric": metric, "comparison": comparison,
+                         "baseline": baseline, "difference": result.difference, "ci_low": result.ci_low,
+                         "ci_high": result.ci_high, "p_value": result.p_value, "seeds": result.seeds,
+                         "examples": result.examples, "resamples": result.resamples})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

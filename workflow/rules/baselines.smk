@@ -1,0 +1,122 @@
+# Baselines that are not a fusion of the stage-2 members (config baselines.methods): the grid fine-tune, the
+# HPBO-full fine-tune and the oracle best subset. Each writes fusion/{method}/ like a fusion method, so the
+# evaluate rule and the tables treat every method alike. The grid is also run with lower layers frozen
+# (baselines.grid.frozen_layers) for the hyperparameter-alignment figure.
+
+GRID = config["baselines"]["grid"]
+GRID_POINTS = len(GRID["learning_rates"]) * len(GRID["batch_sizes"])
+GRID_FROZEN = sorted({0, *GRID["frozen_layers"]})
+
+
+def grid_trials(frozen_counts):
+    return [f"{RUN}/grid/frozen{k}/point{p}.json" for k in frozen_counts for p in range(GRID_POINTS)]
+
+
+rule grid_trial:
+    input:
+        data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
+    output:
+        f"{RUN}/grid/frozen{{frozen}}/point{{point}}.json",
+    log:
+        f"{LOG}/grid/frozen{{frozen}}/point{{point}}.log",
+    benchmark:
+        f"{BENCH}/grid/frozen{{frozen}}/point{{point}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/grid_trial.py"
+
+
+# The full-model grid runs keep their best checkpoint until the grid fine-tune baseline has picked one.
+use rule grid_trial as grid_trial_full with:
+    output:
+        record=f"{RUN}/grid/frozen0/point{{point}}.json",
+        checkpoint=temp(f"{RUN}/grid/frozen0/point{{point}}.safetensors"),
+    log:
+        f"{LOG}/grid/frozen0/point{{point}}.log",
+    benchmark:
+        f"{BENCH}/grid/frozen0/point{{point}}.tsv"
+
+
+ruleorder: grid_trial_full > grid_trial
+ruleorder: grid_finetune > hpbo_full > oracle_subset > fuse
+
+
+rule grid_collect:
+    input:
+        grid_trials(GRID_FROZEN),
+    output:
+        f"{RUN}/grid/grid.csv",
+    log:
+        f"{LOG}/grid/collect.log",
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/grid_collect.py"
+
+
+rule grid_finetune:
+    input:
+        trials=grid_trials([0]),
+        checkpoints=[f"{RUN}/grid/frozen0/point{p}.safetensors" for p in range(GRID_POINTS)],
+    output:
+        directory(f"{RUN}/fusion/grid_finetune"),
+    log:
+        f"{LOG}/fusion/grid_finetune.log",
+    benchmark:
+        f"{BENCH}/fusion/grid_finetune.tsv"
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/grid_finetune.py"
+
+
+rule hpbo_full:
+    input:
+        data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
+        best=f"{RUN}/hpo_full/best.json",
+    output:
+        directory(f"{RUN}/fusion/hpbo_full"),
+    log:
+        f"{LOG}/fusion/hpbo_full.log",
+    benchmark:
+        f"{BENCH}/fusion/hpbo_full.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/hpbo_full.py"
+
+
+# Reads the TEST split to choose: an oracle upper reference, labelled as such in every table.
+rule oracle_subset:
+    input:
+        data=multiext("results/data/{task}/", "val.jsonl", "test.jsonl"),
+        members=rules.finetune.output.members,
+        manifest=rules.finetune.output.manifest,
+    output:
+        directory(f"{RUN}/fusion/oracle_subset"),
+    log:
+        f"{LOG}/fusion/oracle_subset.log",
+    benchmark:
+        f"{BENCH}/fusion/oracle_subset.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/oracle_subset.py"

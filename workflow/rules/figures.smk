@@ -1,0 +1,108 @@
+# The paper's figures, per (task, model, seed) under results/figures/: the loss and metric landscape on the
+# plane through three members (SWA and BOMF projected onto it), the Pareto front and hypervolume of the
+# fusion search, and, from the baseline grid, hyperparameter alignment across frozen layers and best member
+# vs trajectory average. Computation (GPU jobs) and plotting (cheap, restyle freely) are separate rules.
+
+FIG = "results/figures/{task}/{model}/seed{seed}"
+LANDSCAPE = config["figures"]["landscape"]
+# The fused models marked on the landscape, as in the paper.
+LANDSCAPE_METHODS = [m for m in ("swa", "bomf") if m in config["fusion"]["methods"]]
+
+
+def run_figures():
+    """The figure files of one run that this config asks for (format placeholders: task, model, seed)."""
+    names = []
+    if LANDSCAPE["enabled"]:
+        names.append("landscape")
+    if "bomf" in config["fusion"]["methods"]:
+        names.append("pareto")
+    if "grid_finetune" in config["baselines"]["methods"]:
+        names += ["alignment", "correlation"]
+    return [f"{FIG}/{name}.{ext}" for name in names for ext in ("png", "pdf")]
+
+
+# Outputs no table reads whose benchmark files the cost table reports.
+COST_ONLY_OUTPUTS = [
+    *([f"{RUN}/landscape/grid.csv"] if LANDSCAPE["enabled"] else []),
+    *([f"{RUN}/grid/grid.csv"] if "grid_finetune" in config["baselines"]["methods"] else []),
+]
+
+
+rule landscape:
+    input:
+        data="results/data/{task}/val.jsonl",
+        members=rules.finetune.output.members,
+        manifest=rules.finetune.output.manifest,
+        fusion=expand(f"{RUN}/fusion/{{method}}", method=LANDSCAPE_METHODS, allow_missing=True),
+    output:
+        multiext(f"{RUN}/landscape/", "grid.csv", "points.csv", "plane.json"),
+    params:
+        methods=LANDSCAPE_METHODS,
+    log:
+        f"{LOG}/landscape.log",
+    benchmark:
+        f"{BENCH}/landscape.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/landscape.py"
+
+
+rule plot_landscape:
+    input:
+        rules.landscape.output,
+    output:
+        png=report(f"{FIG}/landscape.png", caption="../report/landscape.rst", category="Landscapes",
+                   subcategory="{task}", labels={"task": "{task}", "model": "{model}", "seed": "{seed}"}),
+        pdf=f"{FIG}/landscape.pdf",
+    log:
+        f"{LOG}/figures/landscape.log",
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/plot_landscape.py"
+
+
+rule plot_pareto:
+    input:
+        f"{RUN}/fusion/bomf",
+    output:
+        png=report(f"{FIG}/pareto.png", caption="../report/pareto.rst", category="Fusion search",
+                   subcategory="{task}", labels={"task": "{task}", "model": "{model}", "seed": "{seed}"}),
+        pdf=f"{FIG}/pareto.pdf",
+    log:
+        f"{LOG}/figures/pareto.log",
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/plot_pareto.py"
+
+
+rule plot_grid:
+    input:
+        f"{RUN}/grid/grid.csv",
+    output:
+        alignment=report(f"{FIG}/alignment.png", caption="../report/alignment.rst",
+                         category="Hyperparameter alignment", subcategory="{task}",
+                         labels={"task": "{task}", "model": "{model}", "seed": "{seed}"}),
+        alignment_pdf=f"{FIG}/alignment.pdf",
+        correlation=report(f"{FIG}/correlation.png", caption="../report/correlation.rst",
+                           category="Best member vs average", subcategory="{task}",
+                           labels={"task": "{task}", "model": "{model}", "seed": "{seed}"}),
+        correlation_pdf=f"{FIG}/correlation.pdf",
+    log:
+        f"{LOG}/figures/grid.log",
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/plot_grid.py"
+
+
+rule paper_figures:
+    input:
+        expand(run_figures(), zip, **RUN_WILDCARDS),

@@ -1,0 +1,8 @@
+from pathlib import Path
+
+from bomf import pipeline
+from bomf.runtime import job
+
+with job(snakemake):
+    pipeline.paper_tables(snakemake.config, list(snakemake.input.tests), list(snakemake.input.fusion),
+                          snakemake.params.benchmarks, Path(snakemake.output[0]).parent)
