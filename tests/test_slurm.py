@@ -107,7 +107,7 @@ def test_trials_of_a_round_were_submitted_together(runs):
     finished = [m.start() for m in re.finditer(r"Finished jobid: \d+ \(Rule: hpo_trial\)", log)]
     for round_index in range(2):
         trials = [job for rule, job, wildcards in _submissions(log)
-                  if rule == "hpo_trial" and wildcards.startswith(f"rte_tiny_0_{round_index}_")]
+                  if rule == "hpo_trial" and wildcards.startswith(f"rte_tiny_0_hpo_{round_index}_")]
         assert len(trials) == 2, trials
         last_submission = max(log.index(f"submitted with SLURM jobid {job} ") for job in trials)
         assert sum(pos < last_submission for pos in finished) == 2 * round_index
