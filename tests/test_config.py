@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import GLUE_DIR, REPO
+from conftest import REPO, fill_data_placeholders
 
 from bomf.config import ConfigError, validate_config
 
@@ -42,6 +42,12 @@ def minilm(config: dict) -> dict:
     """Run only the default MiniLM (6 layers, 512 positions; a pypi: source) and return its catalog entry."""
     config["models"] = ["minilm"]
     return config["model_catalog"]["minilm"]
+
+
+def smollm2(config: dict) -> dict:
+    """Run SAMSum with the default SmolLM2 (LoRA) and return its catalog entry."""
+    config.update(tasks=["samsum"], models=["smollm2"])
+    return config["model_catalog"]["smollm2"]
 
 
 def too_few_member_steps(config: dict) -> None:
@@ -138,6 +144,17 @@ BAD_CONFIGS = [
          "figures.landscape: the plane needs three members, finetune.members is 2"),
     case("too-few-bootstrap-resamples", lambda c, t: c.update(tables={"bootstrap_resamples": 10}),
          "config field 'tables.bootstrap_resamples': 10 is less than the minimum of 100"),
+    case("generation-task-on-encoder", lambda c, t: c.update(tasks=["samsum"]),
+         "model_catalog.minilm.lora: generation tasks (samsum) fine-tune a causal LM with LoRA"),
+    case("lora-on-encoder-task", lambda c, t: minilm(c).update(lora={"rank": 8, "proxy_rank": 4}),
+         "model_catalog.minilm.lora: LoRA is for causal LMs on generation tasks"),
+    case("proxy-rank-above-rank", lambda c, t: (smollm2(c)["lora"].update(rank=4, proxy_rank=8)),
+         "model_catalog.smollm2.lora.proxy_rank: 8 exceeds rank 4"),
+    case("missing-samsum-dir", lambda c, t: (smollm2(c), c["data"].update(samsum_dir=str(t / "samsum"))),
+         "data.samsum_dir: '{tmp}/samsum' not found"),
+    case("missing-squad-file", lambda c, t: c.update(tasks=["squad_v2"], data={**c["data"], "squad_v2_file": "x.json"}),
+         "data.squad_v2_file: 'x.json' not found"),
+    case("lora-without-rank", lambda c, t: smollm2(c)["lora"].pop("rank"), "missing key 'model_catalog.smollm2.lora.rank'"),
     case("implied-initial-points-over-evaluations",
          lambda c, t: (c["finetune"].update(members=5), c["fusion"].update(initial_points=None, evaluations=4)),
          "fusion.initial_points: 5 (null: one per finetune.members) exceeds fusion.evaluations (4)"),
@@ -187,10 +204,9 @@ def test_regression_custom_task_validates(tmp_path):
 
 
 def fill_placeholders(config: dict, model_dir: Path) -> dict:
-    """tests/configs hold GLUE_DIR and MODEL_DIR placeholders (see conftest); a config.json stands in for the
+    """tests/configs hold data placeholders (GLUE_DIR, SQUAD_FILE, ...; see conftest) and MODEL_DIR; a config.json stands in for the
     tiny model, whose layer count and positions are all validation reads."""
-    if config["data"].get("glue_dir") == "GLUE_DIR":
-        config["data"]["glue_dir"] = str(GLUE_DIR)
+    fill_data_placeholders(config)
     for model in config["model_catalog"].values():
         if model["source"] == "MODEL_DIR":
             model["source"] = str(model_dir)

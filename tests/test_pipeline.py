@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, write_tiny_config
+import yaml
+from conftest import REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, write_tiny_config
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
@@ -17,13 +18,13 @@ RULES = {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select", "finetune", "
          "summarise_run", "grid_trial", "grid_trial_full", "grid_collect", "grid_finetune", "hpbo_full",
          "oracle_subset", "landscape", "plot_landscape", "plot_pareto", "plot_grid", "paper_tables", "all"}
 TABLES = ["table1_main", "table1_significance", "table2_discrepancy", "table3_ablation", "table4_outer_bo",
-          "table5_cost"]
+          "table5_cost", "table6_all_metrics"]
 FIGURES = ["landscape", "pareto", "alignment", "correlation"]
 
 
 def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
     command = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(config), "--cores", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=1200)
+    return subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=2400)
 
 
 def test_dry_run_plans_every_stage(tmp_path, tiny_model_dir):
@@ -105,3 +106,57 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
 
 def split_metric(task: str) -> str:
     return {"rte": "accuracy", "stsb": "pearson"}[task]
+
+
+def check_text_run(workdir: Path, task: str, metrics: list[str], methods: list[str]) -> dict:
+    """What every text-task run must have produced; returns the BOMF test record."""
+    tables = workdir / "results/tables"
+    for name in TABLES:
+        assert all((tables / f"{name}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex")), name
+    every_metric = pd.read_csv(tables / "table6_all_metrics.csv")
+    ours = every_metric[every_metric["task"] == task]
+    assert set(ours["method"]) == set(methods) and set(ours["metric"]) == {*metrics, "loss"}
+    significance = pd.read_csv(tables / "table1_significance.csv")
+    assert set(significance.loc[significance["task"] == task, "metric"]) == {metrics[0]}
+    run = workdir / "results" / task / "tiny" / "seed0"
+    history = pd.read_csv(run / "fusion/bomf/history.csv")
+    assert {"loss", *metrics} <= set(history.columns), history.columns
+    test = json.loads((run / "test/bomf.json").read_text())
+    assert set(test["test"]) == {"loss", *metrics} and set(test["example_statistics"]) == set(metrics)
+    assert len(test["predictions"]) == len(test["labels"]) == test["test_size"]
+    assert all(isinstance(p, str) for p in test["predictions"])
+    for name in FIGURES:
+        assert (workdir / "results/figures" / task / "tiny/seed0" / f"{name}.png").stat().st_size > 10_000
+    return test
+
+
+@pytest.mark.slow
+def test_end_to_end_extractive_qa(tmp_path, tiny_model_dir):
+    """SQuAD 2.0 through every rule: split by article, three objectives (loss, F1, EM)."""
+    config = write_tiny_config(tmp_path / "config.yaml", tiny_model_dir, TINY_QA_CONFIG)
+    result = snakemake(tmp_path, config, "all")
+    assert result.returncode == 0, result.stderr[-5000:]
+    check_text_run(tmp_path, "squad_v2", ["token_f1", "exact_match"], METHODS)
+    split = json.loads((tmp_path / "results/data/squad_v2/split.json").read_text())
+    assert split["sizes"] == {"train": 48, "val": 24, "test": 40} and "by article" in split["protocol"]
+
+
+@pytest.mark.slow
+def test_end_to_end_lora_generation(tmp_path, tiny_llama_dir):
+    """SAMSum (four objectives) and E2E (three) through every rule with LoRA members on a causal LM."""
+    config = write_tiny_config(tmp_path / "config.yaml", tiny_llama_dir, TINY_GENERATION_CONFIG)
+    result = snakemake(tmp_path, config, "all")
+    assert result.returncode == 0, result.stderr[-5000:]
+    settings = yaml.safe_load(config.read_text())
+    methods = [*settings["fusion"]["methods"], *settings["baselines"]["methods"]]
+    for task, metrics in (("samsum", ["rouge1", "rouge2", "rougeL"]), ("e2e", ["bleu", "rougeL"])):
+        test = check_text_run(tmp_path, task, metrics, methods)
+        assert all(isinstance(refs, list) for refs in test["labels"])
+        run = tmp_path / "results" / task / "tiny" / "seed0"
+        # Members are adapters only; the fused adapter is kept and merged into an ordinary checkpoint.
+        member = run / "members/member00.safetensors"
+        assert member.stat().st_size < 0.2 * (tiny_llama_dir / "model.safetensors").stat().st_size
+        assert (run / "fusion/bomf/adapter/adapter_config.json").is_file()
+        assert (run / "fusion/bomf/model/model.safetensors").is_file()
+        trial = json.loads((run / "hpo/round0/trial0.json").read_text())
+        assert trial["proxy"] is True and trial["trainable_fraction"] < 0.2

@@ -56,7 +56,7 @@ def finetune_config(members: int = 3, start_fraction: float = 0.5) -> dict:
 
 def finetune(source, rte, out_dir: Path, config: dict, hp=HP) -> pd.DataFrame:
     """run_finetune with dropout on (its RNG is part of the state); 32 examples, batch 8: 4 steps an epoch."""
-    return run_finetune(str(source), RTE, rte, hp, OPTIM, config, 0, CPU, out_dir, out_dir.with_suffix(".resume"))
+    return run_finetune({"source": str(source)}, RTE, rte, hp, OPTIM, config, 0, CPU, out_dir, out_dir.with_suffix(".resume"))
 
 
 def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, monkeypatch, hp=HP) -> dict:

@@ -341,7 +341,7 @@ def test_run_finetune_saves_verified_members(tmp_path, tiny_model_dir, rte):
     finetune = {"epochs": 2, "members": 3, "start_fraction": 0.5}
     optim = {"schedule": "linear", "adam_eps": 1e-6, "adam_betas": [0.9, 0.98], "max_device_batch": 8,
              "eval_batch_size": 16}
-    frame = run_finetune(str(tiny_model_dir), RTE, rte, HP, optim, finetune, 0, CPU, tmp_path)
+    frame = run_finetune({"source": str(tiny_model_dir)}, RTE, rte, HP, optim, finetune, 0, CPU, tmp_path)
     manifest = read_json(tmp_path / "members.json")
     assert manifest["steps"] == [6, 7, 8] and list(frame["step"]) == [6, 7, 8]
     assert list(frame["member"]) == list(manifest["members"])

@@ -17,7 +17,7 @@ import torch
 
 from .fusion import FusionObjective, uniform
 from .metrics import ranking_key
-from .models import freeze_lower_layers, load_classifier
+from .models import freeze_lower_layers, load_member_state, load_model, member_state
 from .runtime import seed_everything
 from .training import OptimConfig, evaluate, fine_tune, hyperparameters, member_steps
 
@@ -30,7 +30,7 @@ def grid_points(grid: dict) -> list[dict]:
             for lr, bs in itertools.product(grid["learning_rates"], grid["batch_sizes"])]
 
 
-def train_keeping_best(source: str, task, data: dict, params: dict, optim_config: dict, finetune_config: dict,
+def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_config: dict, finetune_config: dict,
                        frozen_layers: int, seed: int, device) -> tuple[dict, dict[str, torch.Tensor]]:
     """Fine-tune with ``params`` (lowest ``frozen_layers`` layers frozen), scoring the validation split at the
     end of every epoch and at stage 2's member steps. Returns the run's record (trajectory, best checkpoint's
@@ -48,18 +48,18 @@ def train_keeping_best(source: str, task, data: dict, params: dict, optim_config
     def keep(index, step, model, row):
         scores = {key[len("val_"):]: value for key, value in row.items() if key.startswith("val_")}
         if best["scores"] is None or ranking_key(scores, primary) > ranking_key(best["scores"], primary):
-            best.update(scores=scores, step=step, state=_cpu_copy(model.state_dict()))
+            best.update(scores=scores, step=step, state=member_state(model))
         if step in members:
-            state = model.state_dict()
+            state = member_state(model)
             if average["sum"] is None:
-                average["sum"] = {k: v.detach().double().cpu() for k, v in state.items() if v.is_floating_point()}
+                average["sum"] = {k: v.double() for k, v in state.items() if v.is_floating_point()}
             else:
                 for name, total in average["sum"].items():
-                    total += state[name].detach().double().cpu()
+                    total += state[name].double()
             average["count"] += 1
 
     seed_everything(seed)
-    model = load_classifier(source, task)
+    model = load_model(model_spec, task)
     freeze_lower_layers(model, frozen_layers)
     started = time.perf_counter()
     trajectory = fine_tune(model, data["train"], data["val"], task, hp, optim, epochs, seed, device,
@@ -74,19 +74,16 @@ def train_keeping_best(source: str, task, data: dict, params: dict, optim_config
     return record, best["state"]
 
 
-def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
-
 
 def _average_scores(model, average: dict, task, val, batch_size: int, device) -> dict[str, float]:
     """Validation scores of the uniform average of the member-step checkpoints (NaN if training diverged
     before all of them)."""
     if average["count"] == 0:
         return {"loss": math.nan, **{m: math.nan for m in task.metrics}}
-    state = model.state_dict()
-    with torch.no_grad():
-        for name, total in average["sum"].items():
-            state[name].copy_((total / average["count"]).to(state[name]))
+    state = member_state(model)
+    for name, total in average["sum"].items():
+        state[name] = (total / average["count"]).to(state[name].dtype)
+    load_member_state(model, state)
     return evaluate(model, val, task, list(task.metrics), batch_size, device)[0]
 
 

@@ -68,6 +68,7 @@ def check_semantics(config: dict) -> None:
         *check_custom_tasks(config["custom_tasks"]),
         *check_custom_task_files(config),
         *check_glue_files(config),
+        *check_text_task_files(config),
         *check_models(config),
         *check_search_space(config["hpo"]["space"]),
         *check_member_steps(config),
@@ -79,17 +80,17 @@ def check_semantics(config: dict) -> None:
         raise ConfigError(f"invalid configuration ({count}):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _glue_tasks() -> dict:
-    from .tasks import GLUE_TASKS
+def _builtin_tasks() -> dict:
+    from .tasks import BUILTIN_TASKS
 
-    return GLUE_TASKS
+    return BUILTIN_TASKS
 
 
 def check_tasks(config: dict) -> list[str]:
-    glue = _glue_tasks()
-    known = [*glue, *config["custom_tasks"]]
-    return [f"tasks: unknown task '{name}'; the GLUE tasks are {', '.join(glue)}, and other tasks must be "
-            f"defined under custom_tasks{_listed(config['custom_tasks'])}"
+    builtin = _builtin_tasks()
+    known = [*builtin, *config["custom_tasks"]]
+    return [f"tasks: unknown task '{name}'; the built-in tasks are {', '.join(builtin)}, and other tasks must "
+            f"be defined under custom_tasks{_listed(config['custom_tasks'])}"
             for name in config["tasks"] if name not in known]
 
 
@@ -103,8 +104,8 @@ def check_custom_tasks(custom_tasks: dict) -> list[str]:
     problems = []
     for name, task in custom_tasks.items():
         where = f"custom_tasks.{name}"
-        if name in _glue_tasks():
-            problems.append(f"{where}: '{name}' is a GLUE task's name; give the custom task another name")
+        if name in _builtin_tasks():
+            problems.append(f"{where}: '{name}' is a built-in task's name; give the custom task another name")
         regression = task["kind"] == "regression"
         if regression and "labels" in task:
             problems.append(f"{where}.labels: a regression task has no labels; remove the key")
@@ -140,6 +141,22 @@ def check_glue_files(config: dict) -> list[str]:
             for name, path in paths if not path.is_file()]
 
 
+def check_text_task_files(config: dict) -> list[str]:
+    """The local copy (file or directory) of every requested text task whose data key is set."""
+    from .tasks import TEXT_SOURCES
+
+    problems = []
+    for name in config["tasks"]:
+        if name not in TEXT_SOURCES:
+            continue
+        key = TEXT_SOURCES[name][0]
+        local = config["data"][key]
+        if local is not None and not Path(local).exists():
+            problems.append(f"data.{key}: '{local}' not found{_cwd_note(local)} (needed by task {name}); point "
+                            f"it at the local copy, or set it to null to load {name} from the hub")
+    return problems
+
+
 def _cwd_note(path: str) -> str:
     return "" if Path(path).is_absolute() else f" (relative to the working directory {Path.cwd()})"
 
@@ -150,7 +167,33 @@ def check_models(config: dict) -> list[str]:
                 for name in config["models"] if name not in catalog]
     for name in config["models"]:
         if name in catalog:
+            problems += check_model_kind(name, catalog[name], config)
             problems += check_model_source(name, catalog[name], grid_frozen_layers(config))
+    return problems
+
+
+def check_model_kind(name: str, model: dict, config: dict) -> list[str]:
+    """Generation tasks fine-tune a causal LM with LoRA; every other task kind an encoder in full."""
+    from .tasks import get_task
+
+    where = f"model_catalog.{name}"
+    kinds = {task: get_task(task, config["custom_tasks"]).kind for task in config["tasks"]
+             if task in _builtin_tasks() or task in config["custom_tasks"]}
+    generation = [task for task, kind in kinds.items() if kind == "generation"]
+    encoder = [task for task, kind in kinds.items() if kind != "generation"]
+    problems = []
+    if generation and "lora" not in model:
+        problems.append(f"{where}.lora: generation tasks ({', '.join(generation)}) fine-tune a causal LM with "
+                        f"LoRA; give the model a lora section (rank, proxy_rank)")
+    if encoder and "lora" in model:
+        problems.append(f"{where}.lora: LoRA is for causal LMs on generation tasks; tasks {', '.join(encoder)} "
+                        f"need an encoder without lora (run them from another config)")
+    if encoder and "proxy_frozen_layers" not in model:
+        problems.append(f"{where}.proxy_frozen_layers: tasks {', '.join(encoder)} fine-tune an encoder, whose "
+                        f"stage-1 proxy freezes this many of the lowest layers")
+    if "lora" in model and model["lora"]["proxy_rank"] > model["lora"]["rank"]:
+        problems.append(f"{where}.lora.proxy_rank: {model['lora']['proxy_rank']} exceeds rank "
+                        f"{model['lora']['rank']}; the proxy must be the cheaper model")
     return problems
 
 
@@ -171,12 +214,12 @@ def check_model_source(name: str, model: dict, grid_frozen: list[int] = ()) -> l
     except FileNotFoundError as err:
         return [f"{where}.source: {err}"]
     if not Path(resolved).is_dir():
-        return []  # a hub id: checked when it is downloaded
+        return []  # a hub id (checked when it is downloaded) or a GGUF file (checked when converted)
     with open(Path(resolved) / "config.json", encoding="utf-8") as handle:
         model_config = json.load(handle)
     problems = []
     layers = model_config.get("num_hidden_layers")
-    if layers is not None and model["proxy_frozen_layers"] >= layers:
+    if layers is not None and model.get("proxy_frozen_layers", 0) >= layers:
         problems.append(f"{where}.proxy_frozen_layers: {model['proxy_frozen_layers']} would freeze every layer "
                         f"of the model (it has {layers}); use at most {layers - 1}")
     if layers is not None and grid_frozen and max(grid_frozen) >= layers:

@@ -5,24 +5,48 @@ import random
 from pathlib import Path
 
 from .io import write_json, write_jsonl
-from .tasks import TaskSpec, load_raw_splits
+from .tasks import TEXT_SOURCES, TaskSpec, load_raw_splits
 
 SPLITS = ("train", "val", "test")
 
 
 def make_splits(train: list[dict], test: list[dict], data_config: dict) -> dict[str, list[dict]]:
-    """Seeded split: shuffle train, take ``val_size`` for validation, subsample the rest and the test set."""
+    """Seeded split: shuffle train, take ``val_size`` for validation, subsample the rest and the test set.
+
+    Examples with a ``group`` (a SQuAD article, an E2E meaning representation) are carved by whole groups,
+    so no group is in both train and validation; ``val_size`` examples are drawn from the carved groups.
+    """
     rng = random.Random(data_config["split_seed"])
     val_size = data_config["val_size"]
     if val_size >= len(train):
         raise ValueError(f"data.val_size={val_size} leaves no training examples (train has {len(train)})")
-    shuffled = rng.sample(train, len(train))
-    splits = {"train": shuffled[val_size:], "val": shuffled[:val_size], "test": test}
+    if "group" in train[0]:
+        train_part, val_part = _carve_groups(train, val_size, rng)
+    else:
+        shuffled = rng.sample(train, len(train))
+        train_part, val_part = shuffled[val_size:], shuffled[:val_size]
+    if not train_part:
+        raise ValueError(f"data.val_size={val_size} takes every group of train for validation")
+    splits = {"train": train_part, "val": val_part, "test": test}
     for split, key in (("train", "max_train"), ("test", "max_test")):
         limit = data_config.get(key)
         if limit is not None and limit < len(splits[split]):
             splits[split] = rng.sample(splits[split], limit)
     return splits
+
+
+def _carve_groups(examples: list[dict], val_size: int, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """(train, validation): whole groups in a seeded order go to validation until it has ``val_size`` examples."""
+    groups: dict[str, list[dict]] = {}
+    for example in examples:
+        groups.setdefault(example["group"], []).append(example)
+    order = rng.sample(list(groups), len(groups))
+    val: list[dict] = []
+    taken = 0
+    while len(val) < val_size:
+        val += groups[order[taken]]
+        taken += 1
+    return [e for name in order[taken:] for e in groups[name]], rng.sample(val, val_size)
 
 
 def prepare_task_data(spec: TaskSpec, data_config: dict, custom_tasks: dict, out_dir: str | Path) -> dict:
@@ -35,7 +59,7 @@ def prepare_task_data(spec: TaskSpec, data_config: dict, custom_tasks: dict, out
     summary = {
         "task": spec.name,
         "source": _describe_source(spec, data_config, custom_tasks),
-        "protocol": "validation carved out of train (seeded); test = the task's held-out split, reporting only",
+        "protocol": _describe_protocol(spec, data_config),
         "split_seed": data_config["split_seed"],
         "raw_sizes": {"train": len(train), "test": len(test)},
         "sizes": {split: len(splits[split]) for split in SPLITS},
@@ -44,7 +68,16 @@ def prepare_task_data(spec: TaskSpec, data_config: dict, custom_tasks: dict, out
     return summary
 
 
+def _describe_protocol(spec: TaskSpec, data_config: dict) -> str:
+    if spec.name in TEXT_SOURCES and data_config.get(TEXT_SOURCES[spec.name][0]):
+        return TEXT_SOURCES[spec.name][1] + "; reporting only on test"
+    return "validation carved out of train (seeded); test = the task's held-out split, reporting only"
+
+
 def _describe_source(spec: TaskSpec, data_config: dict, custom_tasks: dict) -> str:
+    if spec.name in TEXT_SOURCES:
+        key, _, hub = TEXT_SOURCES[spec.name]
+        return f"local: {Path(data_config[key]).resolve()}" if data_config.get(key) else hub
     if spec.name in custom_tasks:
         return f"custom: {custom_tasks[spec.name]['train']}, {custom_tasks[spec.name]['test']}"
     if data_config.get("glue_dir"):

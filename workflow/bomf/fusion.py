@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .metrics import ranking_key
+from .models import load_member_state
 from .mobo import WEIGHT_PREFIX, JournaledObjective, run_mobo
 from .tasks import TaskSpec
 from .training import Encoded, autocast, evaluate
@@ -31,7 +32,7 @@ def check_simplex(weights: torch.Tensor, count: int) -> None:
 
 
 class MemberStack:
-    """Members' floating-point tensors as one [N, P] matrix on the device.
+    """Members' floating-point tensors (full states, or LoRA adapters) as one [N, P] matrix on the device.
 
     Non-floating tensors (integer buffers such as position ids) cannot be averaged: they must be equal in
     every member and are taken as they are.
@@ -75,14 +76,12 @@ class MemberStack:
         return {**views, **self.fixed}
 
     def load_into(self, model: nn.Module, weights: torch.Tensor) -> None:
-        model.load_state_dict(self.mix(weights), strict=True)
+        load_member_state(model, self.mix(weights))
 
 
 class FusionObjective:
-    """Scores fused weights on the validation split: validation loss (minimised) and the task's metrics.
-
-    A task kind with another way of scoring (QA, generation) overrides ``score``.
-    """
+    """Scores fused weights on a split: its loss (minimised) and the task's metrics (how depends on the task
+    kind's data: class ids, answer spans or generated text)."""
 
     def __init__(self, stack: MemberStack, model: nn.Module, val: Encoded, task: TaskSpec, batch_size: int,
                  device: torch.device):

@@ -1,4 +1,5 @@
-"""Stage 1: Bayesian optimisation of training hyperparameters on the frozen-layer proxy.
+"""Stage 1: Bayesian optimisation of training hyperparameters on a cheap proxy (lower layers frozen, or a
+smaller LoRA rank).
 
 A round proposes q points at once (Sobol for round 0, then a GP with a q-batch acquisition that accounts
 for the round's other pending points); every point is trained by its own job; a trial's score is the best
@@ -20,7 +21,7 @@ from botorch.sampling import SobolQMCNormalSampler
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch.quasirandom import SobolEngine
 
-from .models import freeze_lower_layers, load_classifier
+from .models import load_model, trainable_fraction
 from .runtime import seed_everything, torch_threads
 from .training import OptimConfig, fine_tune, hyperparameters
 
@@ -99,17 +100,17 @@ def trial_score(trajectory: list[dict], primary_metric: str) -> float:
     return max(values) if values else math.nan
 
 
-def run_trial(source: str, task, data: dict, params: dict, optim_config: dict, frozen_layers: int,
+def run_trial(model_spec: dict, task, data: dict, params: dict, optim_config: dict, proxy: bool,
               epochs: int, seed: int, device) -> dict:
-    """Train the proxy (lowest ``frozen_layers`` layers frozen) with ``params``; the trial's record."""
+    """Train with ``params`` (the stage-1 proxy of ``model_spec`` if ``proxy``); the trial's record."""
     seed_everything(seed)
-    model = load_classifier(source, task)
-    freeze_lower_layers(model, frozen_layers)
+    model = load_model(model_spec, task, proxy=proxy)
     started = time.perf_counter()
     trajectory = fine_tune(model, data["train"], data["val"], task, hyperparameters(optim_config, params),
                            OptimConfig.from_config(optim_config), epochs, seed, device, progress="trial")
     return {"params": params, "score": trial_score(trajectory, task.primary_metric),
-            "metric": task.primary_metric, "frozen_layers": frozen_layers, "epochs": epochs,
+            "metric": task.primary_metric, "proxy": proxy, "trainable_fraction": trainable_fraction(model),
+            "epochs": epochs,
             "seconds": round(time.perf_counter() - started, 3), "trajectory": trajectory}
 
 

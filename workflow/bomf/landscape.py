@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from .fusion import FusionObjective, MemberStack, one_hot
+from .models import load_member_state
 
 GRAM_BLOCK_ELEMENTS = 1 << 22  # float64 elements per block of columns (32 MiB) while accumulating the Gram
 AFFINE_TOLERANCE = 1e-6
@@ -150,7 +151,7 @@ def evaluate_points(stack: MemberStack, objective: FusionObjective, plane: Lands
         for alpha, beta in points:
             weights = plane.weights_at(alpha, beta).to(stack.matrix)
             torch.mv(stack.matrix.t(), weights, out=stack.mixed)
-            objective.model.load_state_dict(stack.state(stack.mixed), strict=True)
+            load_member_state(objective.model, stack.state(stack.mixed))
             rows.append({"alpha": alpha, "beta": beta, **objective.score()})
     return pd.DataFrame(rows, columns=["alpha", "beta", *objective.names])
 

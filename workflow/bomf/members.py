@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .io import atomic_path, read_json, write_csv, write_json
-from .models import load_classifier
+from .models import load_model, member_state
 from .runtime import seed_everything
 from .training import OptimConfig, TrainingState, fine_tune, member_steps
 
@@ -45,14 +45,13 @@ def sha256(path: str | Path) -> str:
 
 
 def save_member(model: torch.nn.Module, path: Path) -> str:
-    """Write the model's full state (fp32, CPU) and return its checksum."""
-    state = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model.state_dict().items()}
+    """Write what fine-tuning changed (the full state, or a LoRA model's adapters; CPU) and return its checksum."""
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_file(member_state(model), str(tmp), metadata={"format": "pt"})
     return sha256(path)
 
 
-def run_finetune(source: str, task, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
+def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
                  device, out_dir: str | Path, staging_dir: str | Path | None = None) -> pd.DataFrame:
     """Train the full model and save ``finetune.members`` members; returns the trajectory.
 
@@ -65,7 +64,7 @@ def run_finetune(source: str, task, data: dict, hp, optim_config: dict, finetune
     steps_per_epoch = math.ceil(len(data["train"]) / hp.batch_size)
     steps = member_steps(steps_per_epoch * finetune_config["epochs"], finetune_config["members"],
                          finetune_config["start_fraction"])
-    identity = _run_identity(source, data, hp, optim_config, finetune_config, seed, steps)
+    identity = _run_identity(model_spec, data, hp, optim_config, finetune_config, seed, steps)
     resume, checksums = _resumable_state(staging, identity)
     if resume is not None:
         print(f"resumed from step {resume.step} ({len(checksums)} of {len(steps)} members done)", flush=True)
@@ -78,7 +77,7 @@ def run_finetune(source: str, task, data: dict, hp, optim_config: dict, finetune
         write_training_state(staging, state, identity, checksums)
 
     seed_everything(seed)
-    model = load_classifier(source, task)
+    model = load_model(model_spec, task)
     trajectory = fine_tune(model, data["train"], data["val"], task, hp, OptimConfig.from_config(optim_config),
                            finetune_config["epochs"], seed, device, eval_steps=steps, on_eval=save,
                            progress="finetune", resume=resume, on_state=save_state)
@@ -92,7 +91,7 @@ def run_finetune(source: str, task, data: dict, hp, optim_config: dict, finetune
     frame.insert(0, "member", [member_path(out_dir, i).name for i in range(len(frame))])
     write_csv(out_dir / "trajectory.csv", frame)
     write_json(out_dir / "members.json", {"members": checksums, "steps": steps, "hyperparameters": vars(hp),
-                                          "seed": seed, "source": source})
+                                          "seed": seed, "source": model_spec["source"]})
     shutil.rmtree(staging)
     return frame
 
@@ -101,20 +100,13 @@ class StaleStateError(RuntimeError):
     pass
 
 
-def _run_identity(source: str, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
+def _run_identity(model_spec: dict, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
                   steps: list[int]) -> dict:
     """What a training state must have been written by to be resumed (as JSON reads it back)."""
-    identity = {"source": source, "seed": seed, "hyperparameters": vars(hp), "optim": optim_config,
+    identity = {"model": model_spec, "seed": seed, "hyperparameters": vars(hp), "optim": optim_config,
                 "finetune": finetune_config, "steps": steps,
-                "data": {name: _fingerprint(data[name]) for name in ("train", "val")}}
+                "data": {name: data[name].fingerprint() for name in ("train", "val")}}
     return json.loads(json.dumps(identity))
-
-
-def _fingerprint(split) -> str:
-    """A digest of a split's token ids and labels, so a state from other data is never resumed."""
-    digest = hashlib.sha256(json.dumps(split.features["input_ids"]).encode())
-    digest.update(split.labels.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def write_training_state(directory: Path, state: TrainingState, identity: dict, checksums: dict) -> None:

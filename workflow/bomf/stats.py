@@ -2,7 +2,8 @@
 
 Every method and seed is scored on the same test examples, so a comparison resamples example indices once
 and scores both methods on each resample. The metric is recomputed on every resample because F1, MCC and
-Pearson do not decompose into per-example terms. With several seeds, the difference is averaged over the
+Pearson do not decompose into per-example terms; text metrics (QA, generation) are aggregated from the
+per-example statistics the test records hold (``example_statistics``). With several seeds, the difference is averaged over the
 seeds both methods have, on the full split and on every resample alike.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .metrics import METRICS
+from .metrics import METRICS, example_metrics
 
 COMPARISON_COLUMNS = ["model", "task", "metric", "comparison", "baseline", "difference", "ci_low", "ci_high",
                       "p_value", "seeds", "examples", "resamples"]
@@ -50,9 +51,13 @@ def bootstrap_indices(size: int, resamples: int, seed: int) -> np.ndarray:
 
 def score_resamples(predictions: Mapping[int, np.ndarray], labels: np.ndarray, metric: str,
                     indices: np.ndarray) -> MethodScores:
-    """Score each seed's predictions on the full split and on every row of ``indices``."""
-    score = METRICS[metric]
-    labels = np.asarray(labels)
+    """Score each seed's predictions on the full split and on every row of ``indices``. For a text metric
+    (``EXAMPLE_METRICS``) the "predictions" are each seed's per-example statistics and ``labels`` is unused."""
+    if metric in example_metrics():
+        aggregate = example_metrics()[metric].aggregate
+        score, labels = (lambda statistics, _: aggregate(statistics)), np.zeros(len(indices[0]))
+    else:
+        score, labels = METRICS[metric], np.asarray(labels)
     full, resampled = {}, {}
     # A resample can be degenerate (no positive prediction, a constant regressor); the metric's own
     # convention scores it, and a warning per resample would only bury real ones.
@@ -60,7 +65,7 @@ def score_resamples(predictions: Mapping[int, np.ndarray], labels: np.ndarray, m
         warnings.simplefilter("ignore")
         for seed, seed_predictions in predictions.items():
             seed_predictions = np.asarray(seed_predictions)
-            if seed_predictions.shape != labels.shape:
+            if len(seed_predictions) != len(labels):
                 raise ValueError(f"seed {seed}: {len(seed_predictions)} predictions for {len(labels)} labels")
             full[seed] = score(seed_predictions, labels)
             resampled[seed] = np.array([score(seed_predictions[rows], labels[rows]) for rows in indices])
@@ -92,11 +97,12 @@ def paired_bootstrap(first: Mapping[int, np.ndarray], second: Mapping[int, np.nd
                    score_resamples(second, labels, metric, indices), confidence)
 
 
-def _shared_labels(records: Sequence[dict]) -> np.ndarray:
-    """The test labels every record of one (model, task) was scored on; they must agree example by example."""
-    labels = np.asarray(records[0]["labels"])
+def _shared_labels(records: Sequence[dict]) -> list:
+    """The test labels (or reference texts) every record of one (model, task) was scored on; they must agree
+    example by example."""
+    labels = records[0]["labels"]
     for record in records[1:]:
-        if not np.array_equal(np.asarray(record["labels"]), labels):
+        if record["labels"] != labels:
             raise ValueError(f"{record['model']}/{record['task']}: {record['method']} seed {record['seed']} was "
                              f"scored on different test labels than {records[0]['method']} seed "
                              f"{records[0]['seed']}; paired tests need one shared test split")
@@ -116,12 +122,13 @@ def bomf_comparisons(records: Sequence[dict], baselines: Sequence[str], resample
         groups.setdefault((record["model"], record["task"]), []).append(record)
     rows = []
     for (model, task), group in sorted(groups.items()):
+        metric = group[0]["primary_metric"]
         by_method: dict[str, dict[int, np.ndarray]] = {}
         for record in group:
-            by_method.setdefault(record["method"], {})[record["seed"]] = np.asarray(record["predictions"])
+            scored = (record["example_statistics"][metric] if metric in example_metrics() else record["predictions"])
+            by_method.setdefault(record["method"], {})[record["seed"]] = np.asarray(scored)
         if "bomf" not in by_method:
             continue
-        metric = group[0]["primary_metric"]
         mean_score = {method: np.mean([r["test"][metric] for r in group if r["method"] == method])
                       for method in baselines if method in by_method}
         contenders = {"swa": "swa"} if "swa" in by_method else {}

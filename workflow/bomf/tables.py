@@ -36,15 +36,18 @@ ORACLE_METHODS = frozenset({"oracle_subset"})
 
 # The files the pipeline writes, results/tables/<name>.{csv,md,tex}, in the order pipeline.paper_tables builds them.
 TABLE_NAMES = ("table1_main", "table1_significance", "table2_discrepancy", "table3_ablation", "table4_outer_bo",
-               "table5_cost")
+               "table5_cost", "table6_all_metrics")
 
 MAIN_METHODS = ("best_member", "last_member", "swa", "greedy_soup", "learned_soup", "bomf", "oracle_subset")
 ABLATION_METHODS = ("bo_metric", "bo_loss", "bomf")
 OUTER_BO_METHODS = ("grid_finetune", "hpbo_full", "best_member", "swa", "greedy_soup", "learned_soup", "bomf")
 
 # The paper's task order; other tasks follow alphabetically under their own names.
-TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "sst2": "SST-2"}
-METRIC_LABELS = {"accuracy": "Acc.", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
+TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "sst2": "SST-2",
+               "squad_v2": "SQuAD 2.0", "samsum": "SAMSum", "e2e": "E2E"}
+METRIC_LABELS = {"accuracy": "Acc.", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman",
+                 "exact_match": "EM", "token_f1": "F1", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
+                 "rougeL": "ROUGE-L", "bleu": "BLEU"}
 # Benchmark stages in pipeline order; unknown stages follow alphabetically under their own names.
 STAGE_LABELS = {
     "data": "Data preparation",
@@ -87,6 +90,14 @@ OUTER_BO_CAPTION = (
     "Full-model BO: stage-1 BO run on the full model instead of the proxy, then a fine-tune, best "
     "checkpoint. Every other row uses the hyperparameters of stage-1 BO on the proxy. Avg as in Table 1; "
     "bold: best, underlined: second best.")
+ALL_METRICS_CAPTION = (
+    "Every test metric of each task (×100) and the test loss, per method: mean ± sample std over seeds (the "
+    "layout of the paper's SQuAD 2.0, SAMSum and E2E tables). Bold: best, underlined: second best per column "
+    "among non-oracle rows (loss: lowest). Loss: cross-entropy (classification; start/end positions for "
+    "extractive QA; per token of the reference for generation), MSE for regression. SAMSum and E2E from the "
+    "local copies have no train split: train and validation are carved out of their validation (SAMSum) or "
+    "dev (E2E) split, the official test split is the test set; SQuAD 2.0 from the local dev articles is "
+    "split by article into train, validation and test (see each task's results/data/<task>/split.json).")
 COST_CAPTION = (
     "Cost from Snakemake's benchmark files: wall and CPU seconds summed over a stage's jobs within one "
     "(task, model, seed) run, peak RSS the largest of those jobs, each then averaged over seeds. Fusion "
@@ -349,6 +360,45 @@ def ablation_table(records: Sequence[dict]) -> Table:
 def outer_bo_table(records: Sequence[dict]) -> Table:
     """Table 4: hyperparameters from a grid or from full-model BO vs every method on proxy-BO hyperparameters."""
     return _leaderboard(records, OUTER_BO_METHODS, METHOD_LABELS, OUTER_BO_CAPTION, "tab:bomf-outer-bo")
+
+
+# ------------------------------------------------------------------------------------------- all metrics
+
+def all_metrics_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
+    """Table 6: methods x (every test metric + test loss), one section per (model, task)."""
+    long_rows, sections = [], []
+    records = [r for r in records if r["method"] in methods]
+    keys = sorted({(r["model"], r["task"]) for r in records},
+                  key=lambda k: (k[0], _ordered([k[1]], list(TASK_LABELS)), list(TASK_LABELS).index(k[1])
+                                 if k[1] in TASK_LABELS else len(TASK_LABELS), k[1]))
+    for model, task in keys:
+        ours = [r for r in records if (r["model"], r["task"]) == (model, task)]
+        metrics = [m for m in ours[0]["test"] if m != "loss"]
+        present = [m for m in _row_order(methods) if any(r["method"] == m for r in ours)]
+        columns = {**{m: (100.0, 2, False) for m in metrics}, "loss": (1.0, 3, True)}
+        summaries = {(method, column): _summary(scale * r["test"][column] for r in ours if r["method"] == method)
+                     for method in present for column, (scale, _, _) in columns.items()}
+        marks = {column: _marks({m: summaries[m, column][0] for m in present if m not in ORACLE_METHODS},
+                                decimals, lower_is_better=lower)
+                 for column, (_, decimals, lower) in columns.items()}
+        rows = []
+        for method in present:
+            cells = []
+            for column, (_, decimals, _) in columns.items():
+                mean, std, seeds = summaries[method, column]
+                mark = marks[column].get(method, "")
+                cells.append(_Number(mean, std, decimals, mark))
+                long_rows.append({"model": model, "task": task, "method": method,
+                                  "label": METHOD_LABELS.get(method, method), "metric": column, "mean": mean,
+                                  "std": std, "seeds": seeds, "mark": mark, "oracle": method in ORACLE_METHODS})
+            rows.append((METHOD_LABELS.get(method, method), *cells))
+        header = ("Method", *(METRIC_LABELS.get(m, m) for m in metrics), "Test loss")
+        first_oracle = next((i for i, m in enumerate(present) if m in ORACLE_METHODS), 0)
+        sections.append(_Section(f"{model}, {TASK_LABELS.get(task, task)}", header, tuple(rows),
+                                 ruled_rows=frozenset({first_oracle} - {0})))
+    long = pd.DataFrame(long_rows, columns=["model", "task", "method", "label", "metric", "mean", "std", "seeds",
+                                            "mark", "oracle"])
+    return _render(long, sections, ALL_METRICS_CAPTION, "tab:bomf-all-metrics")
 
 
 # --------------------------------------------------------------------------------------------- discrepancy

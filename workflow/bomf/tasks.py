@@ -1,11 +1,17 @@
 """Task registry: what each task reads, predicts and is scored by.
 
-An example is ``{"text": [one or two strings], "label": int | float}``; every reader produces that shape,
-so training, fusion and evaluation never look at where a task came from.
+Every reader of one task kind produces one example shape, so training, fusion and evaluation never look at
+where a task came from:
+- classification / regression: ``{"text": [one or two strings], "label": int | float}``;
+- extractive_qa: ``{"id", "question", "context", "answers": {"text": [...], "answer_start": [...]}, "group"}``;
+- generation: ``{"id", "source", "references": [...], "group"}``.
+``group`` is what must not be split between train and validation (a SQuAD article, an E2E meaning
+representation).
 """
 
 import csv
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +20,16 @@ class DataError(ValueError):
     """Bad input data; the message names the file and, where it applies, the line or column."""
 
 
+TEXT_KINDS = ("extractive_qa", "generation")  # scored on text by ExampleMetrics, not on class ids
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    kind: str  # "classification" | "regression"
-    labels: tuple[str, ...]  # classification: raw label values in class-id order; regression: ()
+    kind: str  # "classification" | "regression" | "extractive_qa" | "generation"
+    labels: tuple[str, ...]  # classification: raw label values in class-id order; otherwise ()
     metrics: tuple[str, ...]  # the first is the primary metric
+    prompt: str = ""  # generation: the prompt template, with one {source} field
 
     @property
     def primary_metric(self) -> str:
@@ -32,6 +42,10 @@ class TaskSpec:
     @property
     def is_regression(self) -> bool:
         return self.kind == "regression"
+
+    @property
+    def is_text(self) -> bool:
+        return self.kind in TEXT_KINDS
 
 
 @dataclass(frozen=True)
@@ -62,12 +76,24 @@ GLUE_FORMATS: dict[str, GlueFormat] = {
 }
 
 
+# Beyond GLUE: extractive QA with an encoder, generation with a causal LM (LoRA).
+TEXT_TASKS: dict[str, TaskSpec] = {
+    "squad_v2": TaskSpec("squad_v2", "extractive_qa", (), ("token_f1", "exact_match")),
+    "samsum": TaskSpec("samsum", "generation", (), ("rouge1", "rouge2", "rougeL"),
+                       prompt="Summarize the dialogue.\n{source}\nSummary:"),
+    "e2e": TaskSpec("e2e", "generation", (), ("bleu", "rougeL"),
+                    prompt="Describe the restaurant in one sentence.\n{source}\nDescription:"),
+}
+BUILTIN_TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **TEXT_TASKS}
+
+
 def get_task(name: str, custom_tasks: dict | None = None) -> TaskSpec:
-    if name in GLUE_TASKS:
-        return GLUE_TASKS[name]
+    if name in BUILTIN_TASKS:
+        return BUILTIN_TASKS[name]
     custom = (custom_tasks or {}).get(name)
     if custom is None:
-        raise KeyError(f"unknown task {name!r}: not a GLUE task ({', '.join(GLUE_TASKS)}) nor in custom_tasks")
+        raise KeyError(f"unknown task {name!r}: not a built-in task ({', '.join(BUILTIN_TASKS)}) "
+                       f"nor in custom_tasks")
     labels = tuple(str(v) for v in custom.get("labels", ())) if custom["kind"] == "classification" else ()
     return TaskSpec(name, custom["kind"], labels, tuple(custom["metrics"]))
 
@@ -162,7 +188,10 @@ def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_colum
 
 
 def load_raw_splits(spec: TaskSpec, data_config: dict, custom_tasks: dict) -> tuple[list[dict], list[dict]]:
-    """(train, test) of a task before the validation split: GLUE train and dev, or a custom pair of files."""
+    """(train, test) of a task before the validation split: GLUE train and dev, a text task's splits (see
+    ``TEXT_SOURCES``), or a custom pair of files."""
+    if spec.name in TEXT_TASKS:
+        return load_text_task(spec.name, data_config)
     if spec.name in custom_tasks:
         custom = custom_tasks[spec.name]
         read = lambda key: read_custom(spec, Path(custom[key]), custom["text_columns"], custom["label_column"])  # noqa: E731
@@ -172,3 +201,45 @@ def load_raw_splits(spec: TaskSpec, data_config: dict, custom_tasks: dict) -> tu
         return read_glue_tsv(spec, directory / "train.tsv"), read_glue_tsv(spec, directory / "dev.tsv")
     return read_glue_hub(spec, "train"), read_glue_hub(spec, "validation")
 
+
+
+# Where a text task's data comes from: (config key of the local copy, its description, hub description).
+TEXT_SOURCES = {
+    "squad_v2": ("squad_v2_file", "train/validation carved by article out of the local SQuAD 2.0 dev articles; "
+                 "test = `data.squad_test_articles` other articles of the same file", "hub: rajpurkar/squad_v2"),
+    "samsum": ("samsum_dir", "train/validation carved out of SAMSum's validation split (no train split "
+               "locally); test = SAMSum's test split", "hub: knkarthick/samsum"),
+    "e2e": ("e2e_dir", "train/validation carved by meaning representation out of the E2E dev set (no train "
+            "split locally); test = the E2E test set with references", "hub: tuetschek/e2e_nlg"),
+}
+
+
+def load_text_task(name: str, data_config: dict) -> tuple[list[dict], list[dict]]:
+    """(train pool, test) of a text task: the hub's train and test splits, or the local copies' (see
+    ``TEXT_SOURCES``: locally no train split exists, so the pool is another held-out split)."""
+    from . import generation, qa
+
+    local = data_config.get(TEXT_SOURCES[name][0])
+    if name == "squad_v2":
+        if not local:
+            return qa.read_squad_hub("train"), qa.read_squad_hub("validation")
+        return split_off_groups(qa.read_squad_json(Path(local)), data_config["squad_test_articles"],
+                                data_config["split_seed"], Path(local))
+    if name == "samsum":
+        if not local:
+            return generation.read_samsum_hub("train"), generation.read_samsum_hub("test")
+        return generation.read_samsum(Path(local), "validation"), generation.read_samsum(Path(local), "test")
+    if not local:
+        return generation.read_e2e_hub("train"), generation.read_e2e_hub("test")
+    directory = Path(local)
+    return generation.read_e2e_csv(directory / "devset.csv"), generation.read_e2e_csv(directory / "testset_w_refs.csv")
+
+
+def split_off_groups(examples: list[dict], count: int, seed: int, where: Path) -> tuple[list[dict], list[dict]]:
+    """(rest, held out): ``count`` whole groups drawn with ``seed`` are held out, order kept within each part."""
+    groups = list(dict.fromkeys(e["group"] for e in examples))
+    if count >= len(groups):
+        raise DataError(f"{where}: {len(groups)} groups (articles), so {count} cannot be held out for test "
+                        f"and leave any for train and validation")
+    held_out = set(random.Random(seed).sample(groups, count))
+    return [e for e in examples if e["group"] not in held_out], [e for e in examples if e["group"] in held_out]

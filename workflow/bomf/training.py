@@ -4,6 +4,8 @@
 epochs) and stage 2 (the full run that saves members), so both see exactly the same training code.
 """
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .metrics import compute_metrics
+from .models import load_member_state
 from .tasks import TaskSpec
 
 
@@ -53,7 +56,8 @@ def hyperparameters(optim: dict, searched: dict) -> Hyperparameters:
 
 
 class Encoded:
-    """A split tokenised once; batches are padded dynamically to their own longest example."""
+    """A classification or regression split tokenised once; batches are padded dynamically to their own
+    longest example."""
 
     def __init__(self, examples: list[dict], tokenizer, max_length: int, task: TaskSpec):
         texts = [e["text"] for e in examples]
@@ -64,6 +68,7 @@ class Encoded:
         else:
             self.features = tokenizer(first, truncation=True, max_length=max_length)
         self.tokenizer = tokenizer
+        self.is_regression = task.is_regression
         dtype = torch.float32 if task.is_regression else torch.long
         self.labels = torch.tensor([e["label"] for e in examples], dtype=dtype)
 
@@ -76,31 +81,47 @@ class Encoded:
         padded["labels"] = self.labels[indices]
         return {key: value.to(device) for key, value in padded.items()}
 
+    @property
+    def references(self) -> list:
+        return self.labels.tolist()
+
+    def fingerprint(self) -> str:
+        """A digest of the token ids and labels, identifying the encoded split."""
+        digest = hashlib.sha256(json.dumps(self.features["input_ids"]).encode())
+        digest.update(self.labels.numpy().tobytes())
+        return digest.hexdigest()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, metrics: list[str], batch_size: int,
+                 device: torch.device) -> tuple[dict[str, float], np.ndarray]:
+        """Mean loss and metrics, and the predictions (class ids, or scores for regression)."""
+        was_training = model.training
+        model.eval()
+        total_loss, outputs = 0.0, []
+        for start in range(0, len(self), batch_size):
+            indices = list(range(start, min(start + batch_size, len(self))))
+            with autocast(device):
+                out = model(**self.batch(indices, device))
+            total_loss += out.loss.float().item() * len(indices)
+            outputs.append(out.logits.float().cpu())
+        model.train(was_training)
+        logits = torch.cat(outputs)
+        predictions = logits.squeeze(-1).numpy() if self.is_regression else logits.argmax(-1).numpy()
+        scores = {"loss": total_loss / len(self)}
+        scores.update(compute_metrics(metrics, predictions, self.labels.numpy()))
+        return scores, predictions
+
 
 def autocast(device: torch.device):
     """bf16 autocast on GPU; full precision on CPU (CPU bf16 is slower there and changes results)."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Encoded, task: TaskSpec, metrics: list[str], batch_size: int,
-             device: torch.device) -> tuple[dict[str, float], np.ndarray]:
-    """Mean loss and metrics over a split, and the predictions (class ids, or scores for regression)."""
-    was_training = model.training
-    model.eval()
-    total_loss, outputs = 0.0, []
-    for start in range(0, len(data), batch_size):
-        indices = list(range(start, min(start + batch_size, len(data))))
-        with autocast(device):
-            out = model(**data.batch(indices, device))
-        total_loss += out.loss.float().item() * len(indices)
-        outputs.append(out.logits.float().cpu())
-    model.train(was_training)
-    logits = torch.cat(outputs)
-    predictions = logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
-    scores = {"loss": total_loss / len(data)}
-    scores.update(compute_metrics(metrics, predictions, data.labels.numpy()))
-    return scores, predictions
+def evaluate(model: nn.Module, data, task: TaskSpec, metrics: list[str], batch_size: int,
+             device: torch.device) -> tuple[dict[str, float], list]:
+    """Mean loss and metrics over a split, and the predictions. Every task kind's data (``Encoded``,
+    ``qa.QAData``, ``generation.GenerationData``) knows how to score a model on itself."""
+    return data.evaluate(model, metrics, batch_size, device)
 
 
 def member_steps(total_steps: int, count: int, start_fraction: float) -> list[int]:
@@ -137,7 +158,7 @@ class TrainingState:
     CPU). Taken right after an evaluation, when the running train loss has just been reset."""
 
     step: int
-    model: dict[str, torch.Tensor]
+    model: dict[str, torch.Tensor]  # what ``models.member_state`` holds (a LoRA model: its adapters)
     optimizer: dict  # torch's optimizer state_dict
     scheduler: dict  # the learning-rate schedule's state_dict
     data_order: torch.Tensor  # the data-order generator at the start of the epoch of ``step``
@@ -218,7 +239,7 @@ def _device_rng(device: torch.device) -> torch.Tensor | None:
 
 def _restore(state: TrainingState, model: nn.Module, optimizer, scheduler, order: torch.Generator,
              device: torch.device) -> None:
-    model.load_state_dict(state.model, strict=True)
+    load_member_state(model, state.model)
     optimizer.load_state_dict(state.optimizer)
     scheduler.load_state_dict(state.scheduler)
     order.set_state(state.data_order)

@@ -14,6 +14,7 @@ def grid_trials(frozen_counts):
 
 rule grid_trial:
     input:
+        model=prepared_model,
         data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
     output:
         f"{RUN}/grid/frozen{{frozen}}/point{{point}}.json",
@@ -62,6 +63,7 @@ rule grid_collect:
 
 rule grid_finetune:
     input:
+        model=prepared_model,
         trials=grid_trials([0]),
         checkpoints=[f"{RUN}/grid/frozen0/point{p}.safetensors" for p in range(GRID_POINTS)],
     output:
@@ -80,6 +82,7 @@ rule grid_finetune:
 
 rule hpbo_full:
     input:
+        model=prepared_model,
         data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
         best=f"{RUN}/hpo_full/best.json",
     output:
@@ -102,6 +105,7 @@ rule hpbo_full:
 # Reads the TEST split to choose: an oracle upper reference, labelled as such in every table.
 rule oracle_subset:
     input:
+        model=prepared_model,
         data=multiext("results/data/{task}/", "val.jsonl", "test.jsonl"),
         members=rules.finetune.output.members,
         manifest=rules.finetune.output.manifest,

