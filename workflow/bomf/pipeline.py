@@ -4,14 +4,15 @@
 import platform
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import baselines, hpo, landscape, members, plots, tables
 from .data import prepare_task_data
 from .fusion import METHODS, FusionContext, FusionObjective, JournaledObjective, MemberStack
-from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
 from .generation import GenerationData
+from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
 from .metrics import example_metrics
 from .models import (convert_gguf, is_gguf, load_member_state, load_model, load_saved, load_tokenizer, pick_device,
                      save_model)
@@ -175,7 +176,7 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
     validation = read_json(Path(fusion_dir) / "weights.json")["validation"]
     record = {"task": task, "model": model, "seed": seed, "method": method, "primary_metric": spec.primary_metric,
               "test": scores, "validation": validation, "test_size": len(test.references),
-              "predictions": list(predictions.tolist() if hasattr(predictions, "tolist") else predictions),
+              "predictions": np.asarray(predictions).tolist(),  # class ids, scores or texts
               "labels": test.references}
     if spec.is_text:
         # Per-example statistics of every metric: what the paired bootstrap resamples.
