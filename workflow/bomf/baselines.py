@@ -47,12 +47,12 @@ def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_c
 
     def keep(index, step, model, row):
         scores = {key[len("val_"):]: value for key, value in row.items() if key.startswith("val_")}
+        state = member_state(model)  # one CPU copy, shared by the best checkpoint and the running sum
         if best["scores"] is None or ranking_key(scores, primary) > ranking_key(best["scores"], primary):
-            best.update(scores=scores, step=step, state=member_state(model))
+            best.update(scores=scores, step=step, state=state)
         if step in members:
-            state = member_state(model)
             if average["sum"] is None:
-                average["sum"] = {k: v.double() for k, v in state.items() if v.is_floating_point()}
+                average["sum"] = {k: v.to(torch.float64, copy=True) for k, v in state.items() if v.is_floating_point()}
             else:
                 for name, total in average["sum"].items():
                     total += state[name].double()

@@ -7,6 +7,7 @@ what fine-tuning changes: the full state of an encoder, the adapter weights of a
 
 import importlib.metadata
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -112,9 +113,9 @@ def load_causal_lm(source: str, lora: dict, rank: int) -> nn.Module:
 
 
 def is_lora(model: nn.Module) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
+    # Without peft imported no model can be a PeftModel: encoder jobs never pay for importing it.
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def member_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -368,9 +368,8 @@ def all_metrics_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
     """Table 6: methods x (every test metric + test loss), one section per (model, task)."""
     long_rows, sections = [], []
     records = [r for r in records if r["method"] in methods]
-    keys = sorted({(r["model"], r["task"]) for r in records},
-                  key=lambda k: (k[0], _ordered([k[1]], list(TASK_LABELS)), list(TASK_LABELS).index(k[1])
-                                 if k[1] in TASK_LABELS else len(TASK_LABELS), k[1]))
+    keys = [(model, task) for model in sorted({r["model"] for r in records})
+            for task in _ordered((r["task"] for r in records if r["model"] == model), list(TASK_LABELS))]
     for model, task in keys:
         ours = [r for r in records if (r["model"], r["task"]) == (model, task)]
         metrics = [m for m in ours[0]["test"] if m != "loss"]
