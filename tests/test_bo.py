@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.quasirandom import SobolEngine
 
-from bomf.hpo import Dimension, best_trial, finite_score, search_space, suggest, trial_score
-from bomf.mobo import SELECTION_RULES, fill_non_finite, run_mobo, sobol_simplex, weight_columns
+from bomf.hpo import Dimension, finite_score, search_space, suggest, trial_score
+from bomf.mobo import fill_non_finite, fit_surrogate, run_mobo, sobol_simplex, weight_columns
+from bomf.selection import SELECTION_RULES, best_trial
 from bomf.tasks import GLUE_TASKS
 
 SPACE = {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}, "batch_size": {"low": 8, "high": 32},
@@ -215,6 +216,37 @@ def test_chosen_row_is_on_the_pareto_set(searches):
         distances = [objective.distance(w) for w in history[weight_columns(4)].to_numpy()]
         assert set(history.index[history["pareto"]]) == {int(np.argmin(distances))}
         assert chosen == int(np.argmin(distances))
+
+
+def test_search_is_deterministic_for_a_seed(searches):
+    """The warm-started GP fits are carried inside one search only: a rerun proposes the same points."""
+    history = searches[0][0]
+    objective = Synthetic()
+    again, chosen = run_mobo(objective, members_of(objective, 4), CONFIG, 0)
+    timings = ["bo_seconds", "eval_seconds"]
+    pd.testing.assert_frame_equal(again.drop(columns=timings), history.drop(columns=timings))
+    assert chosen == searches[0][1]
+
+
+def test_batched_surrogate_holds_the_fitted_gps():
+    """Several objectives are fitted one GP each, then merged into one batched GP: same posterior."""
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms import Standardize
+
+    X = sobol_simplex(4, 12, 0)
+    Y = torch.stack([-(X - OPTIMUM).norm(dim=-1), X[:, 0] ** 2 - X[:, 1], X[:, 2]], -1)
+    state = {}
+    surrogate = fit_surrogate(X, Y, 0, CONFIG, state)
+    assert len(state["hyperparameters"]) == 3
+    test = sobol_simplex(4, 5, 1)
+    with torch.no_grad():
+        merged = surrogate.posterior(test)
+        for i in range(3):
+            single = SingleTaskGP(X, Y[:, [i]], outcome_transform=Standardize(1))
+            single.load_state_dict(state["hyperparameters"][i], strict=False)
+            alone = single.eval().posterior(test)
+            assert torch.allclose(merged.mean[:, i], alone.mean[:, 0], atol=1e-8)
+            assert torch.allclose(merged.variance[:, i], alone.variance[:, 0], atol=1e-8)
 
 
 def test_nan_evaluation_is_recorded_and_the_search_continues():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bomf.metrics import EXAMPLE_METRICS
-from bomf.models import load_tokenizer, resolve_model_source
+from bomf.models import load_tokenizer
+from bomf.sources import resolve_model_source
 from bomf.qa import QAData, normalize_answer, read_squad_json
 from bomf.tasks import DataError
 

@@ -23,10 +23,12 @@ import bomf.members
 import bomf.mobo
 from bomf.io import read_json
 from bomf.members import StaleStateError, member_path, run_finetune
-from bomf.mobo import JournaledObjective, run_mobo
+from bomf.journal import JournaledObjective
+from bomf.mobo import run_mobo
 from bomf.models import load_tokenizer
 from bomf.tasks import GLUE_TASKS, read_glue_tsv
-from bomf.training import Encoded, Hyperparameters
+from bomf.settings import Hyperparameters
+from bomf.training import Encoded
 from conftest import GLUE_DIR, write_tiny_config
 from test_pipeline import SNAKEMAKE
 

@@ -11,9 +11,9 @@ from bomf.io import read_json, write_json
 from bomf.members import MemberIntegrityError, load_members, member_path, run_finetune, save_member, sha256
 from bomf.models import encoder_layers, freeze_lower_layers, load_classifier, load_tokenizer, trainable_fraction
 from bomf.runtime import seed_everything
+from bomf.settings import Hyperparameters, OptimConfig, hyperparameters, member_steps
 from bomf.tasks import GLUE_TASKS, read_glue_tsv
-from bomf.training import (Encoded, Hyperparameters, OptimConfig, _accumulate_gradients, evaluate, fine_tune,
-                           hyperparameters, member_steps)
+from bomf.training import Encoded, _accumulate_gradients, evaluate, fine_tune, warmup_schedule
 from conftest import GLUE_DIR
 
 RTE, STSB = GLUE_TASKS["rte"], GLUE_TASKS["stsb"]
@@ -354,3 +354,25 @@ def test_run_finetune_saves_verified_members(tmp_path, tiny_model_dir, rte):
     model.load_state_dict(loaded[2])
     scores, _ = evaluate(model, rte["val"], RTE, ["accuracy"], 16, CPU)
     assert scores["loss"] == pytest.approx(frame["val_loss"].iloc[-1], rel=1e-6)
+
+
+@pytest.mark.parametrize("schedule,theirs", [("linear", "linear"), ("cosine", "cosine"),
+                                             ("constant", "constant_with_warmup")])
+@pytest.mark.parametrize("warmup,total", [(0, 10), (3, 10), (7, 7)])
+def test_warmup_schedule_matches_transformers(schedule, theirs, warmup, total):
+    """Our schedule gives exactly the learning rates of transformers' get_scheduler at every step."""
+    from transformers import get_scheduler
+
+    def rates(make):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler, seen = make(optimizer), []
+        for _ in range(total + 2):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    ours = rates(lambda optimizer: warmup_schedule(optimizer, schedule, warmup, total))
+    reference = rates(lambda optimizer: get_scheduler(theirs, optimizer, num_warmup_steps=warmup,
+                                                      num_training_steps=total))
+    assert ours == reference

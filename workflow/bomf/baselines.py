@@ -19,7 +19,8 @@ from .fusion import FusionObjective, uniform
 from .metrics import ranking_key
 from .models import freeze_lower_layers, load_member_state, load_model, member_state
 from .runtime import seed_everything
-from .training import OptimConfig, evaluate, fine_tune, hyperparameters, member_steps
+from .settings import OptimConfig, hyperparameters, member_steps
+from .training import evaluate, fine_tune
 
 BASELINES = ("grid_finetune", "hpbo_full", "oracle_subset")
 

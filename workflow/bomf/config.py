@@ -206,7 +206,7 @@ def grid_frozen_layers(config: dict) -> list[int]:
 def check_model_source(name: str, model: dict, grid_frozen: list[int] = ()) -> list[str]:
     """A local or pypi: source must exist (resolve_model_source raises FileNotFoundError otherwise); its
     config.json bounds the frozen-layer counts and max_length."""
-    from .models import resolve_model_source
+    from .sources import resolve_model_source
 
     where = f"model_catalog.{name}"
     try:
@@ -248,7 +248,7 @@ def check_member_steps(config: dict) -> list[str]:
     """Members need distinct optimiser steps after start_fraction of the shortest possible fine-tune (the
     largest searched batch size). Without data.max_train the training set size is unknown until the data
     is read, so nothing is checked."""
-    from .training import member_steps
+    from .settings import member_steps
 
     max_train = config["data"]["max_train"]
     if max_train is None:
@@ -272,7 +272,7 @@ def check_member_steps(config: dict) -> list[str]:
 
 def check_fusion(config: dict) -> list[str]:
     from .fusion import METHODS
-    from .mobo import SELECTION_RULES
+    from .selection import SELECTION_RULES
 
     fusion = config["fusion"]
     problems = [f"fusion.methods: unknown method '{method}'; registered methods are {', '.join(METHODS)}"

@@ -16,7 +16,7 @@ from torch import nn
 
 from .metrics import ranking_key
 from .models import load_member_state
-from .mobo import WEIGHT_PREFIX, JournaledObjective, run_mobo
+from .journal import JournaledObjective
 from .tasks import TaskSpec
 from .training import Encoded, autocast, evaluate
 
@@ -208,6 +208,8 @@ def learned_soup(ctx: FusionContext) -> FusionResult:
 
 
 def _bayesian_optimisation(ctx: FusionContext, searched: list[str] | None) -> FusionResult:
+    from .mobo import WEIGHT_PREFIX, run_mobo  # BoTorch (~2 s to import) only in the jobs that run BO
+
     history, chosen = run_mobo(ctx.objective, ctx.member_scores, ctx.config, ctx.seed, searched)
     weight_columns = [c for c in history.columns if c.startswith(WEIGHT_PREFIX)]
     weights = torch.tensor(history.loc[chosen, weight_columns].to_numpy(dtype=float), dtype=torch.float64)

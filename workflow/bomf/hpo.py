@@ -10,20 +10,13 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from botorch.acquisition.logei import qLogExpectedImprovement, qLogNoisyExpectedImprovement
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
-from botorch.models.transforms import Normalize, Standardize
-from botorch.optim import optimize_acqf
-from botorch.sampling import SobolQMCNormalSampler
-from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch.quasirandom import SobolEngine
 
 from .models import load_model, trainable_fraction
 from .runtime import seed_everything, torch_threads
-from .training import OptimConfig, fine_tune, hyperparameters
+from .settings import OptimConfig, hyperparameters
+from .training import fine_tune
 
 INTEGER_PARAMS = frozenset({"batch_size"})
 
@@ -69,6 +62,15 @@ def suggest(space: dict, trials: list[dict], q: int, round_index: int, seed: int
 
 
 def _bo_step(dims: list[Dimension], trials: list[dict], q: int, acquisition: str, seed: int) -> torch.Tensor:
+    # BoTorch (~2 s to import) only where BO runs: the trial jobs import this module too.
+    from botorch.acquisition.logei import qLogExpectedImprovement, qLogNoisyExpectedImprovement
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms import Normalize, Standardize
+    from botorch.optim import optimize_acqf
+    from botorch.sampling import SobolQMCNormalSampler
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
     X = torch.tensor([[d.encode(t["params"][d.name]) for d in dims] for t in trials], dtype=torch.double)
     Y = torch.tensor([[finite_score(t["score"], trials)] for t in trials], dtype=torch.double)
     bounds = torch.stack([torch.zeros(len(dims)), torch.ones(len(dims))]).double()
@@ -112,11 +114,3 @@ def run_trial(model_spec: dict, task, data: dict, params: dict, optim_config: di
             "metric": task.primary_metric, "proxy": proxy, "trainable_fraction": trainable_fraction(model),
             "epochs": epochs,
             "seconds": round(time.perf_counter() - started, 3), "trajectory": trajectory}
-
-
-def best_trial(trials: list[dict]) -> dict:
-    """Highest score; ties go to the earliest trial. Diverged trials never win."""
-    scored = [t for t in trials if math.isfinite(t["score"])]
-    if not scored:
-        raise ValueError("every stage-1 trial diverged (NaN score): lower the learning-rate range")
-    return scored[int(np.argmax([t["score"] for t in scored]))]

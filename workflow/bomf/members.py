@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 from .io import atomic_path, read_json, write_csv, write_json
 from .models import load_model, member_state
 from .runtime import seed_everything
-from .training import OptimConfig, TrainingState, fine_tune, member_steps
+from .settings import OptimConfig, member_steps
+from .training import TrainingState, fine_tune
 
 STATE_FILE = "state.json"  # written last: the commit point of a training state
 

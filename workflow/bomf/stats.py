@@ -53,11 +53,11 @@ def score_resamples(predictions: Mapping[int, np.ndarray], labels: np.ndarray, m
                     indices: np.ndarray) -> MethodScores:
     """Score each seed's predictions on the full split and on every row of ``indices``. For a text metric
     (``EXAMPLE_METRICS``) the "predictions" are each seed's per-example statistics and ``labels`` is unused."""
-    if metric in example_metrics():
+    if metric in METRICS:
+        score, labels = METRICS[metric], np.asarray(labels)
+    else:  # a text metric: importing its task kind's module only here keeps torch out of GLUE table jobs
         aggregate = example_metrics()[metric].aggregate
         score, labels = (lambda statistics, _: aggregate(statistics)), np.zeros(len(indices[0]))
-    else:
-        score, labels = METRICS[metric], np.asarray(labels)
     full, resampled = {}, {}
     # A resample can be degenerate (no positive prediction, a constant regressor); the metric's own
     # convention scores it, and a warning per resample would only bury real ones.
@@ -125,7 +125,7 @@ def bomf_comparisons(records: Sequence[dict], baselines: Sequence[str], resample
         metric = group[0]["primary_metric"]
         by_method: dict[str, dict[int, np.ndarray]] = {}
         for record in group:
-            scored = (record["example_statistics"][metric] if metric in example_metrics() else record["predictions"])
+            scored = (record["predictions"] if metric in METRICS else record["example_statistics"][metric])
             by_method.setdefault(record["method"], {})[record["seed"]] = np.asarray(scored)
         if "bomf" not in by_method:
             continue

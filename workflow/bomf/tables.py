@@ -34,10 +34,6 @@ METHOD_LABELS = {
 # Selected on the test split itself: shown as an upper bound, never highlighted, never a "best baseline".
 ORACLE_METHODS = frozenset({"oracle_subset"})
 
-# The files the pipeline writes, results/tables/<name>.{csv,md,tex}, in the order pipeline.paper_tables builds them.
-TABLE_NAMES = ("table1_main", "table1_significance", "table2_discrepancy", "table3_ablation", "table4_outer_bo",
-               "table5_cost", "table6_all_metrics")
-
 MAIN_METHODS = ("best_member", "last_member", "swa", "greedy_soup", "learned_soup", "bomf", "oracle_subset")
 ABLATION_METHODS = ("bo_metric", "bo_loss", "bomf")
 OUTER_BO_METHODS = ("grid_finetune", "hpbo_full", "best_member", "swa", "greedy_soup", "learned_soup", "bomf")

@@ -22,7 +22,7 @@ rule grid_trial:
         f"{LOG}/grid/frozen{{frozen}}/point{{point}}.log",
     benchmark:
         f"{BENCH}/grid/frozen{{frozen}}/point{{point}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -91,7 +91,7 @@ rule hpbo_full:
         f"{LOG}/fusion/hpbo_full.log",
     benchmark:
         f"{BENCH}/fusion/hpbo_full.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
@@ -115,7 +115,7 @@ rule oracle_subset:
         f"{LOG}/fusion/oracle_subset.log",
     benchmark:
         f"{BENCH}/fusion/oracle_subset.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,

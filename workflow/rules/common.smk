@@ -1,7 +1,7 @@
 from snakemake.utils import min_version
 
 from bomf.config import validate_config
-from bomf.models import is_gguf
+from bomf.sources import is_gguf
 
 min_version("9.0")
 
@@ -9,6 +9,11 @@ min_version("9.0")
 # Schema defaults are filled in and every field checked before any job is scheduled.
 validate_config(config)
 
+# Compute rules declare `threads: 1` (torch is sized to it, bomf.runtime.job): on a CPU machine the
+# independent jobs (a round's trials, grid points, fusion methods, tasks, seeds) then run side by side, which
+# uses the cores better than two threads per job (measured in benchmarks/README.md). A cluster profile can
+# give GPU jobs more CPUs with set-threads. `gpu=1` only matters where a --resources limit or a cluster
+# executor reads it: local runs are not serialised by it.
 RUN = "results/{task}/{model}/seed{seed}"
 LOG = "logs/{task}/{model}/seed{seed}"
 BENCH = "results/benchmarks/{task}/{model}/seed{seed}"

@@ -12,7 +12,7 @@ rule evaluate:
         f"{LOG}/test/{{method}}.log",
     benchmark:
         f"{BENCH}/test/{{method}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
@@ -37,7 +37,7 @@ rule summarise_run:
         "../scripts/summarise_run.py"
 
 
-from bomf.tables import TABLE_NAMES
+from bomf.layout import TABLE_NAMES
 
 TABLES = "results/tables/{name}.{ext}"
 

@@ -43,7 +43,7 @@ rule landscape:
         f"{LOG}/landscape.log",
     benchmark:
         f"{BENCH}/landscape.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,

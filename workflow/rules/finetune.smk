@@ -18,7 +18,7 @@ rule finetune:
         f"{LOG}/finetune.log",
     benchmark:
         f"{BENCH}/finetune.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,

@@ -17,7 +17,7 @@ rule fuse:
         f"{LOG}/fusion/{{method}}.log",
     benchmark:
         f"{BENCH}/fusion/{{method}}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         mem_mb=16000,

@@ -1,0 +1,100 @@
+"""Every objective evaluation of a fusion search recorded, and replayed by a rerun of an interrupted job.
+
+Given a journal file, a rerun of an interrupted search replays the journaled evaluations and takes the
+journaled BO points instead of proposing them again.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .io import write_jsonl
+
+
+class JournaledObjective:
+    """An objective whose evaluations are recorded (weights, scores, seconds) and, given a ``path``, appended
+    to a JSON-lines journal there, flushed and fsynced one line per evaluation.
+
+    A rerun replays the journal: the k-th evaluation returns the k-th record when its weights are exactly
+    the recorded ones (JSON round-trips float64 exactly). Fusion methods are deterministic, so a rerun asks
+    for the same weights in the same order; from the first mismatch on, the rest of the journal is stale
+    and is dropped. The first line names what the journal was written for (``identity``); a journal written
+    for anything else is discarded whole. Attributes other than calls are the wrapped objective's.
+    """
+
+    def __init__(self, objective, path: str | Path | None = None, identity: dict | None = None):
+        self.objective, self.path = objective, Path(path) if path is not None else None
+        self.header = {"identity": json.loads(json.dumps(identity))}
+        self.records: list[dict] = []  # this run's evaluations, replayed or new
+        self.pending = self._read_journal() if self.path is not None else []
+        self.evaluations = self.replayed = 0
+        if self.path is not None:
+            write_jsonl(self.path, [self.header, *self.pending])  # drops a torn last line
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def __call__(self, weights: torch.Tensor) -> dict[str, float]:
+        return self.evaluate(weights)["scores"]
+
+    def next_weights(self) -> list[float] | None:
+        """The weights of the next journaled evaluation, if any is left to replay."""
+        return self.pending[0]["weights"] if self.pending else None
+
+    def evaluate(self, weights: torch.Tensor, proposal_seconds: float = 0.0) -> dict:
+        """The record of one evaluation: replayed from the journal, or measured (and then journaled);
+        ``proposal_seconds`` is the time the caller spent choosing ``weights``."""
+        self.evaluations += 1
+        values = torch.as_tensor(weights).double().tolist()
+        record = self._replay(values)
+        if record is None:
+            started = time.perf_counter()
+            scores = self.objective(weights)
+            record = {"weights": values, "scores": scores, "seconds": time.perf_counter() - started,
+                      "proposal_seconds": proposal_seconds}
+            self._append(record)
+        self.records.append(record)
+        return record
+
+    def _replay(self, weights: list[float]) -> dict | None:
+        if self.pending and self.pending[0]["weights"] == weights:
+            self.replayed += 1
+            return self.pending.pop(0)
+        if self.pending:
+            print(f"{self.path}: evaluation {self.evaluations} asks for other weights than journaled; "
+                  f"dropping the {len(self.pending)} stale records from there on", flush=True)
+            self.pending = []
+            write_jsonl(self.path, [self.header, *self.records])
+        return None
+
+    def _append(self, record: dict) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as journal:
+            journal.write(json.dumps(record) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+
+    def _read_journal(self) -> list[dict]:
+        """The records of an existing journal written for the same identity."""
+        if not self.path.is_file():
+            return []
+        lines = []
+        # A kill mid-write leaves a torn last line (no newline): it and anything unreadable end the journal.
+        for line in self.path.read_text(encoding="utf-8").split("\n")[:-1]:
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        if lines and lines[0] != self.header:
+            print(f"{self.path}: written for other inputs or settings; discarding it", flush=True)
+            return []
+        return lines[1:]
+
+    def discard(self) -> None:
+        """Remove the journal once what it protected is complete."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

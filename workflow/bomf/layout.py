@@ -1,0 +1,11 @@
+"""Names of files the rules and the package share, in one place, importable without any heavy library (the
+Snakefile reads it when the workflow is parsed)."""
+
+from pathlib import Path
+
+# Where the prepare_model rule writes a GGUF model converted to an ordinary checkpoint.
+PREPARED_MODELS = Path("results/models")
+
+# The files the paper_tables job writes, results/tables/<name>.{csv,md,tex}, in the order it builds them.
+TABLE_NAMES = ("table1_main", "table1_significance", "table2_discrepancy", "table3_ablation", "table4_outer_bo",
+               "table5_cost", "table6_all_metrics")

@@ -1,0 +1,46 @@
+"""Rules that choose one result: the stage-1 trial that sets stage 2's hyperparameters, and the point of a
+fusion search's Pareto set that becomes the method's result. Pure Python and numpy, so the config check
+(which runs when the Snakefile is parsed) can read the registered names without importing torch or BoTorch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .metrics import ranking_key
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def best_trial(trials: list[dict]) -> dict:
+    """Highest score; ties go to the earliest trial. Diverged trials never win."""
+    scored = [t for t in trials if math.isfinite(t["score"])]
+    if not scored:
+        raise ValueError("every stage-1 trial diverged (NaN score): lower the learning-rate range")
+    return scored[int(np.argmax([t["score"] for t in scored]))]
+
+
+def _best_metric(frame: pd.DataFrame, Yn: np.ndarray, primary: str) -> int:
+    return max(frame.index, key=lambda i: ranking_key(frame.loc[i], primary))
+
+
+def _best_loss(frame: pd.DataFrame, Yn: np.ndarray, primary: str) -> int:
+    return min(frame.index, key=lambda i: (frame.loc[i, "loss"], -frame.loc[i, primary]))
+
+
+def _knee(frame: pd.DataFrame, Yn: np.ndarray, primary: str) -> int:
+    distance = np.linalg.norm(Yn.max(0) - Yn, axis=1)  # to the utopia point of the front, normalised
+    return frame.index[int(np.argmin(distance))]
+
+
+# A rule picks one row of the Pareto set (given the raw rows, their normalised objectives, the primary metric).
+SELECTION_RULES: dict[str, Callable[[pd.DataFrame, np.ndarray, str], int]] = {
+    "best_metric": _best_metric,  # best primary metric, ties -> lower loss (the default)
+    "best_loss": _best_loss,  # lowest validation loss, ties -> better primary metric
+    "knee": _knee,  # closest to the front's utopia point in member-normalised space
+}

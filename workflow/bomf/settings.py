@@ -1,0 +1,51 @@
+"""Typed records of the config sections training reads, and where members are taken: pure Python, so the
+config check (run when the Snakefile is parsed) uses the same arithmetic as training without importing torch.
+"""
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    learning_rate: float
+    batch_size: int
+    warmup_ratio: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    schedule: str
+    adam_eps: float
+    adam_betas: tuple[float, float]
+    max_device_batch: int
+    eval_batch_size: int
+
+    @classmethod
+    def from_config(cls, optim: dict) -> "OptimConfig":
+        return cls(optim["schedule"], optim["adam_eps"], tuple(optim["adam_betas"]),
+                   optim["max_device_batch"], optim["eval_batch_size"])
+
+
+def hyperparameters(optim: dict, searched: dict) -> Hyperparameters:
+    """Searched values override the config's defaults (warmup ratio and weight decay are optional in the space)."""
+    return Hyperparameters(
+        learning_rate=float(searched["learning_rate"]),
+        batch_size=int(searched["batch_size"]),
+        warmup_ratio=float(searched.get("warmup_ratio", optim["warmup_ratio"])),
+        weight_decay=float(searched.get("weight_decay", optim["weight_decay"])),
+    )
+
+
+def member_steps(total_steps: int, count: int, start_fraction: float) -> list[int]:
+    """``count`` optimizer steps evenly spaced over the steps after ``start_fraction`` of training; the last
+    is the final step (integer arithmetic, so rounding never pushes a member past the end)."""
+    first = math.floor(start_fraction * total_steps)
+    window = total_steps - first
+    if window < count:
+        raise ValueError(
+            f"{count} members need {count} distinct steps after {start_fraction:.0%} of training, "
+            f"but training has only {total_steps} steps: lower finetune.members or train longer"
+        )
+    return [first + -(-(k + 1) * window // count) for k in range(count)]
