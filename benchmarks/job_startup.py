@@ -33,7 +33,8 @@ class Files(list):
     def __init__(self, items, named):
         super().__init__(items)
         self.__dict__.update(named)
-snakemake = SimpleNamespace(input=Files(spec["input"], spec.get("named_input", {})), output=Files(spec["output"], {}),
+snakemake = SimpleNamespace(input=Files(spec["input"], spec.get("named_input", {})),
+                            output=Files(spec["output"], spec.get("named_output", {})),
                             log=[spec["log"]], threads=1, wildcards=SimpleNamespace(**spec["wildcards"]),
                             params=SimpleNamespace(**spec.get("params", {})), config=spec["config"])
 runpy.run_path(spec["script"], init_globals={"snakemake": snakemake}, run_name="__main__")
@@ -63,7 +64,9 @@ def jobs(workdir: Path, config: dict, scratch: Path) -> dict[str, dict]:
                         "input": [t for t in trials if "/round0/" in t], "output": [str(scratch / "suggest.json")],
                         "wildcards": {**wildcards, "round": "1"}},
         "hpo_select": {**common, "script": "workflow/scripts/hpo_select.py", "input": trials,
-                       "output": [str(scratch / "trials.csv"), str(scratch / "best.json")], "wildcards": wildcards},
+                       "output": [str(scratch / "trials.csv"), str(scratch / "best.json")],
+                       "named_output": {"trials": str(scratch / "trials.csv"), "best": str(scratch / "best.json")},
+                       "wildcards": wildcards},
         "summarise_run": {**common, "script": "workflow/scripts/summarise_run.py",
                           "input": [f"{run}/test/{m}.json" for m in methods], "output": [str(scratch / "summary.csv")],
                           "wildcards": wildcards},

@@ -118,7 +118,7 @@ def main() -> None:
             read = params * 4 if name.startswith("load (") else matrix_bytes
             print(f"{threads:>7} {name:<36} {seconds * 1e3:>8.1f} {read / seconds / 1e9:>10.2f} "
                   f"{seconds / bound:>11.2f}")
-    del copy_target
+    copy_target.resize_(0)  # frees the second N×P matrix before the objective calls
     torch.set_num_threads(args.threads[0])
     load_cost = by_threads[args.threads[0]]["mix + load (MemberStack.load_into)"]
 
