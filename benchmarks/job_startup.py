@@ -60,9 +60,12 @@ def jobs(workdir: Path, config: dict, scratch: Path) -> dict[str, dict]:
     common = {"config": config, "log": str(scratch / "job.log")}
     wildcards = {"task": task, "model": model, "seed": str(seed), "search": "hpo"}
     return {
-        "hpo_suggest": {**common, "script": "workflow/scripts/hpo_suggest.py",
-                        "input": [t for t in trials if "/round0/" in t], "output": [str(scratch / "suggest.json")],
-                        "wildcards": {**wildcards, "round": "1"}},
+        # Round 0 is a Sobol design (no BoTorch); round 1 fits the GP and optimises qLogNEI for q points.
+        "hpo_suggest round 0": {**common, "script": "workflow/scripts/hpo_suggest.py", "input": [],
+                                "output": [str(scratch / "suggest0.json")], "wildcards": {**wildcards, "round": "0"}},
+        "hpo_suggest round 1": {**common, "script": "workflow/scripts/hpo_suggest.py",
+                                "input": [t for t in trials if "/round0/" in t],
+                                "output": [str(scratch / "suggest.json")], "wildcards": {**wildcards, "round": "1"}},
         "hpo_select": {**common, "script": "workflow/scripts/hpo_select.py", "input": trials,
                        "output": [str(scratch / "trials.csv"), str(scratch / "best.json")],
                        "named_output": {"trials": str(scratch / "trials.csv"), "best": str(scratch / "best.json")},
@@ -100,17 +103,18 @@ def main() -> None:
         commands = dict(baselines)
         for name, spec in jobs(workdir, config, scratch).items():
             spec["script"] = str(REPO / spec["script"])
-            (scratch / f"{name}.json").write_text(json.dumps(spec))
-            commands[f"job {name}"] = [python, str(harness), str(scratch / f"{name}.json")]
+            spec_file = scratch / f"{name.replace(' ', '_')}.json"
+            spec_file.write_text(json.dumps(spec))
+            commands[f"job {name}"] = [python, str(harness), str(spec_file)]
         for name, command in commands.items():  # one warm-up each (page cache), then the measured runs
             timed(command, workdir)
         for _ in range(args.repeats):  # interleaved, so a slower moment of the machine hits every command
             for name, command in commands.items():
                 rows.append((name, timed(command, workdir)))
-    print(f"{'command':<22} {'median s':>9} {'min s':>7} {'max s':>7}   ({args.repeats} runs each, {workdir})")
+    print(f"{'command':<26} {'median s':>9} {'min s':>7} {'max s':>7}   ({args.repeats} runs each, {workdir})")
     for name in commands:
         values = [seconds for key, seconds in rows if key == name]
-        print(f"{name:<22} {statistics.median(values):9.2f} {min(values):7.2f} {max(values):7.2f}")
+        print(f"{name:<26} {statistics.median(values):9.2f} {min(values):7.2f} {max(values):7.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bomf.metrics import METRICS, REGRESSION_METRICS, compute_metrics, ranking_key
+from bomf.metrics import METRICS, REGRESSION_METRICS, ROW_METRICS, compute_metrics, ranking_key
 from bomf.tasks import GLUE_TASKS
 
 # predictions / labels: TP = 2 (rows 0, 3), TN = 1 (row 1), FP = 1 (row 2), FN = 1 (row 4)
@@ -90,3 +90,25 @@ def test_ranking_key_orders_metric_then_loss_then_non_finite():
     # The primary metric is the one asked for, not the first key.
     assert ranking_key({"f1": 0.3, "accuracy": 0.9, "loss": 1.0}, "f1") == (0.3, -1.0)
     assert ranking_key({"accuracy": math.inf, "loss": 0.1}, "accuracy")[0] == -math.inf
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_row_metrics_equal_the_per_call_metrics(name):
+    """The bootstrap's all-resamples-at-once metrics give scikit-learn's / scipy's values on every row,
+    degenerate rows included (one predicted class, no positive, constant predictions, ties)."""
+    rng = np.random.default_rng(0)
+    if name in REGRESSION_METRICS:
+        labels = rng.integers(0, 6, size=(40, 25)).astype(float)  # STS-B-like scores with many ties
+        predictions = labels + rng.normal(0, 2, size=labels.shape)
+        predictions[0] = 2.5  # a collapsed regressor
+        predictions[1] = np.round(predictions[1])  # ties in the predictions too
+    else:
+        classes = 3 if name == "mcc" else 2  # F1 is binary; MCC takes any number of classes
+        labels = rng.integers(0, classes, size=(40, 25))
+        predictions = np.where(rng.random(labels.shape) < 0.7, labels, rng.integers(0, classes, labels.shape))
+        predictions[0] = 0  # a single predicted class / no positive prediction
+        labels[1] = 0
+        predictions[1] = 0  # no positive anywhere
+    expected = [METRICS[name](p, y) for p, y in zip(predictions, labels)]
+    assert ROW_METRICS[name](predictions, labels) == pytest.approx(expected, abs=1e-12)

@@ -10,6 +10,7 @@ uninterrupted runs in separate directories give the same results.
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -158,6 +159,50 @@ def test_state_of_another_run_raises_when_read(tiny_model_dir, rte, tmp_path, mo
     identity = read_json(out_dir.with_suffix(".resume") / "state.json")["identity"]
     with pytest.raises(StaleStateError, match="different seed"):
         bomf.members.read_training_state(out_dir.with_suffix(".resume"), {**identity, "seed": 1})
+
+
+@pytest.mark.parametrize("method", ["swa", "bomf"])
+def test_rerun_after_a_failed_save_saves_the_chosen_fusion(tiny_model_dir, tmp_path, monkeypatch, method):
+    """A fuse job killed while saving (its last scoring already journaled) is rerun: every evaluation is
+    replayed without touching the model, yet the saved model must be Σ wᵢθᵢ of the recorded weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    import bomf.models
+    from bomf import pipeline
+    from bomf.config import validate_config
+    from bomf.io import write_jsonl
+    from conftest import tiny_config
+
+    rows = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    data = {"train": Encoded(rows[:32], tokenizer, 64, RTE), "val": Encoded(rows[32:48], tokenizer, 64, RTE)}
+    members_dir, data_dir = tmp_path / "members", tmp_path / "data"
+    finetune(tiny_model_dir, data, members_dir, finetune_config())
+    write_jsonl(data_dir / "val.jsonl", rows[32:48])
+    config = validate_config(tiny_config(tiny_model_dir, fusion={"initial_points": 1, "evaluations": 2}))
+    out_dir, journal = tmp_path / "fusion" / method, tmp_path / "fusion" / f"{method}.journal.jsonl"
+
+    def fuse():
+        pipeline.fuse(config, "rte", "tiny", 0, data_dir, members_dir, method, out_dir, journal)
+
+    save = bomf.models.save_model
+    with monkeypatch.context() as patch:
+        patch.setattr(bomf.models, "save_model", lambda *args: (_ for _ in ()).throw(Interrupted()))
+        with pytest.raises(Interrupted):
+            fuse()
+    assert journal.is_file()
+    shutil.rmtree(out_dir)  # Snakemake removes a failed job's output
+    monkeypatch.setattr(bomf.models, "save_model", save)
+    fuse()
+
+    weights = read_json(out_dir / "weights.json")["weights"]
+    members = [load_file(str(member_path(members_dir, k))) for k in range(len(weights))]
+    saved = AutoModelForSequenceClassification.from_pretrained(out_dir / "model").state_dict()
+    for name, tensor in members[0].items():
+        if tensor.is_floating_point():
+            expected = sum(w * member[name].double() for w, member in zip(weights, members))
+            torch.testing.assert_close(saved[name].double(), expected, rtol=0, atol=1e-6, msg=name)
 
 
 # --------------------------------------------------------------------------- fusion journal

@@ -99,6 +99,12 @@ class FusionObjective:
         self.stack.load_into(self.model, weights)
         return self.score()
 
+    def fused_model(self, weights: torch.Tensor) -> nn.Module:
+        """The evaluation model holding Σ wᵢθᵢ of ``weights``: what is saved as a method's result. Built here,
+        not taken as the model stands, because a replayed (journaled) evaluation never loads its weights."""
+        self.stack.load_into(self.model, weights)
+        return self.model
+
 
 def one_hot(index: int, count: int) -> torch.Tensor:
     weights = torch.zeros(count, dtype=torch.float64)

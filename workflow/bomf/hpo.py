@@ -14,7 +14,7 @@ import torch
 from torch.quasirandom import SobolEngine
 
 from .models import load_model, trainable_fraction
-from .runtime import seed_everything, torch_threads
+from .runtime import seed_everything, seed_rngs, torch_threads
 from .settings import OptimConfig, hyperparameters
 from .training import fine_tune
 
@@ -53,7 +53,7 @@ def suggest(space: dict, trials: list[dict], q: int, round_index: int, seed: int
             acquisition: str = "qLogNEI") -> list[dict]:
     """The q hyperparameter points of one round, given every finished trial of the earlier rounds."""
     dims = search_space(space)
-    seed_everything(seed * 1000 + round_index)
+    seed_rngs(seed * 1000 + round_index)  # BO on the CPU: no kernel flags needed, and none imported
     if not trials:
         unit = SobolEngine(len(dims), scramble=True, seed=seed).draw(q).double()
     else:

@@ -181,7 +181,7 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     objective = JournaledObjective(scorer, journal, identity)
     result = METHODS[method](FusionContext(objective, config["fusion"], seed))
     scores = objective(result.weights)
-    _save_selected(out_dir, objective.model, tokenizer,
+    _save_selected(out_dir, scorer.fused_model(result.weights), tokenizer,
                    {"method": method, "weights": result.weights.tolist(), "validation": scores,
                     "evaluations": objective.evaluations}, result.tables)
     objective.discard()
@@ -352,7 +352,7 @@ def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir
     val = load_splits(config, on_test.task, model_spec, data_dir, ("val",), tokenizer)["val"]
     on_val = FusionObjective(on_test.stack, on_test.model, val, on_test.task, on_test.batch_size, on_test.device)
     validation = on_val(weights)
-    _save_selected(out_dir, on_val.model, tokenizer,
+    _save_selected(out_dir, on_val.fused_model(weights), tokenizer,
                    {"method": "oracle_subset", "oracle": True, "selected_on": "test", "search": search,
                     "weights": weights.tolist(), "validation": validation, "evaluations": len(subsets)},
                    {"subsets": subsets})

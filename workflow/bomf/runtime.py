@@ -14,14 +14,23 @@ from contextlib import contextmanager
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def seed_everything(seed: int) -> None:
+def seed_rngs(seed: int) -> None:
+    """Python's, numpy's and torch's global random generators, from one seed."""
     import numpy as np
     import torch
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    # CPU runs are bit-reproducible; on GPU this asks for deterministic kernels where torch has them.
+
+
+def seed_everything(seed: int) -> None:
+    """Seeded generators and deterministic kernels: what every job that trains or scores a model sets."""
+    import torch
+
+    seed_rngs(seed)
+    # CPU runs are bit-reproducible; on GPU this asks for deterministic kernels where torch has them. (It
+    # imports torch._inductor, ~2 s, which a model job has loaded anyway: BO-only jobs use seed_rngs.)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 

@@ -7,14 +7,13 @@ per-example statistics the test records hold (``example_statistics``). With seve
 seeds both methods have, on the full split and on every resample alike.
 """
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .metrics import METRICS, example_metrics
+from .metrics import ROW_METRICS, example_metrics
 
 COMPARISON_COLUMNS = ["model", "task", "metric", "comparison", "baseline", "difference", "ci_low", "ci_high",
                       "p_value", "seeds", "examples", "resamples"]
@@ -53,22 +52,24 @@ def score_resamples(predictions: Mapping[int, np.ndarray], labels: np.ndarray, m
                     indices: np.ndarray) -> MethodScores:
     """Score each seed's predictions on the full split and on every row of ``indices``. For a text metric
     (``EXAMPLE_METRICS``) the "predictions" are each seed's per-example statistics and ``labels`` is unused."""
-    if metric in METRICS:
-        score, labels = METRICS[metric], np.asarray(labels)
+    if metric in ROW_METRICS:  # every resample at once
+        labels = np.asarray(labels)
+        rows = ROW_METRICS[metric]
+
+        def score_all(values: np.ndarray) -> tuple[float, np.ndarray]:
+            return float(rows(values[None], labels[None])[0]), rows(values[indices], labels[indices])
     else:  # a text metric: importing its task kind's module only here keeps torch out of GLUE table jobs
         aggregate = example_metrics()[metric].aggregate
-        score, labels = (lambda statistics, _: aggregate(statistics)), np.zeros(len(indices[0]))
+        labels = np.zeros(len(indices[0]))
+
+        def score_all(values: np.ndarray) -> tuple[float, np.ndarray]:
+            return aggregate(values), np.array([aggregate(values[resample]) for resample in indices])
     full, resampled = {}, {}
-    # A resample can be degenerate (no positive prediction, a constant regressor); the metric's own
-    # convention scores it, and a warning per resample would only bury real ones.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for seed, seed_predictions in predictions.items():
-            seed_predictions = np.asarray(seed_predictions)
-            if len(seed_predictions) != len(labels):
-                raise ValueError(f"seed {seed}: {len(seed_predictions)} predictions for {len(labels)} labels")
-            full[seed] = score(seed_predictions, labels)
-            resampled[seed] = np.array([score(seed_predictions[rows], labels[rows]) for rows in indices])
+    for seed, seed_predictions in predictions.items():
+        seed_predictions = np.asarray(seed_predictions)
+        if len(seed_predictions) != len(labels):
+            raise ValueError(f"seed {seed}: {len(seed_predictions)} predictions for {len(labels)} labels")
+        full[seed], resampled[seed] = score_all(seed_predictions)
     return MethodScores(full, resampled, len(labels))
 
 
@@ -125,7 +126,7 @@ def bomf_comparisons(records: Sequence[dict], baselines: Sequence[str], resample
         metric = group[0]["primary_metric"]
         by_method: dict[str, dict[int, np.ndarray]] = {}
         for record in group:
-            scored = (record["predictions"] if metric in METRICS else record["example_statistics"][metric])
+            scored = (record["predictions"] if metric in ROW_METRICS else record["example_statistics"][metric])
             by_method.setdefault(record["method"], {})[record["seed"]] = np.asarray(scored)
         if "bomf" not in by_method:
             continue
