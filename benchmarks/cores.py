@@ -40,7 +40,7 @@ print(f"score {record['score']:.4f} trial {record['seconds']:.1f}s process {time
 
 
 def trial(threads: int, args) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TRANSFORMERS_VERBOSITY": "error"}
     return subprocess.Popen([sys.executable, "-c", TRIAL, str(threads), str(args.glue_dir), str(args.train),
                              str(args.val)], env=env, stdout=subprocess.PIPE, text=True)
 
