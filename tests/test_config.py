@@ -219,3 +219,21 @@ def test_shipped_configs_validate(path, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(
         {"model_type": "bert", "num_hidden_layers": 2, "max_position_embeddings": 128}))
     validate_config(fill_placeholders(yaml.safe_load(path.read_text()), tmp_path))
+
+
+def test_command_line_values_get_the_schema_types(tmp_path):
+    """--config values arrive as strings (Snakemake reads them with YAML's BaseLoader); where the schema
+    asks for another type they are read as a YAML config file would read them, and only those."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    with_custom_task(config, tmp_path, labels=["0", "1"])  # quoted in a file: strings, and they stay strings
+    given = {"seeds": ["0", "1", "2"], "hpo": {"rounds": "3"}, "data": {"max_train": "null"},
+             "fusion": {"selection": "knee"}}
+    config["seeds"], config["hpo"]["rounds"] = list(given["seeds"]), given["hpo"]["rounds"]
+    config["data"]["max_train"], config["fusion"]["selection"] = "null", "knee"
+    validate_config(config, command_line=given)
+    assert config["seeds"] == [0, 1, 2] and config["hpo"]["rounds"] == 3
+    assert config["data"]["max_train"] is None and config["fusion"]["selection"] == "knee"
+    assert config["custom_tasks"]["mine"]["labels"] == ["0", "1"]
+    with pytest.raises(ConfigError, match="'hpo.rounds': 'three' is not of type 'integer'"):
+        validate_config({**copy.deepcopy(DEFAULT_CONFIG), "hpo": {**DEFAULT_CONFIG["hpo"], "rounds": "three"}},
+                        command_line={"hpo": {"rounds": "three"}})

@@ -45,6 +45,30 @@ def test_default_config_dry_run():
     assert "workflow specific profile profiles/default" in result.stdout + result.stderr
 
 
+def readme_config_commands() -> list[list[str]]:
+    """Every `snakemake ... --config ...` command the README shows, as arguments after `snakemake`."""
+    import re
+    import shlex
+
+    commands = re.findall(r"^snakemake ([^#`\n]*--config [^#`\n]*)|`snakemake ([^`]*--config [^`]*)`",
+                          (REPO / "README.md").read_text(), flags=re.MULTILINE)
+    return [shlex.split(block or inline) for block, inline in commands]
+
+
+@pytest.mark.parametrize("arguments", readme_config_commands(), ids=" ".join)
+def test_readme_config_commands_work(arguments):
+    """The README's --config examples plan the pipeline as written: Snakemake passes their values as strings,
+    and the config check reads them with the schema's types."""
+    result = subprocess.run([*SNAKEMAKE, "-n", "--quiet", "rules", *arguments], capture_output=True, text=True,
+                            cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "finetune" in result.stdout
+
+
+def test_readme_shows_config_examples():
+    assert len(readme_config_commands()) >= 2
+
+
 @pytest.mark.slow
 def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     config = write_tiny_config(tmp_path / "config.yaml", tiny_model_dir)

@@ -19,14 +19,25 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names each offending field and what to do about it."""
 
 
-def validate_config(config: dict, schema_path: str | Path | None = None) -> dict:
-    """Check ``config`` against the schema (filling in its defaults), then its semantics; returns it."""
+def validate_config(config: dict, schema_path: str | Path | None = None, command_line=None) -> dict:
+    """Check ``config`` against the schema (filling in its defaults), then its semantics; returns it.
+
+    ``command_line``: the values given with ``--config`` (``workflow.config_settings.config``), which
+    Snakemake hands over as strings; each is first read as YAML would read it in a config file, where the
+    schema asks for another type there (``seeds=[0,1,2]``, ``hpo={rounds: 3}``).
+    """
     import jsonschema
+    import yaml
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
+    path = Path(schema_path or DEFAULT_SCHEMA)
+    if command_line:
+        schema = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for key, given in command_line.items():
+            config[key] = _typed(config[key], given, schema.get("properties", {}).get(key), schema)
     try:
-        validate(config, str(schema_path or DEFAULT_SCHEMA), set_default=True)
+        validate(config, str(path), set_default=True)
     except WorkflowError as err:
         cause = err.__context__
         if not isinstance(cause, jsonschema.ValidationError):
@@ -34,6 +45,39 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         raise ConfigError(schema_message(cause)) from None
     check_semantics(config)
     return config
+
+
+def _typed(value, given, schema: dict | None, root: dict):
+    """``value`` (the merged config's) with each string that came from the command line (``given``) read as
+    YAML where ``schema`` does not take a string there."""
+    import yaml
+
+    if schema is None:  # an unknown key: the schema check names it
+        return value
+    if "$ref" in schema:  # "#/$defs/<name>"
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(given, dict) and isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {key: _typed(item, given[key], properties.get(key, extra if isinstance(extra, dict) else None), root)
+                if key in given else item for key, item in value.items()}
+    if isinstance(given, list) and isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_typed(item, item, schema["items"], root) for item in value]
+    if isinstance(value, str) and value == given:
+        allowed = schema.get("type", [])
+        allowed = {allowed} if isinstance(allowed, str) else set(allowed)
+        if allowed and "string" not in allowed:
+            parsed = yaml.safe_load(value)
+            if _json_type(parsed) in allowed or (_json_type(parsed) == "integer" and "number" in allowed):
+                return parsed
+    return value
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), "")
 
 
 def field(path) -> str:

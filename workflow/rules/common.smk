@@ -6,8 +6,9 @@ from bomf.sources import is_gguf
 min_version("9.0")
 
 
-# Schema defaults are filled in and every field checked before any job is scheduled.
-validate_config(config)
+# Schema defaults are filled in and every field checked before any job is scheduled; --config values
+# (strings, as Snakemake passes them) are read with the types the schema gives them.
+validate_config(config, command_line=workflow.config_settings.config)
 
 # Compute rules declare `threads: 1` (torch is sized to it, bomf.runtime.job): on a CPU machine the
 # independent jobs (a round's trials, grid points, fusion methods, tasks, seeds) then run side by side, which
