@@ -227,11 +227,12 @@ def test_command_line_values_get_the_schema_types(tmp_path):
     config = copy.deepcopy(DEFAULT_CONFIG)
     with_custom_task(config, tmp_path, labels=["0", "1"])  # quoted in a file: strings, and they stay strings
     given = {"seeds": ["0", "1", "2"], "hpo": {"rounds": "3"}, "data": {"max_train": "null"},
-             "fusion": {"selection": "knee"}}
+             "fusion": {"selection": "knee"}, "optim": {"weight_decay": "1e-4"}}
     config["seeds"], config["hpo"]["rounds"] = list(given["seeds"]), given["hpo"]["rounds"]
     config["data"]["max_train"], config["fusion"]["selection"] = "null", "knee"
+    config["optim"]["weight_decay"] = "1e-4"
     validate_config(config, command_line=given)
-    assert config["seeds"] == [0, 1, 2] and config["hpo"]["rounds"] == 3
+    assert config["seeds"] == [0, 1, 2] and config["hpo"]["rounds"] == 3 and config["optim"]["weight_decay"] == 1e-4
     assert config["data"]["max_train"] is None and config["fusion"]["selection"] == "knee"
     assert config["custom_tasks"]["mine"]["labels"] == ["0", "1"]
     with pytest.raises(ConfigError, match="'hpo.rounds': 'three' is not of type 'integer'"):

@@ -66,7 +66,15 @@ def _typed(value, given, schema: dict | None, root: dict):
         allowed = schema.get("type", [])
         allowed = {allowed} if isinstance(allowed, str) else set(allowed)
         if allowed and "string" not in allowed:
-            parsed = yaml.safe_load(value)
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:  # left as given: the schema check names the field
+                return value
+            if isinstance(parsed, str) and "number" in allowed:  # YAML 1.1 reads 1e-4 as a string
+                try:
+                    parsed = float(value)
+                except ValueError:
+                    return value
             if _json_type(parsed) in allowed or (_json_type(parsed) == "integer" and "number" in allowed):
                 return parsed
     return value
