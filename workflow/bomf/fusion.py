@@ -96,7 +96,7 @@ class FusionObjective:
         return evaluate(self.model, self.val, self.task, list(self.task.metrics), self.batch_size, self.device)[0]
 
     def __call__(self, weights: torch.Tensor) -> dict[str, float]:
-        self.stack.load_into(self.model, weights)
+        self.fused_model(weights)
         return self.score()
 
     def fused_model(self, weights: torch.Tensor) -> nn.Module:
