@@ -24,4 +24,4 @@ rule all:
     input:
         rules.paper_tables.output,
         rules.paper_figures.input,
-        expand(f"{RUN}/summary.csv", zip, **RUN_WILDCARDS),
+        [f"{RUN}/summary.csv".format(**run) for run in RUNS],

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.quasirandom import SobolEngine
 
-from bomf.hpo import Dimension, finite_score, search_space, suggest, trial_score
+from bomf.hpo import Dimension, finite_score, search_space, suggest, trial_loss, trial_score
 from bomf.mobo import fill_non_finite, fit_surrogate, run_mobo, sobol_simplex, weight_columns
 from bomf.selection import SELECTION_RULES, best_trial
 from bomf.tasks import GLUE_TASKS
@@ -128,6 +128,12 @@ def test_trial_score_and_best_trial():
               {"score": 0.9, "id": 3}]
     assert best_trial(trials)["id"] == 2  # NaN ignored, ties -> earliest
     assert best_trial([{"score": math.nan, "id": 0}, {"score": -1.0, "id": 1}])["id"] == 1
+    # Trials tied on the metric (e.g. all at the majority class) are told apart by validation loss.
+    tied = [{"score": 0.68, "loss": 0.64, "id": 0}, {"score": 0.68, "loss": 0.61, "id": 1},
+            {"score": 0.68, "loss": math.nan, "id": 2}, {"score": 0.5, "loss": 0.1, "id": 3}]
+    assert best_trial(tied)["id"] == 1
+    assert trial_loss([{"val_accuracy": 0.6, "val_loss": 0.5}, {"val_accuracy": 0.7, "val_loss": 0.9},
+                       {"val_accuracy": 0.7, "val_loss": 0.8}], "accuracy") == 0.8
     with pytest.raises(ValueError, match="diverged"):
         best_trial([{"score": math.nan}, {"score": math.nan}])
 

@@ -9,6 +9,7 @@ import yaml
 from conftest import REPO, fill_data_placeholders
 
 from bomf.config import ConfigError, validate_config
+from bomf.settings import run_methods
 
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SHIPPED_CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "tests" / "configs").glob("*.yaml"))
@@ -158,6 +159,11 @@ BAD_CONFIGS = [
     case("implied-initial-points-over-evaluations",
          lambda c, t: (c["finetune"].update(members=5), c["fusion"].update(initial_points=None, evaluations=4)),
          "fusion.initial_points: 5 (null: one per finetune.members) exceeds fusion.evaluations (4)"),
+    case("outer-seeds-run-nowhere", lambda c, t: c["baselines"].update(outer_seeds=[7]),
+         "baselines.outer_seeds: none of [7] is among seeds [0], so grid_finetune, hpbo_full would run nowhere"),
+    case("output-dir-leaves-the-working-directory", lambda c, t: c.update(output_dir="results/../.."),
+         "config field 'output_dir'"),
+    case("absolute-output-dir", lambda c, t: c.update(output_dir="/tmp/results"), "config field 'output_dir'"),
 ]
 
 
@@ -193,6 +199,18 @@ def test_default_config_validates_and_gets_defaults():
     assert config["seeds"] == [0]
     assert config["finetune"]["start_fraction"] == 0.5
     assert config["hpo"]["space"]["batch_size"]["log"] is False
+
+
+def test_outer_loop_baselines_run_on_the_outer_seeds_only():
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["seeds"] = [0, 1]
+    config["baselines"]["outer_seeds"] = [1]
+    validate_config(config)
+    fusion = config["fusion"]["methods"]
+    assert run_methods(config, 0) == [*fusion, "oracle_subset"]
+    assert run_methods(config, "1") == [*fusion, "grid_finetune", "hpbo_full", "oracle_subset"]  # a wildcard
+    config["baselines"]["outer_seeds"] = None
+    assert run_methods(config, 0) == run_methods(config, 1)
 
 
 def test_regression_custom_task_validates(tmp_path):

@@ -145,6 +145,7 @@ def test_prepare_task_data_writes_the_four_files(tmp_path, rte_raw):
     assert written["sizes"] == {"train": 64, "val": 32, "test": 48}
     assert written["raw_sizes"] == {"train": 2490, "test": 277}
     assert written["task"] == "rte" and written["split_seed"] == 0
+    assert written["source"] == f"local GLUE: {GLUE_DIR}"  # as configured: no machine path is resolved into it
     splits = {s: read_jsonl(tmp_path / "rte" / f"{s}.jsonl") for s in SPLITS}
     assert {s: len(v) for s, v in splits.items()} == written["sizes"]
     # What is written is exactly make_splits' output (JSON round trip of the same examples).
@@ -153,6 +154,13 @@ def test_prepare_task_data_writes_the_four_files(tmp_path, rte_raw):
         assert splits[split] == expected[split]
     train_texts = {json.dumps(e["text"]) for e in splits["train"]}
     assert not train_texts & {json.dumps(e["text"]) for e in splits["val"]}
+
+
+def test_split_records_a_relative_data_directory_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(GLUE_DIR.parent)
+    config = {"glue_dir": GLUE_DIR.name, "split_seed": 0, "val_size": 8, "max_train": 16, "max_test": 8}
+    summary = prepare_task_data(GLUE_TASKS["rte"], config, {}, tmp_path / "rte")
+    assert summary["source"] == f"local GLUE: {GLUE_DIR.name}"
 
 
 # --------------------------------------------------------------------------- custom tasks

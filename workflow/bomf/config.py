@@ -126,6 +126,7 @@ def check_semantics(config: dict) -> None:
         *check_member_steps(config),
         *check_fusion(config),
         *check_figures(config),
+        *check_outer_seeds(config),
     ]
     if problems:
         count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
@@ -352,3 +353,15 @@ def check_figures(config: dict) -> list[str]:
         problems.append(f"figures.landscape: the plane needs three members, finetune.members is "
                         f"{config['finetune']['members']}; raise it or set figures.landscape.enabled: false")
     return problems
+
+
+def check_outer_seeds(config: dict) -> list[str]:
+    from .settings import OUTER_LOOP_BASELINES
+
+    outer_seeds = config["baselines"]["outer_seeds"]
+    outer = set(OUTER_LOOP_BASELINES) & set(config["baselines"]["methods"])
+    if outer_seeds is None or not outer or set(outer_seeds) & set(config["seeds"]):
+        return []
+    return [f"baselines.outer_seeds: none of {outer_seeds} is among seeds {config['seeds']}, so "
+            f"{', '.join(sorted(outer))} would run nowhere; name one of the seeds or drop them from "
+            f"baselines.methods"]

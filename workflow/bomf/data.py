@@ -77,9 +77,9 @@ def _describe_protocol(spec: TaskSpec, data_config: dict) -> str:
 def _describe_source(spec: TaskSpec, data_config: dict, custom_tasks: dict) -> str:
     if spec.name in TEXT_SOURCES:
         key, _, hub = TEXT_SOURCES[spec.name]
-        return f"local: {Path(data_config[key]).resolve()}" if data_config.get(key) else hub
+        return f"local: {data_config[key]}" if data_config.get(key) else hub
     if spec.name in custom_tasks:
         return f"custom: {custom_tasks[spec.name]['train']}, {custom_tasks[spec.name]['test']}"
     if data_config.get("glue_dir"):
-        return f"local GLUE: {Path(data_config['glue_dir']).resolve()}"
+        return f"local GLUE: {data_config['glue_dir']}"
     return "hub: nyu-mll/glue"

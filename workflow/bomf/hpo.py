@@ -102,6 +102,14 @@ def trial_score(trajectory: list[dict], primary_metric: str) -> float:
     return max(values) if values else math.nan
 
 
+def trial_loss(trajectory: list[dict], primary_metric: str) -> float:
+    """Validation loss at the evaluation that gave the trial its score (the lowest, if several did): what
+    breaks ties between trials of equal score."""
+    score = trial_score(trajectory, primary_metric)
+    losses = [row["val_loss"] for row in trajectory if row[f"val_{primary_metric}"] == score]
+    return min(losses) if losses else math.nan
+
+
 def run_trial(model_spec: dict, task, data: dict, params: dict, optim_config: dict, proxy: bool,
               epochs: int, seed: int, device) -> dict:
     """Train with ``params`` (the stage-1 proxy of ``model_spec`` if ``proxy``); the trial's record."""
@@ -111,6 +119,6 @@ def run_trial(model_spec: dict, task, data: dict, params: dict, optim_config: di
     trajectory = fine_tune(model, data["train"], data["val"], task, hyperparameters(optim_config, params),
                            OptimConfig.from_config(optim_config), epochs, seed, device, progress="trial")
     return {"params": params, "score": trial_score(trajectory, task.primary_metric),
-            "metric": task.primary_metric, "proxy": proxy, "trainable_fraction": trainable_fraction(model),
-            "epochs": epochs,
+            "loss": trial_loss(trajectory, task.primary_metric), "metric": task.primary_metric, "proxy": proxy,
+            "trainable_fraction": trainable_fraction(model), "epochs": epochs,
             "seconds": round(time.perf_counter() - started, 3), "trajectory": trajectory}

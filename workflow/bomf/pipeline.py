@@ -7,12 +7,14 @@ the cheap jobs (data, stage-1 selection, tables, plots) need none of them.
 """
 
 import importlib.metadata
+import math
 import platform
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
-from .layout import PREPARED_MODELS, TABLE_NAMES
+from .layout import TABLE_NAMES, prepared_model_dir
 from .sources import is_gguf
 from .tasks import get_task
 
@@ -27,7 +29,7 @@ def _task(config: dict, task: str):
 def _model_spec(config: dict, model: str) -> dict:
     """A catalog entry; a GGUF source is replaced by its converted checkpoint (see ``prepare_model``)."""
     spec = config["model_catalog"][model]
-    return {**spec, "source": str(PREPARED_MODELS / model)} if is_gguf(spec["source"]) else spec
+    return {**spec, "source": str(prepared_model_dir(config["output_dir"], model))} if is_gguf(spec["source"]) else spec
 
 
 def encode(config: dict, task, model_spec: dict, examples: list[dict], tokenizer, split: str):
@@ -50,9 +52,13 @@ def encode(config: dict, task, model_spec: dict, examples: list[dict], tokenizer
     return Encoded(examples, tokenizer, max_length, task)
 
 
-def load_splits(config: dict, task, model_spec: dict, data_dir, names, tokenizer) -> dict:
-    return {name: encode(config, task, model_spec, read_jsonl(Path(data_dir) / f"{name}.jsonl"), tokenizer, name)
-            for name in names}
+def load_splits(config: dict, task, model_spec: dict, data_dir, names, tokenizer,
+                max_train: int | None = None) -> dict:
+    """The named splits, encoded; ``max_train``: a seeded subsample of train (stage-1 trials)."""
+    splits = {name: read_jsonl(Path(data_dir) / f"{name}.jsonl") for name in names}
+    if max_train is not None and len(splits["train"]) > max_train:
+        splits["train"] = random.Random(config["data"]["split_seed"]).sample(splits["train"], max_train)
+    return {name: encode(config, task, model_spec, examples, tokenizer, name) for name, examples in splits.items()}
 
 
 def environment() -> dict:
@@ -102,7 +108,8 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
 
     spec, model_spec = _task(config, task), _model_spec(config, model)
     params = read_json(suggest_file)["points"][trial_index]
-    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
+    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]),
+                       max_train=config["hpo"]["max_train"])
     record = hpo.run_trial(model_spec, spec, data, params, config["optim"], search == "hpo",
                            config["hpo"]["epochs"], seed, pick_device())
     write_json(out, {**record, "environment": environment()})
@@ -116,7 +123,7 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
 
     trials = [read_json(path) for path in trial_files]
     rows = [{"trial": Path(path).parent.name + "/" + Path(path).stem, **t["params"], "score": t["score"],
-             "metric": t["metric"], "seconds": t["seconds"]} for path, t in zip(trial_files, trials)]
+             "loss": t.get("loss", math.nan), "metric": t["metric"], "seconds": t["seconds"]} for path, t in zip(trial_files, trials)]
     write_csv(out_csv, pd.DataFrame(rows))
     best = best_trial(trials)
     write_json(out_best, {"params": best["params"], "score": best["score"], "metric": best["metric"],

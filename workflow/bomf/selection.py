@@ -18,11 +18,17 @@ if TYPE_CHECKING:
 
 
 def best_trial(trials: list[dict]) -> dict:
-    """Highest score; ties go to the earliest trial. Diverged trials never win."""
+    """Highest score; ties go to the lower validation loss at the trial's best evaluation (short trials that
+    learn nothing tie at the majority-class score, and the loss still tells them apart), then to the earliest
+    trial. Diverged trials never win."""
     scored = [t for t in trials if math.isfinite(t["score"])]
     if not scored:
         raise ValueError("every stage-1 trial diverged (NaN score): lower the learning-rate range")
-    return scored[int(np.argmax([t["score"] for t in scored]))]
+    return max(scored, key=lambda t: (t["score"], -_finite_or_inf(t.get("loss", math.inf))))
+
+
+def _finite_or_inf(value: float) -> float:
+    return value if math.isfinite(value) else math.inf
 
 
 def _best_metric(frame: pd.DataFrame, Yn: np.ndarray, primary: str) -> int:

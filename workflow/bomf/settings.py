@@ -49,3 +49,16 @@ def member_steps(total_steps: int, count: int, start_fraction: float) -> list[in
             f"but training has only {total_steps} steps: lower finetune.members or train longer"
         )
     return [first + -(-(k + 1) * window // count) for k in range(count)]
+
+
+# Baselines that wrap whole fine-tunes around stage 2 (baselines.outer_seeds can restrict them to some seeds).
+OUTER_LOOP_BASELINES = ("grid_finetune", "hpbo_full")
+
+
+def run_methods(config: dict, seed: int) -> list[str]:
+    """The methods one run of ``seed`` evaluates: each gets a fusion/<method>/ directory, a test evaluation and
+    a row in the tables."""
+    outer_seeds = config["baselines"]["outer_seeds"]
+    return [*config["fusion"]["methods"],
+            *(m for m in config["baselines"]["methods"]
+              if m not in OUTER_LOOP_BASELINES or outer_seeds is None or int(seed) in outer_seeds)]

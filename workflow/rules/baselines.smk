@@ -15,7 +15,7 @@ def grid_trials(frozen_counts):
 rule grid_trial:
     input:
         model=prepared_model,
-        data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
+        data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
     output:
         f"{RUN}/grid/frozen{{frozen}}/point{{point}}.json",
     log:
@@ -83,7 +83,7 @@ rule grid_finetune:
 rule hpbo_full:
     input:
         model=prepared_model,
-        data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
+        data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
         best=f"{RUN}/hpo_full/best.json",
     output:
         directory(f"{RUN}/fusion/hpbo_full"),
@@ -106,7 +106,7 @@ rule hpbo_full:
 rule oracle_subset:
     input:
         model=prepared_model,
-        data=multiext("results/data/{task}/", "val.jsonl", "test.jsonl"),
+        data=multiext(f"{OUT}/data/{{task}}/", "val.jsonl", "test.jsonl"),
         members=rules.finetune.output.members,
         manifest=rules.finetune.output.manifest,
     output:

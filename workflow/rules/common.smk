@@ -1,6 +1,7 @@
 from snakemake.utils import min_version
 
 from bomf.config import validate_config
+from bomf.settings import run_methods
 from bomf.sources import is_gguf
 
 min_version("9.0")
@@ -15,17 +16,21 @@ validate_config(config, command_line=workflow.config_settings.config)
 # uses the cores better than two threads per job (measured in benchmarks/README.md). A cluster profile can
 # give GPU jobs more CPUs with set-threads. `gpu=1` only matters where a --resources limit or a cluster
 # executor reads it: local runs are not serialised by it.
-RUN = "results/{task}/{model}/seed{seed}"
+# Every output lies under output_dir (default results/), so protocols can sit side by side in one checkout.
+OUT = config["output_dir"]
+RUN = f"{OUT}/{{task}}/{{model}}/seed{{seed}}"
 LOG = "logs/{task}/{model}/seed{seed}"
-BENCH = "results/benchmarks/{task}/{model}/seed{seed}"
-# Every (task, model, seed) combination, as parallel lists for expand(..., zip, **RUN_WILDCARDS).
-_runs = [(t, m, s) for t in config["tasks"] for m in config["models"] for s in config["seeds"]]
-RUN_WILDCARDS = {"task": [r[0] for r in _runs], "model": [r[1] for r in _runs], "seed": [r[2] for r in _runs]}
+BENCH = f"{OUT}/benchmarks/{{task}}/{{model}}/seed{{seed}}"
+# Every (task, model, seed) combination, as the wildcards of one run.
+RUNS = [{"task": t, "model": m, "seed": s} for t in config["tasks"] for m in config["models"] for s in config["seeds"]]
 HPO_ROUNDS = config["hpo"]["rounds"]
 HPO_TRIALS = config["hpo"]["trials_per_round"]
 MEMBERS = config["finetune"]["members"]
-# Every method that gets a fusion/{method}/ directory, a test evaluation and a row in the tables.
-EVALUATED_METHODS = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
+
+
+def method_files(pattern):
+    """``pattern`` (with {method} and the run wildcards) for every method of every run."""
+    return [pattern.format(**run, method=m) for run in RUNS for m in run_methods(config, run["seed"])]
 
 
 wildcard_constraints:
@@ -53,4 +58,4 @@ def earlier_trials(wildcards):
 def prepared_model(wildcards):
     """A GGUF model's converted checkpoint (rule prepare_model), read by every job that loads the model."""
     source = config["model_catalog"][wildcards.model]["source"]
-    return [f"results/models/{wildcards.model}/config.json"] if is_gguf(source) else []
+    return [f"{OUT}/models/{wildcards.model}/config.json"] if is_gguf(source) else []

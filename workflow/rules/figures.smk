@@ -3,35 +3,36 @@
 # fusion search, and, from the baseline grid, hyperparameter alignment across frozen layers and best member
 # vs trajectory average. Computation (GPU jobs) and plotting (cheap, restyle freely) are separate rules.
 
-FIG = "results/figures/{task}/{model}/seed{seed}"
+FIG = f"{OUT}/figures/{{task}}/{{model}}/seed{{seed}}"
 LANDSCAPE = config["figures"]["landscape"]
 # The fused models marked on the landscape, as in the paper.
 LANDSCAPE_METHODS = [m for m in ("swa", "bomf") if m in config["fusion"]["methods"]]
 
 
-def run_figures():
+def run_figures(seed):
     """The figure files of one run that this config asks for (format placeholders: task, model, seed)."""
     names = []
     if LANDSCAPE["enabled"]:
         names.append("landscape")
     if "bomf" in config["fusion"]["methods"]:
         names.append("pareto")
-    if "grid_finetune" in config["baselines"]["methods"]:
+    if "grid_finetune" in run_methods(config, seed):
         names += ["alignment", "correlation"]
     return [f"{FIG}/{name}.{ext}" for name in names for ext in ("png", "pdf")]
 
 
-# Outputs no table reads whose benchmark files the cost table reports.
-COST_ONLY_OUTPUTS = [
-    *([f"{RUN}/landscape/grid.csv"] if LANDSCAPE["enabled"] else []),
-    *([f"{RUN}/grid/grid.csv"] if "grid_finetune" in config["baselines"]["methods"] else []),
-]
+def cost_only_outputs(seed):
+    """Outputs of one run that no table reads but whose benchmark files the cost table reports."""
+    return [
+        *([f"{RUN}/landscape/grid.csv"] if LANDSCAPE["enabled"] else []),
+        *([f"{RUN}/grid/grid.csv"] if "grid_finetune" in run_methods(config, seed) else []),
+    ]
 
 
 rule landscape:
     input:
         model=prepared_model,
-        data="results/data/{task}/val.jsonl",
+        data=f"{OUT}/data/{{task}}/val.jsonl",
         members=rules.finetune.output.members,
         manifest=rules.finetune.output.manifest,
         fusion=expand(f"{RUN}/fusion/{{method}}", method=LANDSCAPE_METHODS, allow_missing=True),
@@ -106,4 +107,4 @@ rule plot_grid:
 
 rule paper_figures:
     input:
-        expand(run_figures(), zip, **RUN_WILDCARDS),
+        [path.format(**run) for run in RUNS for path in run_figures(run["seed"])],

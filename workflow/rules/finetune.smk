@@ -4,7 +4,7 @@
 rule finetune:
     input:
         model=prepared_model,
-        data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
+        data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
         best=f"{RUN}/hpo/best.json",
     output:
         members=[f"{RUN}/members/member{k:02d}.safetensors" for k in range(MEMBERS)],

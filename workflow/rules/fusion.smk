@@ -5,7 +5,7 @@
 rule fuse:
     input:
         model=prepared_model,
-        data="results/data/{task}/val.jsonl",
+        data=f"{OUT}/data/{{task}}/val.jsonl",
         members=rules.finetune.output.members,
         manifest=rules.finetune.output.manifest,
     output:

@@ -23,7 +23,7 @@ rule hpo_suggest:
 rule hpo_trial:
     input:
         model=prepared_model,
-        data=multiext("results/data/{task}/", "train.jsonl", "val.jsonl"),
+        data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
         suggest=f"{RUN}/{{search}}/round{{round}}/suggest.json",
     output:
         f"{RUN}/{{search}}/round{{round}}/trial{{trial}}.json",
