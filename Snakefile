@@ -18,6 +18,11 @@ include: "workflow/rules/evaluate.smk"
 report: "workflow/report/workflow.rst"
 
 
+# Every command that starts jobs is appended to <output_dir>/commands.log with its time and commit.
+onstart:
+    log_command(f"{OUT}/commands.log", sys.argv)
+
+
 # Every table (results/tables/) and figure (results/figures/) of the paper for the configured runs, and each
 # run's summary.csv. Report: snakemake all --report results/report.html
 rule all:

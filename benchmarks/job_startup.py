@@ -71,12 +71,16 @@ def jobs(workdir: Path, config: dict, scratch: Path) -> dict[str, dict]:
                        "named_output": {"trials": str(scratch / "trials.csv"), "best": str(scratch / "best.json")},
                        "wildcards": wildcards},
         "summarise_run": {**common, "script": "workflow/scripts/summarise_run.py",
-                          "input": [f"{run}/test/{m}.json" for m in methods], "output": [str(scratch / "summary.csv")],
+                          "input": [f"{run}/test/{m}.json" for m in methods],
+                          "output": [str(scratch / "summary.csv"), str(scratch / "provenance.json")],
+                          "named_output": {"summary": str(scratch / "summary.csv"),
+                                           "provenance": str(scratch / "provenance.json")},
                           "wildcards": wildcards},
         "paper_tables": {**common, "script": "workflow/scripts/paper_tables.py",
                          "input": [], "named_input": {"tests": [f"{r}/test/{m}.json" for m in methods for r in runs],
                                                       "fusion": [f"{r}/fusion/{m}" for m in methods for r in runs]},
-                         "output": [str(scratch / "tables" / "table1_main.csv")], "wildcards": {},
+                         "output": [str(scratch / "tables" / "table1_main.csv")],
+                         "named_output": {"provenance": str(scratch / "tables" / "provenance.json")}, "wildcards": {},
                          "params": {"benchmarks": "results/benchmarks"}},
     }
 

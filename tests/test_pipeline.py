@@ -89,6 +89,9 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     cost = pd.read_csv(tables / "table5_cost.csv")
     assert {"hpo", "finetune", "fusion", "test", "grid"} <= set(cost["stage"])
     assert "\\begin{tabular}" in (tables / "table3_ablation.tex").read_text()
+    assert json.loads((tables / "provenance.json").read_text())["packages"]["snakemake"]
+    command = (tmp_path / "results/commands.log").read_text().splitlines()[0].split("\t")[2]
+    assert command.startswith("snakemake ") and command.endswith(" all")
 
     report = snakemake(tmp_path, config, "all", "--report", "results/report.html")
     assert report.returncode == 0, report.stderr[-3000:]
@@ -110,6 +113,7 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
         test = json.loads((run / "test/bomf.json").read_text())
         assert test["test_size"] == 48 and len(test["predictions"]) == 48
         assert list(pd.read_csv(run / "summary.csv")["method"]) == METHODS
+        assert json.loads((run / "provenance.json").read_text())["config"]["tasks"] == ["rte", "stsb"]
         oracle = json.loads((run / "fusion/oracle_subset/weights.json").read_text())
         assert oracle["oracle"] is True and oracle["selected_on"] == "test" and oracle["evaluations"] == 6
         grid = pd.read_csv(run / "grid/grid.csv")
@@ -168,6 +172,11 @@ def test_end_to_end_extractive_qa(tmp_path, tiny_model_dir):
     check_text_run(tmp_path, "squad_v2", ["token_f1", "exact_match"], configured_methods(config))
     split = json.loads((tmp_path / "results/data/squad_v2/split.json").read_text())
     assert split["sizes"] == {"train": 48, "val": 24, "test": 40} and "by article" in split["protocol"]
+    # The tiny random model answers nothing: the run says so on the terminal, in summary.csv and in Table 1.
+    assert "bomf warning: squad_v2/tiny/seed0 learned nothing (" in result.stderr
+    summary = pd.read_csv(tmp_path / "results/squad_v2/tiny/seed0/summary.csv")
+    assert summary["warning"].str.contains("every method scores the same|constant predictions").all()
+    assert "WARNING: squad_v2/tiny/seed0 learned nothing" in (tmp_path / "results/tables/table1_main.md").read_text()
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
 from .layout import TABLE_NAMES, prepared_model_dir
+from .runtime import tell_user
 from .sources import is_gguf
 from .tasks import get_task
 
@@ -119,6 +120,7 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
 def hpo_select(trial_files: list, out_csv, out_best) -> None:
     import pandas as pd
 
+    from .diagnostics import tied_trials_message
     from .selection import best_trial
 
     trials = [read_json(path) for path in trial_files]
@@ -126,14 +128,18 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
              "loss": t.get("loss", math.nan), "metric": t["metric"], "seconds": t["seconds"]} for path, t in zip(trial_files, trials)]
     write_csv(out_csv, pd.DataFrame(rows))
     best = best_trial(trials)
-    write_json(out_best, {"params": best["params"], "score": best["score"], "metric": best["metric"],
-                          "trials": len(trials)})
+    warning = tied_trials_message(trials)
+    if warning:
+        tell_user(warning)
+    write_json(out_best, {"params": best["params"], "score": best["score"], "loss": best.get("loss", math.nan),
+                          "metric": best["metric"], "trials": len(trials), "warning": warning})
     print(f"best of {len(trials)} trials: {best['params']} score {best['score']:.4f}")
 
 
 def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir) -> None:
     """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
     from . import members
+    from .diagnostics import identical_members_message
     from .models import load_tokenizer, pick_device
     from .settings import hyperparameters
 
@@ -144,6 +150,9 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
                                       seed, pick_device(), out_dir, staging_dir)
     write_json(Path(out_dir) / "environment.json", environment())
     print(trajectory.to_string(index=False))
+    warning = identical_members_message(list(trajectory[f"val_{spec.primary_metric}"]), spec.primary_metric)
+    if warning:
+        tell_user(warning)
 
 
 def member_objective(config: dict, task: str, model: str, seed: int, data_dir, members_dir,
@@ -223,10 +232,12 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
     print(f"{method}: test {scores}")
 
 
-def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_root, out_dir) -> None:
+def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_root, out_dir,
+                 out_provenance) -> None:
     """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
     evaluations each method used) and the Snakemake benchmark files under ``benchmark_root``."""
     from . import tables
+    from .provenance import provenance
 
     records = [read_json(path) for path in test_files]
     methods = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
@@ -239,16 +250,24 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
                                    tables.all_metrics_table(records, methods)]))
     for name, table in built.items():
         table.write(Path(out_dir) / name)
+    write_json(out_provenance, provenance(config))
     print(main.markdown)
 
 
-def summarise_run(test_files: list, out_csv) -> None:
-    """Validation and test scores of every method of one (task, model, seed) run, side by side."""
+def summarise_run(config: dict, test_files: list, out_csv, out_provenance) -> None:
+    """Validation and test scores of every method of one (task, model, seed) run, side by side, and what
+    produced them."""
     from . import tables
+    from .diagnostics import run_message
+    from .provenance import provenance
 
-    frame = tables.run_summary([read_json(path) for path in test_files])
+    records = [read_json(path) for path in test_files]
+    frame = tables.run_summary(records)
     write_csv(out_csv, frame)
+    write_json(out_provenance, provenance(config))
     print(frame.to_string(index=False))
+    if message := run_message(records):
+        tell_user(message)
 
 
 def _save_selected(out_dir, model, tokenizer, record: dict, extra: dict | None = None) -> None:

@@ -56,6 +56,18 @@ def set_threads(count: int) -> None:
         sys.modules["torch"].set_num_threads(count)
 
 
+# The terminal's stderr while a job's output goes to its log (see job), for what the user must read.
+_terminal: int | None = None
+
+
+def tell_user(message: str) -> None:
+    """A warning the user must see: in the job's log and, under Snakemake, on the terminal too."""
+    line = f"bomf warning: {message}\n"
+    print(line, end="", flush=True)
+    if _terminal is not None:
+        os.write(_terminal, line.encode())
+
+
 @contextmanager
 def job(snakemake):
     """Run a Snakemake script body with all its output in the rule's log and torch sized to the job's threads.
@@ -63,9 +75,11 @@ def job(snakemake):
     Output is redirected at the file-descriptor level, so libraries that captured ``sys.stderr`` at import
     (transformers' logging, tqdm) and native code land in the log too.
     """
+    global _terminal
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    _terminal = saved[1]
     with open(snakemake.log[0], "w", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -82,3 +96,4 @@ def job(snakemake):
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
+            _terminal = None

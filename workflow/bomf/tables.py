@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .diagnostics import run_message, run_warnings
 from .io import write_csv, write_text
 from .metrics import REGRESSION_METRICS
 from .stats import bomf_comparisons
@@ -340,11 +341,21 @@ def main_table(records: Sequence[dict], methods: Sequence[str] = MAIN_METHODS, *
 
     Rows follow ``methods`` (oracle rows last); methods or tasks without records are left out.
     """
-    results = _leaderboard(records, methods, METHOD_LABELS, MAIN_CAPTION, "tab:bomf-main")
+    results = _leaderboard(records, methods, METHOD_LABELS, MAIN_CAPTION + _learned_nothing_note(records),
+                           "tab:bomf-main")
     significance = _significance_table(records, methods, resamples, seed)
     combined = Table(results.frame, f"{results.markdown}\n## Paired bootstrap tests\n\n{significance.markdown}",
                      f"{results.latex}\n{significance.latex}")
     return combined, significance
+
+
+def _learned_nothing_note(records: Sequence[dict]) -> str:
+    """The caption's warning for the runs in which every method learned nothing."""
+    by_run: dict[tuple, list[dict]] = {}
+    for r in records:
+        by_run.setdefault((r["task"], r["model"], r["seed"]), []).append(r)
+    messages = [m for run in by_run.values() if (m := run_message(run))]
+    return "".join(f" WARNING: {m}." for m in messages)
 
 
 def ablation_table(records: Sequence[dict]) -> Table:
@@ -530,10 +541,12 @@ def cost_table(benchmarks: pd.DataFrame, evaluations=None) -> Table:
 
 
 def run_summary(records: list[dict]) -> pd.DataFrame:
+    """One run's methods side by side; ``warning`` says where a method learned nothing."""
+    notes = run_warnings(records)
     rows = []
     for r in records:
         row = {"method": r["method"]}
         row.update({f"val_{k}": v for k, v in r["validation"].items()})
         row.update({f"test_{k}": v for k, v in r["test"].items()})
-        rows.append(row)
+        rows.append({**row, "warning": notes[r["method"]]})
     return pd.DataFrame(rows)

@@ -1,6 +1,9 @@
 from snakemake.utils import min_version
 
+import sys
+
 from bomf.config import validate_config
+from bomf.provenance import log_command
 from bomf.settings import run_methods
 from bomf.sources import is_gguf
 

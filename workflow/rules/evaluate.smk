@@ -28,7 +28,8 @@ rule summarise_run:
     input:
         lambda w: expand(f"{RUN}/test/{{method}}.json", method=run_methods(config, w.seed), **w),
     output:
-        f"{RUN}/summary.csv",
+        summary=f"{RUN}/summary.csv",
+        provenance=f"{RUN}/provenance.json",
     log:
         f"{LOG}/summary.log",
     conda:
@@ -54,6 +55,7 @@ rule paper_tables:
             for name in TABLE_NAMES
         ],
         expand(TABLES, name=TABLE_NAMES, ext=["md", "tex"]),
+        provenance=f"{OUT}/tables/provenance.json",
     params:
         benchmarks=f"{OUT}/benchmarks",
     log:

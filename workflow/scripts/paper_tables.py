@@ -5,4 +5,5 @@ from bomf.runtime import job
 
 with job(snakemake):
     pipeline.paper_tables(snakemake.config, list(snakemake.input.tests), list(snakemake.input.fusion),
-                          snakemake.params.benchmarks, Path(snakemake.output[0]).parent)
+                          snakemake.params.benchmarks, Path(snakemake.output[0]).parent,
+                          snakemake.output.provenance)

@@ -2,4 +2,5 @@ from bomf import pipeline
 from bomf.runtime import job
 
 with job(snakemake):
-    pipeline.summarise_run(list(snakemake.input), snakemake.output[0])
+    pipeline.summarise_run(snakemake.config, list(snakemake.input), snakemake.output.summary,
+                           snakemake.output.provenance)

@@ -1,0 +1,79 @@
+"""A run that learned nothing says so: in the job's output, summary.csv and the main table's caption."""
+
+import subprocess
+import sys
+import textwrap
+
+from bomf.diagnostics import (HINT, constant_predictions, identical_members_message, run_message, run_warnings,
+                              tied_trials_message)
+from bomf.tables import main_table, run_summary
+from conftest import REPO
+
+
+def record(method, predictions, labels, score, task="mrpc", seed=0):
+    return {"task": task, "model": "minilm", "seed": seed, "method": method, "primary_metric": "accuracy",
+            "test": {"accuracy": score, "loss": 0.6}, "validation": {"accuracy": score, "loss": 0.6},
+            "predictions": predictions, "labels": labels, "test_size": len(labels)}
+
+
+LABELS = [1, 0, 1, 1, 0, 1]
+
+
+def test_constant_predictions_of_each_kind():
+    assert constant_predictions([1] * 6, LABELS)
+    assert not constant_predictions([1, 1, 0, 1, 1, 1], LABELS)
+    # Regression: a spread under 1% of the labels' is the mean, learned; 10% is a (poor) model.
+    labels = [0.0, 1.5, 3.0, 4.5, 5.0, 2.0]
+    assert constant_predictions([2.6, 2.61, 2.605, 2.6, 2.6, 2.602], labels)
+    assert not constant_predictions([2.0, 2.4, 2.9, 3.1, 2.2, 2.6], labels)
+    # Extractive QA answering nothing; generation repeating one text.
+    assert constant_predictions(["", "", ""], [["a"], [], ["b"]])
+    assert not constant_predictions(["", "Paris", ""], [["a"], [], ["b"]])
+    assert not constant_predictions([1], [1])  # one example says nothing
+
+
+def test_run_warnings_name_each_method_and_the_run():
+    learned = [record("bomf", [1, 0, 1, 1, 0, 0], LABELS, 0.83), record("swa", [1] * 6, LABELS, 0.67)]
+    assert run_warnings(learned) == {"bomf": "", "swa": "constant predictions (1 for every example)"}
+    assert run_message(learned) == ""  # one method learned: the run did
+
+    majority = [record("bomf", [1] * 6, LABELS, 0.67), record("swa", [1] * 6, LABELS, 0.67)]
+    message = run_message(majority)
+    assert message.startswith("mrpc/minilm/seed0 learned nothing (constant predictions (1 for every example); "
+                              "every method scores the same): ")
+    assert message.endswith(HINT)
+
+    summary = run_summary(majority)
+    assert list(summary["warning"]) == ["constant predictions (1 for every example); every method scores the same"] * 2
+    assert (run_summary(learned)["warning"] == ["", "constant predictions (1 for every example)"]).all()
+
+    rte = [record("bomf", LABELS, LABELS, 1.0, task="rte"), record("swa", [1, 0, 1, 1, 0, 0], LABELS, 0.83, task="rte")]
+    table, _ = main_table(majority + rte, ["bomf", "swa"], resamples=100)
+    assert "WARNING: mrpc/minilm/seed0 learned nothing" in table.markdown and "rte/minilm" not in table.markdown
+    assert "WARNING" not in main_table(learned, ["bomf", "swa"], resamples=100)[0].markdown
+
+
+def test_tied_trials_and_identical_members():
+    trials = [{"score": 0.6825, "metric": "accuracy"}] * 4 + [{"score": float("nan"), "metric": "accuracy"}]
+    assert tied_trials_message(trials).startswith("all 4 stage-1 trials scored accuracy 0.6825 (tied")
+    assert tied_trials_message([{"score": 0.6, "metric": "f1"}, {"score": 0.7, "metric": "f1"}]) == ""
+    assert identical_members_message([0.81, 0.81, 0.81], "f1").startswith("all 3 members score validation f1 0.8100")
+    assert identical_members_message([0.81, 0.82, 0.81], "f1") == ""
+
+
+def test_a_warning_reaches_the_terminal_while_the_output_goes_to_the_log(tmp_path):
+    """Inside a Snakemake job everything printed goes to the rule's log; a warning is shown on the terminal too."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO / 'workflow')!r})
+        from types import SimpleNamespace
+        from bomf.runtime import job, tell_user
+        with job(SimpleNamespace(log=[{str(tmp_path / 'job.log')!r}], threads=1)):
+            print("ordinary output")
+            tell_user("the proxy learned nothing")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "bomf warning: the proxy learned nothing\n" and result.stdout == ""
+    log = (tmp_path / "job.log").read_text()
+    assert "ordinary output" in log and "bomf warning: the proxy learned nothing" in log

@@ -1,0 +1,32 @@
+"""Results carry what made them: the command, the commit, the config, library versions and the machine."""
+
+import subprocess
+
+from bomf.provenance import log_command, provenance
+from conftest import REPO
+
+
+def test_provenance_names_the_commit_versions_and_machine(monkeypatch):
+    monkeypatch.chdir(REPO)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    record = provenance({"tasks": ["rte"]})
+    assert record["commit"] in (head, f"{head}-dirty")
+    assert record["config"] == {"tasks": ["rte"]}
+    assert {"torch", "transformers", "botorch", "snakemake"} <= set(record["packages"])
+    assert record["machine"]["cpus"] >= 1 and record["machine"]["cpu"]
+
+
+def test_outside_git_the_commit_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert provenance({})["commit"] is None
+
+
+def test_each_command_is_appended(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "out" / "commands.log"
+    log_command(log, ["/opt/venv/bin/snakemake", "all", "--config", "seeds=[0, 1]"])
+    log_command(log, ["snakemake", "-j", "2"])
+    lines = log.read_text().splitlines()
+    assert [line.split("\t")[2] for line in lines] == ["snakemake all --config 'seeds=[0, 1]'", "snakemake -j 2"]
+    assert lines[0].split("\t")[1] == "None"  # not a git checkout
