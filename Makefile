@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The workflow's own checks: Snakemake's linter and snakefmt (line length in pyproject.toml).
+lint: venv
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	$(SNAKEMAKE) --lint
 
 clean:
 	rm -rf results logs .snakemake

@@ -2,6 +2,7 @@
 # Stages: data -> stage 1 (proxy hyperparameter BO) -> stage 2 (fine-tune, members) -> stage 3 (fusion)
 # -> test evaluation -> tables. The configuration is documented in workflow/schemas/config.schema.yaml.
 
+
 configfile: "config.yaml"
 
 

@@ -1,13 +1,8 @@
 """A run that learned nothing says so: in the job's output, summary.csv and the main table's caption."""
 
-import subprocess
-import sys
-import textwrap
-
 from bomf.diagnostics import (HINT, constant_predictions, identical_members_message, run_message, run_warnings,
                               tied_trials_message)
 from bomf.tables import main_table, run_summary
-from conftest import REPO
 
 
 def record(method, predictions, labels, score, task="mrpc", seed=0):
@@ -59,21 +54,3 @@ def test_tied_trials_and_identical_members():
     assert tied_trials_message([{"score": 0.6, "metric": "f1"}, {"score": 0.7, "metric": "f1"}]) == ""
     assert identical_members_message([0.81, 0.81, 0.81], "f1").startswith("all 3 members score validation f1 0.8100")
     assert identical_members_message([0.81, 0.82, 0.81], "f1") == ""
-
-
-def test_a_warning_reaches_the_terminal_while_the_output_goes_to_the_log(tmp_path):
-    """Inside a Snakemake job everything printed goes to the rule's log; a warning is shown on the terminal too."""
-    script = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(REPO / 'workflow')!r})
-        from types import SimpleNamespace
-        from bomf.runtime import job, tell_user
-        with job(SimpleNamespace(log=[{str(tmp_path / 'job.log')!r}], threads=1)):
-            print("ordinary output")
-            tell_user("the proxy learned nothing")
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == "bomf warning: the proxy learned nothing\n" and result.stdout == ""
-    log = (tmp_path / "job.log").read_text()
-    assert "ordinary output" in log and "bomf warning: the proxy learned nothing" in log

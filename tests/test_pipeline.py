@@ -1,12 +1,14 @@
 """The Snakemake DAG: every stage is planned, and a real run of the tiny config produces the table."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, write_tiny_config
 
@@ -22,9 +24,33 @@ TABLES = ["table1_main", "table1_significance", "table2_discrepancy", "table3_ab
 FIGURES = ["landscape", "pareto", "alignment", "correlation"]
 
 
-def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, config: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(config), "--cores", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=2400)
+    return subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=2400,
+                          env=None if env is None else {**os.environ, **env})
+
+
+def audit_environment(tmp_path: Path) -> dict:
+    """Environment for a run in which only test evaluation and the oracle may open a test split
+    (tests/audit/sitecustomize.py); attempts are logged in the returned log file."""
+    path = os.pathsep.join(filter(None, [str(REPO / "tests" / "audit"), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "BOMF_AUDIT_LOG": str(tmp_path / "test-split-audit.log")}
+
+
+def test_the_split_audit_fails_a_job_that_opens_the_test_split(tmp_path):
+    """The hook the end-to-end run is audited with: a fusion job reading test.jsonl fails, an evaluation may."""
+    split = tmp_path / "results/data/rte/test.jsonl"
+    split.parent.mkdir(parents=True)
+    split.write_text("{}\n")
+    env = {**os.environ, **audit_environment(tmp_path)}
+    for script, expected in (("fuse.py", 1), ("evaluate.py", 0)):
+        (tmp_path / f"tmpabc.{script}").write_text(f"open({str(split)!r}).read()\n")
+        result = subprocess.run([sys.executable, f"tmpabc.{script}"], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == expected, result.stderr
+        assert ("PermissionError: audit: fuse.py may not open the test split" in result.stderr) == bool(expected)
+    log = Path(env["BOMF_AUDIT_LOG"]).read_text().splitlines()
+    assert [line.split("\t")[:2] for line in log] == [["DENIED", "fuse.py"], ["allowed", "evaluate.py"]]
 
 
 def test_dry_run_plans_every_stage(tmp_path, tiny_model_dir):
@@ -72,8 +98,13 @@ def test_readme_shows_config_examples():
 @pytest.mark.slow
 def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     config = write_tiny_config(tmp_path / "config.yaml", tiny_model_dir)
-    result = snakemake(tmp_path, config, "all")
+    audit = audit_environment(tmp_path)
+    result = snakemake(tmp_path, config, "all", env=audit)
     assert result.returncode == 0, result.stderr[-5000:]
+    # No selection step read the test split: only the test evaluations and the oracle opened it.
+    opened = [line.split("\t") for line in Path(audit["BOMF_AUDIT_LOG"]).read_text().splitlines()]
+    assert {(verdict, script) for verdict, script, _, _ in opened} == {
+        ("allowed", "prepare_data.py"), ("allowed", "evaluate.py"), ("allowed", "oracle_subset.py")}, opened
 
     tables = tmp_path / "results/tables"
     for name in TABLES:
@@ -89,13 +120,31 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     cost = pd.read_csv(tables / "table5_cost.csv")
     assert {"hpo", "finetune", "fusion", "test", "grid"} <= set(cost["stage"])
     assert "\\begin{tabular}" in (tables / "table3_ablation.tex").read_text()
-    assert json.loads((tables / "provenance.json").read_text())["packages"]["snakemake"]
+    assert json.loads((tables / "provenance.json").read_text())["config"]["tasks"] == ["rte", "stsb"]
     command = (tmp_path / "results/commands.log").read_text().splitlines()[0].split("\t")[2]
     assert command.startswith("snakemake ") and command.endswith(" all")
 
     report = snakemake(tmp_path, config, "all", "--report", "results/report.html")
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "results/report.html").stat().st_size > 100_000
+
+    # The config is each job's input: an edit reruns exactly the jobs that read the edited value.
+    every_rule = RULES - {"all"}
+    bo_outputs = {"fuse": 6, "evaluate": 6, "landscape": 2, "plot_landscape": 2, "plot_pareto": 2,
+                  "summarise_run": 2, "paper_tables": 1, "all": 1}  # 3 BO methods x 2 tasks, and what reads them
+    edits = {"fusion.evaluations": (("fusion", "evaluations"), 5, bo_outputs),
+             "figures.landscape.size": (("figures", "landscape", "size"), 3,
+                                        {"landscape": 2, "plot_landscape": 2, "paper_tables": 1, "all": 1}),
+             "fusion.learned_soup_lr": (("fusion", "learned_soup_lr"), 0.1,
+                                        {"fuse": 2, "evaluate": 2, "summarise_run": 2, "paper_tables": 1, "all": 1}),
+             "tables.bootstrap_resamples": (("tables", "bootstrap_resamples"), 300, {"paper_tables": 1, "all": 1})}
+    for name, (path, value, expected) in edits.items():
+        assert scheduled_jobs(tmp_path, edited_config(config, tmp_path / f"{name}.yaml", path, value)) == expected, name
+    members = scheduled_jobs(tmp_path, edited_config(config, tmp_path / "members.yaml", ("finetune", "members"), 4))
+    assert set(members) == every_rule - {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select"} | {"all"}
+    assert set(scheduled_jobs(tmp_path, edited_config(config, tmp_path / "test.yaml", ("data", "max_test"), 40))) \
+        == every_rule | {"all"}
+    assert scheduled_jobs(tmp_path, config) == {}
 
     for task in ("rte", "stsb"):
         run = tmp_path / "results" / task / "tiny" / "seed0"
@@ -113,9 +162,11 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
         test = json.loads((run / "test/bomf.json").read_text())
         assert test["test_size"] == 48 and len(test["predictions"]) == 48
         assert list(pd.read_csv(run / "summary.csv")["method"]) == METHODS
-        assert json.loads((run / "provenance.json").read_text())["config"]["tasks"] == ["rte", "stsb"]
+        assert json.loads((run / "provenance.json").read_text())["packages"]["torch"]
         oracle = json.loads((run / "fusion/oracle_subset/weights.json").read_text())
-        assert oracle["oracle"] is True and oracle["selected_on"] == "test" and oracle["evaluations"] == 6
+        # 6 consecutive-member subsets of 3 members, 3 of them fused (the single members are not).
+        assert oracle["oracle"] is True and oracle["selected_on"] == "test" and oracle["evaluations"] == 3
+        check_saved_fusions(run)
         grid = pd.read_csv(run / "grid/grid.csv")
         assert sorted(grid["frozen_layers"]) == [0, 0, 1, 1] and grid["best_val_metric"].notna().all()
         assert not list((run / "grid/frozen0").glob("*.safetensors"))  # temp checkpoints removed
@@ -130,6 +181,54 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
         for name in FIGURES:
             assert (figures / f"{name}.png").stat().st_size > 10_000 and (figures / f"{name}.pdf").is_file()
         assert "CUDA_VISIBLE_DEVICES=" in (tmp_path / "logs" / task / "tiny/seed0/finetune.log").read_text()
+
+
+def check_saved_fusions(run: Path) -> None:
+    """Each method's weights.json is its chosen point, its saved model is Σ wᵢθᵢ of the members with those
+    weights, and ``evaluations`` counts the distinct fused models it evaluated."""
+    from safetensors.torch import load_file
+
+    members = [load_file(str(p)) for p in sorted((run / "members").glob("member*.safetensors"))]
+    fused_counts = {"bomf": 4, "bo_metric": 4, "bo_loss": 4, "swa": 1, "learned_soup": 1, "best_member": 0,
+                    "last_member": 0}
+    for method in FUSION_METHODS:
+        record = json.loads((run / "fusion" / method / "weights.json").read_text())
+        weights = record["weights"]
+        if method in fused_counts:
+            assert record["evaluations"] == fused_counts[method], method
+        else:  # greedy soup: the members, then at most one fused candidate per further member
+            assert 0 <= record["evaluations"] <= len(members) - 1
+        saved = load_file(str(run / "fusion" / method / "model" / "model.safetensors"))
+        assert saved.keys() <= members[0].keys() and len(saved) > 0
+        for name, tensor in saved.items():
+            expected = sum(w * m[name].double() for w, m in zip(weights, members))
+            torch.testing.assert_close(tensor.double(), expected, rtol=1e-5, atol=1e-6, msg=f"{method}: {name}")
+        if method in ("bomf", "bo_metric", "bo_loss"):
+            history = pd.read_csv(run / "fusion" / method / "history.csv")
+            chosen = history[history["chosen"]].iloc[0]
+            assert [chosen[f"w{i}"] for i in range(len(members))] == pytest.approx(weights, abs=1e-12)
+            assert record["validation"] == pytest.approx({k: chosen[k] for k in record["validation"]}, abs=1e-9)
+
+
+def edited_config(config: Path, out: Path, path: tuple[str, ...], value) -> Path:
+    settings = yaml.safe_load(config.read_text())
+    section = settings
+    for key in path[:-1]:
+        section = section.setdefault(key, {})
+    section[path[-1]] = value
+    out.write_text(yaml.safe_dump(settings))
+    return out
+
+
+def scheduled_jobs(workdir: Path, config: Path) -> dict[str, int]:
+    """What a dry run of ``all`` would run: rule -> job count (Snakemake's job stats)."""
+    result = snakemake(workdir, config, "-n", "all")
+    assert result.returncode == 0, result.stderr[-3000:]
+    if "Nothing to be done" in result.stdout + result.stderr:
+        return {}
+    table = result.stdout.split("Job stats:")[1].splitlines()[3:]  # after the header and its rule
+    rows = [line.split() for line in table[:next(i for i, line in enumerate(table) if not line.strip())]]
+    return {rule: int(count) for rule, count in rows if rule != "total"}
 
 
 def split_metric(task: str) -> str:

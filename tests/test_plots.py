@@ -82,14 +82,12 @@ def synthetic_history(members: int = 4, sobol: int = 4, bo: int = 6) -> pd.DataF
     return frame
 
 
-def test_pareto_figure_with_a_comparison_curve(tmp_path):
+def test_pareto_figure_with_a_diverged_evaluation(tmp_path):
     history = synthetic_history()
     history.loc[9, ["loss", "accuracy"]] = np.nan
     history.loc[9, ["finite", "pareto", "chosen"]] = [False, False, False]
-    comparison = pd.DataFrame({"evaluation": history["evaluation"], "hypervolume": 0.8 * history["hypervolume"]})
     prefix = tmp_path / "pareto"
-    assert_written(pareto_figure(history, prefix, primary_metric="accuracy", title=TITLE, comparison=comparison),
-                   prefix)
+    assert_written(pareto_figure(history, prefix, primary_metric="accuracy", title=TITLE), prefix)
 
 
 def test_pareto_figure_without_bo_points(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bomf.stats import bootstrap_indices, bomf_comparisons, paired_bootstrap
+from bomf.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
 from bomf.tables import (METHOD_LABELS, Table, ablation_table, cost_table, discrepancy_table, latex_escape,
                          main_table, outer_bo_table, read_benchmarks)
 
@@ -98,6 +98,12 @@ def test_duplicate_records_are_refused():
 
 
 # ------------------------------------------------------------------------------------------------ bootstrap
+
+def paired_bootstrap(first, second, labels, metric, resamples, seed):
+    """first - second for two methods given as seed -> test predictions, as bomf_comparisons computes it."""
+    indices = bootstrap_indices(len(labels), resamples, seed)
+    return compare(score_resamples(first, labels, metric, indices), score_resamples(second, labels, metric, indices))
+
 
 def test_a_method_right_everywhere_beats_one_wrong_everywhere():
     wrong = 1 - LABELS

@@ -22,8 +22,6 @@ from .runtime import seed_everything
 from .settings import OptimConfig, hyperparameters, member_steps
 from .training import evaluate, fine_tune
 
-BASELINES = ("grid_finetune", "hpbo_full", "oracle_subset")
-
 
 def grid_points(grid: dict) -> list[dict]:
     """Every (learning rate, batch size) of the grid, in a fixed order (index = position in this list)."""

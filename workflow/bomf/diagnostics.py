@@ -22,16 +22,19 @@ def constant_predictions(predictions: Sequence, labels: Sequence) -> bool:
     labels' (a model that only learned the mean)."""
     if len(predictions) < 2:
         return False
-    first = predictions[0]
-    if isinstance(first, float):
-        spread = float(np.std(np.asarray(labels, dtype=float)))
-        return float(np.std(np.asarray(predictions, dtype=float))) <= 0.01 * spread
-    return len({json.dumps(p, sort_keys=True) for p in predictions}) == 1
+    if isinstance(predictions[0], (str, list, dict)):
+        return len({json.dumps(p, sort_keys=True) for p in predictions}) == 1
+    values = np.asarray(predictions)
+    if np.issubdtype(values.dtype, np.floating):
+        return float(np.std(values)) <= 0.01 * float(np.std(np.asarray(labels, dtype=float)))
+    return bool((values == values[0]).all())
 
 
 def _constant_text(predictions: Sequence) -> str:
     first = predictions[0]
-    return f"{first!r} for every example" if not isinstance(first, float) else f"about {first:.3g} for every example"
+    if isinstance(first, (str, list, dict)):
+        return f"{first!r} for every example"
+    return f"about {float(first):.3g} for every example" if isinstance(first, float) else f"{first} for every example"
 
 
 def run_warnings(records: Sequence[dict]) -> dict[str, str]:

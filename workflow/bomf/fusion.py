@@ -115,7 +115,7 @@ def one_hot(index: int, count: int) -> torch.Tensor:
 @dataclass
 class FusionContext:
     objective: FusionObjective | JournaledObjective  # a journaled one replays an interrupted run's evaluations
-    config: dict  # the `fusion` section of the config
+    config: dict  # the method's declared settings of the `fusion` section (PARAMETERS)
     seed: int
 
     @property
@@ -135,11 +135,15 @@ class FusionResult:
 
 
 METHODS: dict[str, Callable[[FusionContext], FusionResult]] = {}
+# The fusion.* settings each method reads (its FusionContext.config holds these only): a job gets exactly
+# them, so editing one reruns only the methods that read it.
+PARAMETERS: dict[str, tuple[str, ...]] = {}
+BO_PARAMETERS = ("acquisition", "initial_points", "evaluations", "selection", "mc_samples", "restarts", "raw_samples")
 
 
-def register(name: str):
+def register(name: str, parameters: tuple[str, ...] = ()):
     def decorate(method):
-        METHODS[name] = method
+        METHODS[name], PARAMETERS[name] = method, parameters
         return method
 
     return decorate
@@ -185,7 +189,7 @@ def greedy_soup(ctx: FusionContext) -> FusionResult:
     return FusionResult(uniform(soup, ctx.count), {"history": pd.DataFrame(tried)})
 
 
-@register("learned_soup")
+@register("learned_soup", ("learned_soup_epochs", "learned_soup_lr"))
 def learned_soup(ctx: FusionContext) -> FusionResult:
     """Mixing weights softmax(a) learned by Adam on the validation loss (Wortsman et al.'s learned soup).
     Gradients reach ``a`` through one fused parameter vector and one batch at a time, so memory stays that
@@ -222,19 +226,19 @@ def _bayesian_optimisation(ctx: FusionContext, searched: list[str] | None) -> Fu
     return FusionResult(weights, {"history": history, "pareto": history[history["pareto"]]})
 
 
-@register("bomf")
+@register("bomf", BO_PARAMETERS)
 def bomf(ctx: FusionContext) -> FusionResult:
     """Stage 3: multi-objective BO over validation loss and every task metric."""
     return _bayesian_optimisation(ctx, None)
 
 
-@register("bo_metric")
+@register("bo_metric", BO_PARAMETERS)
 def bo_metric(ctx: FusionContext) -> FusionResult:
     """Single-objective BO on the primary metric alone (the paper's BO-SWA ablation)."""
     return _bayesian_optimisation(ctx, [ctx.objective.task.primary_metric])
 
 
-@register("bo_loss")
+@register("bo_loss", BO_PARAMETERS)
 def bo_loss(ctx: FusionContext) -> FusionResult:
     """Single-objective BO on the validation loss alone."""
     return _bayesian_optimisation(ctx, ["loss"])

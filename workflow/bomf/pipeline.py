@@ -188,21 +188,22 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     model_spec = _model_spec(config, model)
     scorer, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir)
     # A journal is replayed only for the same members, validation split and settings.
-    settings = {key: value for key, value in config["fusion"].items() if key != "methods"}
+    settings = config.get("fusion", {})  # the settings the method declares (fusion.PARAMETERS): maybe none
     identity = {"method": method, "seed": seed, "fusion": settings, "source": model_spec["source"],
                 "max_length": model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
-                "scoring": {"qa": config["qa"], "generation": config["generation"]},
+                "scoring": {section: config[section] for section in ("qa", "generation") if section in config},
                 "members": read_json(Path(members_dir) / "members.json")["members"],
                 "validation": members.sha256(Path(data_dir) / "val.jsonl")}
     objective = JournaledObjective(scorer, journal, identity)
-    result = METHODS[method](FusionContext(objective, config["fusion"], seed))
+    result = METHODS[method](FusionContext(objective, settings, seed))
     scores = objective(result.weights)
     _save_selected(out_dir, scorer.fused_model(result.weights), tokenizer,
                    {"method": method, "weights": result.weights.tolist(), "validation": scores,
-                    "evaluations": objective.evaluations}, result.tables)
+                    "evaluations": objective.fused_evaluations}, result.tables)
     objective.discard()
-    print(f"{method}: validation {scores}; {objective.evaluations} objective evaluations, "
-          f"replayed {objective.replayed} journaled evaluations")
+    print(f"{method}: validation {scores}; {objective.fused_evaluations} fused models evaluated "
+          f"({objective.evaluations} objective calls with member scorings and the final score, "
+          f"{objective.replayed} replayed from the journal)")
 
 
 def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, data_dir, fusion_dir, out) -> None:
@@ -244,17 +245,19 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
     evaluations = {(r["task"], r["model"], r["seed"], r["method"]): read_json(Path(d) / "weights.json")["evaluations"]
                    for r, d in zip(records, fusion_dirs)}
     main, significance = tables.main_table(records, methods, resamples=config["tables"]["bootstrap_resamples"])
-    built = dict(zip(TABLE_NAMES, [main, significance, tables.discrepancy_table(records),
-                                   tables.ablation_table(records), tables.outer_bo_table(records),
-                                   tables.cost_table(tables.read_benchmarks(benchmark_root), evaluations),
-                                   tables.all_metrics_table(records, methods)]))
+    built = {"table1_main": main, "table1_significance": significance,
+             "table2_discrepancy": tables.discrepancy_table(records), "table3_ablation": tables.ablation_table(records),
+             "table4_outer_bo": tables.outer_bo_table(records),
+             "table5_cost": tables.cost_table(tables.read_benchmarks(benchmark_root), evaluations),
+             "table6_all_metrics": tables.all_metrics_table(records, methods)}
+    assert tuple(built) == TABLE_NAMES, "bomf.layout.TABLE_NAMES lists the files the rule declares"
     for name, table in built.items():
         table.write(Path(out_dir) / name)
     write_json(out_provenance, provenance(config))
     print(main.markdown)
 
 
-def summarise_run(config: dict, test_files: list, out_csv, out_provenance) -> None:
+def summarise_run(test_files: list, out_csv, out_provenance) -> None:
     """Validation and test scores of every method of one (task, model, seed) run, side by side, and what
     produced them."""
     from . import tables
@@ -264,7 +267,7 @@ def summarise_run(config: dict, test_files: list, out_csv, out_provenance) -> No
     records = [read_json(path) for path in test_files]
     frame = tables.run_summary(records)
     write_csv(out_csv, frame)
-    write_json(out_provenance, provenance(config))
+    write_json(out_provenance, provenance())
     print(frame.to_string(index=False))
     if message := run_message(records):
         tell_user(message)
@@ -380,7 +383,8 @@ def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir
     validation = on_val(weights)
     _save_selected(out_dir, on_val.fused_model(weights), tokenizer,
                    {"method": "oracle_subset", "oracle": True, "selected_on": "test", "search": search,
-                    "weights": weights.tolist(), "validation": validation, "evaluations": len(subsets)},
+                    "weights": weights.tolist(), "validation": validation,
+                    "evaluations": sum(1 for members in subsets["members"] if len(members.split()) > 1)},
                    {"subsets": subsets})
     print(f"oracle best subset ({search}, {len(subsets)} subsets, selected on TEST): {weights.tolist()}")
 

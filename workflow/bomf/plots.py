@@ -154,14 +154,12 @@ def landscape_figure(landscape: pd.DataFrame, members: pd.DataFrame, output_pref
 # --------------------------------------------------------------------------- BO history
 
 
-def pareto_figure(history: pd.DataFrame, output_prefix, *, primary_metric: str, title: str,
-                  comparison: pd.DataFrame | None = None, history_label: str = "BOMF",
-                  comparison_label: str = "random search") -> tuple[Path, Path]:
+def pareto_figure(history: pd.DataFrame, output_prefix, *, primary_metric: str, title: str) -> tuple[Path, Path]:
     """Left: validation loss vs primary metric of every evaluation by source, the Pareto set, the chosen
-    point. Right: hypervolume vs evaluation (and ``comparison``'s, e.g. a random search, if given).
+    point. Right: hypervolume vs evaluation.
 
     ``history``: evaluation, source (member | sobol | bo), loss, <primary_metric>, finite, hypervolume,
-    pareto, chosen (the BO history of ``bomf.mobo.run_mobo``); ``comparison``: evaluation, hypervolume.
+    pareto, chosen (the BO history of ``bomf.mobo.run_mobo``).
     """
     figure = _figure(12, 5)
     front_ax, volume_ax = figure.subplots(1, 2)
@@ -197,10 +195,7 @@ def pareto_figure(history: pd.DataFrame, output_prefix, *, primary_metric: str, 
     searched = history[history["source"] == "bo"]
     if len(searched):
         volume_ax.axvline(searched["evaluation"].min() - 0.5, color="tab:orange", linestyle=":", label="BO starts")
-    volume_ax.plot(history["evaluation"], history["hypervolume"], color="black", marker=".", label=history_label)
-    if comparison is not None:
-        volume_ax.plot(comparison["evaluation"], comparison["hypervolume"], color="tab:green", marker=".",
-                       label=comparison_label)
+    volume_ax.plot(history["evaluation"], history["hypervolume"], color="black", marker=".", label="BOMF")
     volume_ax.legend(fontsize=9)
     volume_ax.set_xlabel("evaluation (members first)")
     volume_ax.set_ylabel("hypervolume (member-normalised objectives)")

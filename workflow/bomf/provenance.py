@@ -52,9 +52,10 @@ def versions() -> dict:
     return found
 
 
-def provenance(config: dict) -> dict:
-    return {"written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
-            "packages": versions(), "machine": machine(), "config": config}
+def provenance(config: dict | None = None) -> dict:
+    record = {"written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
+              "packages": versions(), "machine": machine()}
+    return record if config is None else {**record, "config": config}
 
 
 def log_command(path: str | Path, argv: list[str]) -> None:

@@ -73,7 +73,8 @@ def job(snakemake):
     """Run a Snakemake script body with all its output in the rule's log and torch sized to the job's threads.
 
     Output is redirected at the file-descriptor level, so libraries that captured ``sys.stderr`` at import
-    (transformers' logging, tqdm) and native code land in the log too.
+    (transformers' logging, tqdm) and native code land in the log too. A failing job leaves its traceback in
+    the log and one line on the terminal: the error's message (a data error names its file and line).
     """
     global _terminal
     sys.stdout.flush()
@@ -88,12 +89,21 @@ def job(snakemake):
             # Recorded so a cluster run shows which GPU (gres) each job received.
             print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
             yield
+        except Exception as error:
+            traceback.print_exc()
+            failure = error
         except BaseException:
             traceback.print_exc()
             raise
+        else:
+            failure = None
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             _terminal = None
+    if failure is not None:
+        kind = "" if isinstance(failure, ValueError) else f"{type(failure).__name__}: "
+        os.write(2, f"bomf error: {kind}{failure} (traceback: {snakemake.log[0]})\n".encode())
+        raise SystemExit(1)

@@ -62,3 +62,38 @@ def run_methods(config: dict, seed: int) -> list[str]:
     return [*config["fusion"]["methods"],
             *(m for m in config["baselines"]["methods"]
               if m not in OUTER_LOOP_BASELINES or outer_seeds is None or int(seed) in outer_seeds)]
+
+
+# The config section a task kind's encoding and decoding read (classification and regression read none).
+KIND_SECTIONS = {"extractive_qa": "qa", "generation": "generation"}
+
+
+def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
+    """The part of the config one job reads, handed to it through ``params:``: Snakemake reruns a job whose
+    params changed, so editing a value reruns exactly the jobs that read it.
+
+    ``keys`` are sections (``"finetune"``) or single values (``"optim.eval_batch_size"``). A job with a task
+    wildcard also gets the task's custom_tasks entry (if it is one) and its kind's section (qa, generation);
+    one with a model wildcard gets the model's catalog entry and output_dir (a GGUF model's converted copy
+    lies there)."""
+    from .tasks import get_task
+
+    settings: dict = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        if name:
+            settings.setdefault(section, {})[name] = config[section][name]
+        else:
+            settings[section] = config[section]
+    task = wildcards.get("task")
+    if task is not None:
+        custom = config["custom_tasks"]
+        settings["custom_tasks"] = {task: custom[task]} if task in custom else {}
+        kind_section = KIND_SECTIONS.get(get_task(task, custom).kind)
+        if kind_section:
+            settings[kind_section] = config[kind_section]
+    model = wildcards.get("model")
+    if model is not None:
+        settings["model_catalog"] = {model: config["model_catalog"][model]}
+        settings["output_dir"] = config["output_dir"]
+    return settings

@@ -89,15 +89,6 @@ def compare(first: MethodScores, second: MethodScores, confidence: float = 0.95)
                             first.examples, len(resampled))
 
 
-def paired_bootstrap(first: Mapping[int, np.ndarray], second: Mapping[int, np.ndarray], labels: np.ndarray,
-                     metric: str, resamples: int = 1000, seed: int = 0,
-                     confidence: float = 0.95) -> PairedComparison:
-    """first - second for two methods given as seed -> test predictions on the same labelled examples."""
-    indices = bootstrap_indices(len(labels), resamples, seed)
-    return compare(score_resamples(first, labels, metric, indices),
-                   score_resamples(second, labels, metric, indices), confidence)
-
-
 def _shared_labels(records: Sequence[dict]) -> list:
     """The test labels (or reference texts) every record of one (model, task) was scored on; they must agree
     example by example."""

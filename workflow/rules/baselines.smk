@@ -3,14 +3,6 @@
 # evaluate rule and the tables treat every method alike. The grid is also run with lower layers frozen
 # (baselines.grid.frozen_layers) for the hyperparameter-alignment figure.
 
-GRID = config["baselines"]["grid"]
-GRID_POINTS = len(GRID["learning_rates"]) * len(GRID["batch_sizes"])
-GRID_FROZEN = sorted({0, *GRID["frozen_layers"]})
-
-
-def grid_trials(frozen_counts):
-    return [f"{RUN}/grid/frozen{k}/point{p}.json" for k in frozen_counts for p in range(GRID_POINTS)]
-
 
 rule grid_trial:
     input:
@@ -22,13 +14,15 @@ rule grid_trial:
         f"{LOG}/grid/frozen{{frozen}}/point{{point}}.log",
     benchmark:
         f"{BENCH}/grid/frozen{{frozen}}/point{{point}}.tsv"
+    conda:
+        "../../envs/bomf.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../../envs/bomf.yaml"
+    params:
+        settings=settings("optim", "finetune", "baselines.grid"),
     script:
         "../scripts/grid_trial.py"
 
@@ -72,10 +66,12 @@ rule grid_finetune:
         f"{LOG}/fusion/grid_finetune.log",
     benchmark:
         f"{BENCH}/fusion/grid_finetune.tsv"
-    resources:
-        mem_mb=8000,
     conda:
         "../../envs/bomf.yaml"
+    resources:
+        mem_mb=8000,
+    params:
+        settings=settings(),
     script:
         "../scripts/grid_finetune.py"
 
@@ -91,13 +87,15 @@ rule hpbo_full:
         f"{LOG}/fusion/hpbo_full.log",
     benchmark:
         f"{BENCH}/fusion/hpbo_full.tsv"
+    conda:
+        "../../envs/bomf.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../../envs/bomf.yaml"
+    params:
+        settings=settings("optim", "finetune"),
     script:
         "../scripts/hpbo_full.py"
 
@@ -115,12 +113,14 @@ rule oracle_subset:
         f"{LOG}/fusion/oracle_subset.log",
     benchmark:
         f"{BENCH}/fusion/oracle_subset.tsv"
+    conda:
+        "../../envs/bomf.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../../envs/bomf.yaml"
+    params:
+        settings=settings("optim.eval_batch_size", "baselines.oracle_max_subsets"),
     script:
         "../scripts/oracle_subset.py"

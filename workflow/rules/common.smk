@@ -4,7 +4,8 @@ import sys
 
 from bomf.config import validate_config
 from bomf.provenance import log_command
-from bomf.settings import run_methods
+from bomf.fusion import PARAMETERS
+from bomf.settings import job_settings, run_methods
 from bomf.sources import is_gguf
 
 min_version("9.0")
@@ -29,6 +30,18 @@ RUNS = [{"task": t, "model": m, "seed": s} for t in config["tasks"] for m in con
 HPO_ROUNDS = config["hpo"]["rounds"]
 HPO_TRIALS = config["hpo"]["trials_per_round"]
 MEMBERS = config["finetune"]["members"]
+
+
+def settings(*keys):
+    """A job's ``params.settings``: the config it reads (bomf.settings.job_settings), so that an edit reruns
+    exactly the jobs that read the edited value. Scripts read this, never snakemake.config."""
+    return lambda wildcards: job_settings(config, dict(wildcards.items()), keys)
+
+
+def fusion_settings(wildcards):
+    """A fusion job reads the fusion.* settings its method declares (bomf.fusion.PARAMETERS) and no others."""
+    declared = PARAMETERS.get(wildcards.method, ())
+    return job_settings(config, dict(wildcards.items()), ("optim.eval_batch_size", *(f"fusion.{p}" for p in declared)))
 
 
 def method_files(pattern):
@@ -62,3 +75,40 @@ def prepared_model(wildcards):
     """A GGUF model's converted checkpoint (rule prepare_model), read by every job that loads the model."""
     source = config["model_catalog"][wildcards.model]["source"]
     return [f"{OUT}/models/{wildcards.model}/config.json"] if is_gguf(source) else []
+
+
+# ---- baselines (baselines.smk)
+GRID = config["baselines"]["grid"]
+GRID_POINTS = len(GRID["learning_rates"]) * len(GRID["batch_sizes"])
+GRID_FROZEN = sorted({0, *GRID["frozen_layers"]})
+
+
+def grid_trials(frozen_counts):
+    return [f"{RUN}/grid/frozen{k}/point{p}.json" for k in frozen_counts for p in range(GRID_POINTS)]
+
+
+# ---- figures (figures.smk) and the cost table (evaluate.smk)
+FIG = f"{OUT}/figures/{{task}}/{{model}}/seed{{seed}}"
+LANDSCAPE = config["figures"]["landscape"]
+# The fused models marked on the landscape, as in the paper.
+LANDSCAPE_METHODS = [m for m in ("swa", "bomf") if m in config["fusion"]["methods"]]
+
+
+def run_figures(seed):
+    """The figure files of one run that this config asks for (format placeholders: task, model, seed)."""
+    names = []
+    if LANDSCAPE["enabled"]:
+        names.append("landscape")
+    if "bomf" in config["fusion"]["methods"]:
+        names.append("pareto")
+    if "grid_finetune" in run_methods(config, seed):
+        names += ["alignment", "correlation"]
+    return [f"{FIG}/{name}.{ext}" for name in names for ext in ("png", "pdf")]
+
+
+def cost_only_outputs(seed):
+    """Outputs of one run that no table reads but whose benchmark files the cost table reports."""
+    return [
+        *([f"{RUN}/landscape/grid.csv"] if LANDSCAPE["enabled"] else []),
+        *([f"{RUN}/grid/grid.csv"] if "grid_finetune" in run_methods(config, seed) else []),
+    ]

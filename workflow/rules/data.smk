@@ -5,10 +5,12 @@ rule prepare_data:
         "logs/data/{task}.log",
     benchmark:
         f"{OUT}/benchmarks/data/{{task}}.tsv"
-    resources:
-        mem_mb=4000,
     conda:
         "../../envs/bomf.yaml"
+    resources:
+        mem_mb=4000,
+    params:
+        settings=settings("data"),
     script:
         "../scripts/prepare_data.py"
 
@@ -21,9 +23,11 @@ rule prepare_model:
         "logs/models/{model}.log",
     benchmark:
         f"{OUT}/benchmarks/models/{{model}}.tsv"
-    resources:
-        mem_mb=8000,
     conda:
         "../../envs/bomf.yaml"
+    resources:
+        mem_mb=8000,
+    params:
+        settings=settings(),
     script:
         "../scripts/prepare_model.py"

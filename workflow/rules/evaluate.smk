@@ -12,13 +12,15 @@ rule evaluate:
         f"{LOG}/test/{{method}}.log",
     benchmark:
         f"{BENCH}/test/{{method}}.tsv"
+    conda:
+        "../../envs/bomf.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/bomf.yaml"
+    params:
+        settings=settings("optim.eval_batch_size"),
     script:
         "../scripts/evaluate.py"
 
@@ -56,11 +58,13 @@ rule paper_tables:
         ],
         expand(TABLES, name=TABLE_NAMES, ext=["md", "tex"]),
         provenance=f"{OUT}/tables/provenance.json",
-    params:
-        benchmarks=f"{OUT}/benchmarks",
     log:
         "logs/tables/paper_tables.log",
     conda:
         "../../envs/bomf.yaml"
+    params:
+        # The tables record the whole config they were built with (provenance.json): any edit rebuilds them.
+        settings=config,
+        benchmarks=f"{OUT}/benchmarks",
     script:
         "../scripts/paper_tables.py"

@@ -3,31 +3,6 @@
 # fusion search, and, from the baseline grid, hyperparameter alignment across frozen layers and best member
 # vs trajectory average. Computation (GPU jobs) and plotting (cheap, restyle freely) are separate rules.
 
-FIG = f"{OUT}/figures/{{task}}/{{model}}/seed{{seed}}"
-LANDSCAPE = config["figures"]["landscape"]
-# The fused models marked on the landscape, as in the paper.
-LANDSCAPE_METHODS = [m for m in ("swa", "bomf") if m in config["fusion"]["methods"]]
-
-
-def run_figures(seed):
-    """The figure files of one run that this config asks for (format placeholders: task, model, seed)."""
-    names = []
-    if LANDSCAPE["enabled"]:
-        names.append("landscape")
-    if "bomf" in config["fusion"]["methods"]:
-        names.append("pareto")
-    if "grid_finetune" in run_methods(config, seed):
-        names += ["alignment", "correlation"]
-    return [f"{FIG}/{name}.{ext}" for name in names for ext in ("png", "pdf")]
-
-
-def cost_only_outputs(seed):
-    """Outputs of one run that no table reads but whose benchmark files the cost table reports."""
-    return [
-        *([f"{RUN}/landscape/grid.csv"] if LANDSCAPE["enabled"] else []),
-        *([f"{RUN}/grid/grid.csv"] if "grid_finetune" in run_methods(config, seed) else []),
-    ]
-
 
 rule landscape:
     input:
@@ -38,19 +13,20 @@ rule landscape:
         fusion=expand(f"{RUN}/fusion/{{method}}", method=LANDSCAPE_METHODS, allow_missing=True),
     output:
         multiext(f"{RUN}/landscape/", "grid.csv", "points.csv", "plane.json"),
-    params:
-        methods=LANDSCAPE_METHODS,
     log:
         f"{LOG}/landscape.log",
     benchmark:
         f"{BENCH}/landscape.tsv"
+    conda:
+        "../../envs/bomf.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../../envs/bomf.yaml"
+    params:
+        settings=settings("optim.eval_batch_size", "figures.landscape"),
+        methods=LANDSCAPE_METHODS,
     script:
         "../scripts/landscape.py"
 
@@ -59,13 +35,20 @@ rule plot_landscape:
     input:
         rules.landscape.output,
     output:
-        png=report(f"{FIG}/landscape.png", caption="../report/landscape.rst", category="Landscapes",
-                   subcategory="{task}", labels={"task": "{task}", "model": "{model}", "seed": "{seed}"}),
+        png=report(
+            f"{FIG}/landscape.png",
+            caption="../report/landscape.rst",
+            category="Landscapes",
+            subcategory="{task}",
+            labels={"task": "{task}", "model": "{model}", "seed": "{seed}"},
+        ),
         pdf=f"{FIG}/landscape.pdf",
     log:
         f"{LOG}/figures/landscape.log",
     conda:
         "../../envs/bomf.yaml"
+    params:
+        settings=settings(),
     script:
         "../scripts/plot_landscape.py"
 
@@ -74,13 +57,20 @@ rule plot_pareto:
     input:
         f"{RUN}/fusion/bomf",
     output:
-        png=report(f"{FIG}/pareto.png", caption="../report/pareto.rst", category="Fusion search",
-                   subcategory="{task}", labels={"task": "{task}", "model": "{model}", "seed": "{seed}"}),
+        png=report(
+            f"{FIG}/pareto.png",
+            caption="../report/pareto.rst",
+            category="Fusion search",
+            subcategory="{task}",
+            labels={"task": "{task}", "model": "{model}", "seed": "{seed}"},
+        ),
         pdf=f"{FIG}/pareto.pdf",
     log:
         f"{LOG}/figures/pareto.log",
     conda:
         "../../envs/bomf.yaml"
+    params:
+        settings=settings(),
     script:
         "../scripts/plot_pareto.py"
 
@@ -89,18 +79,28 @@ rule plot_grid:
     input:
         f"{RUN}/grid/grid.csv",
     output:
-        alignment=report(f"{FIG}/alignment.png", caption="../report/alignment.rst",
-                         category="Hyperparameter alignment", subcategory="{task}",
-                         labels={"task": "{task}", "model": "{model}", "seed": "{seed}"}),
+        alignment=report(
+            f"{FIG}/alignment.png",
+            caption="../report/alignment.rst",
+            category="Hyperparameter alignment",
+            subcategory="{task}",
+            labels={"task": "{task}", "model": "{model}", "seed": "{seed}"},
+        ),
         alignment_pdf=f"{FIG}/alignment.pdf",
-        correlation=report(f"{FIG}/correlation.png", caption="../report/correlation.rst",
-                           category="Best member vs average", subcategory="{task}",
-                           labels={"task": "{task}", "model": "{model}", "seed": "{seed}"}),
+        correlation=report(
+            f"{FIG}/correlation.png",
+            caption="../report/correlation.rst",
+            category="Best member vs average",
+            subcategory="{task}",
+            labels={"task": "{task}", "model": "{model}", "seed": "{seed}"},
+        ),
         correlation_pdf=f"{FIG}/correlation.pdf",
     log:
         f"{LOG}/figures/grid.log",
     conda:
         "../../envs/bomf.yaml"
+    params:
+        settings=settings(),
     script:
         "../scripts/plot_grid.py"
 

@@ -10,20 +10,21 @@ rule finetune:
         members=[f"{RUN}/members/member{k:02d}.safetensors" for k in range(MEMBERS)],
         trajectory=f"{RUN}/members/trajectory.csv",
         manifest=f"{RUN}/members/members.json",
-    params:
-        # Members and resumable training states while training runs; kept when the job fails (outputs are
-        # not), so a rerun continues from the last member. Removed on success.
-        staging=f"{RUN}/members.resume",
     log:
         f"{LOG}/finetune.log",
     benchmark:
         f"{BENCH}/finetune.tsv"
+    conda:
+        "../../envs/bomf.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../../envs/bomf.yaml"
+    params:
+        settings=settings("optim", "finetune"),
+        # Members and resumable training states while training runs; kept when the job fails (outputs are
+        # not), so a rerun continues from the last member. Removed on success.
+        staging=f"{RUN}/members.resume",
     script:
         "../scripts/finetune.py"

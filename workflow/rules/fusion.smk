@@ -10,19 +10,20 @@ rule fuse:
         manifest=rules.finetune.output.manifest,
     output:
         directory(f"{RUN}/fusion/{{method}}"),
-    params:
-        # Every objective evaluation, replayed by a rerun; beside the output, which a failed job loses.
-        journal=f"{RUN}/fusion/{{method}}.journal.jsonl",
     log:
         f"{LOG}/fusion/{{method}}.log",
     benchmark:
         f"{BENCH}/fusion/{{method}}.tsv"
+    conda:
+        "../../envs/bomf.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../../envs/bomf.yaml"
+    params:
+        settings=fusion_settings,
+        # Every objective evaluation, replayed by a rerun; beside the output, which a failed job loses.
+        journal=f"{RUN}/fusion/{{method}}.journal.jsonl",
     script:
         "../scripts/fuse.py"

@@ -12,10 +12,12 @@ rule hpo_suggest:
         f"{LOG}/{{search}}/round{{round}}/suggest.log",
     benchmark:
         f"{BENCH}/{{search}}/round{{round}}/suggest.tsv"
-    resources:
-        mem_mb=2000,
     conda:
         "../../envs/bomf.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        settings=settings("hpo"),
     script:
         "../scripts/hpo_suggest.py"
 
@@ -31,13 +33,15 @@ rule hpo_trial:
         f"{LOG}/{{search}}/round{{round}}/trial{{trial}}.log",
     benchmark:
         f"{BENCH}/{{search}}/round{{round}}/trial{{trial}}.tsv"
+    conda:
+        "../../envs/bomf.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../../envs/bomf.yaml"
+    params:
+        settings=settings("optim", "hpo.epochs", "hpo.max_train", "data.split_seed"),
     script:
         "../scripts/hpo_trial.py"
 

@@ -3,4 +3,4 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.hpo_suggest(snakemake.config, w.task, int(w.seed), int(w.round), list(snakemake.input), snakemake.output[0])
+    pipeline.hpo_suggest(snakemake.params.settings, w.task, int(w.seed), int(w.round), list(snakemake.input), snakemake.output[0])

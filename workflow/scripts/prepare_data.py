@@ -2,4 +2,4 @@ from bomf import pipeline
 from bomf.runtime import job
 
 with job(snakemake):
-    pipeline.prepare_data(snakemake.config, snakemake.wildcards.task, snakemake.output[0].rsplit("/", 1)[0])
+    pipeline.prepare_data(snakemake.params.settings, snakemake.wildcards.task, snakemake.output[0].rsplit("/", 1)[0])
