@@ -256,3 +256,58 @@ def test_command_line_values_get_the_schema_types(tmp_path):
     with pytest.raises(ConfigError, match="'hpo.rounds': 'three' is not of type 'integer'"):
         validate_config({**copy.deepcopy(DEFAULT_CONFIG), "hpo": {**DEFAULT_CONFIG["hpo"], "rounds": "three"}},
                         command_line={"hpo": {"rounds": "three"}})
+
+
+# --------------------------------------------------------------------------- as a user sees it
+
+
+def run_snakemake(workdir: Path, *args: str) -> list[str]:
+    """``snakemake all`` (not a dry run: a config that passed would start jobs) in ``workdir``; its output lines."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+               str(workdir), "--cores", "1", "all", *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=300)
+    assert result.returncode != 0
+    return (result.stdout + result.stderr).splitlines()
+
+
+def user_config(tmp_path: Path, text: str = "") -> Path:
+    """The default config with the data directory made absolute, plus ``text`` appended verbatim."""
+    config = (REPO / "config.yaml").read_text().replace("../shared/data", str(REPO.parent / "shared" / "data"))
+    path = tmp_path / "my-config.yaml"
+    path.write_text(config + text)
+    return path
+
+
+@pytest.mark.parametrize("args, lines", [
+    (["--config", "fusion={selectoin: knee, evaluatons: 3}"],
+     ["unknown key 'fusion.selectoin' (did you mean 'fusion.selection'?)",
+      "unknown key 'fusion.evaluatons' (did you mean 'fusion.evaluations'?)"]),
+    (["--config", "hpo={acquisition: qEI}", "fusion={acquisition: qEHVI}"],
+     ["config field 'fusion.acquisition': 'qEHVI' is not one of ['qLogNEHVI', 'qNEHVI']",
+      "config field 'hpo.acquisition': 'qEI' is not one of ['qLogNEI', 'qLogEI']"]),
+    (["--config", "models=[..]"],
+     ["config field 'models.0': '..' is not allowed: use letters, digits, _ . and - only, not only dots "
+      "(it names a directory)"]),
+    (["--config", "output_dir=../elsewhere"],
+     ["config field 'output_dir': '../elsewhere' is not allowed: a relative path of letters, digits, _ . and -, "
+      "with no '.' or '..' component"]),
+], ids=["two-typos", "two-acquisitions", "dot-dot-model", "output-outside"])
+def test_every_config_problem_is_one_line_before_any_job(tmp_path, args, lines):
+    output = run_snakemake(tmp_path, "--configfile", str(user_config(tmp_path)), *args)
+    first = next(i for i, line in enumerate(output) if line.startswith("bomf: "))
+    assert output[first] == f"bomf: invalid configuration ({len(lines)} problem{'s' if len(lines) > 1 else ''}):"
+    assert output[first + 1:first + 1 + len(lines)] == [f"  - {line}" for line in lines]
+    assert not any(line.lstrip().startswith(("File \"", "Traceback")) for line in output), output
+    assert not (tmp_path / "results").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_key_given_twice_in_a_config_file_is_named_with_its_line(tmp_path):
+    config = user_config(tmp_path, "\nhpo:\n  rounds: 3\n")  # config.yaml already has an hpo block
+    line = [i for i, text in enumerate(config.read_text().splitlines(), 1) if text.startswith("hpo:")][-1]
+    output = run_snakemake(tmp_path, "--configfile", str(config))
+    assert f"  - {config}:{line}: key 'hpo' appears twice in one mapping (YAML would keep only the last); " \
+           f"merge the two" in output
+    assert not (tmp_path / "results").exists()

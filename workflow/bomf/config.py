@@ -12,6 +12,14 @@ import math
 from pathlib import Path
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+# The schema's name patterns in words (names become directories of every run).
+PATTERNS = {
+    "^[A-Za-z0-9_-]+$": "use letters, digits, _ and - only (it names a directory)",
+    "^(?!\\.+$)[A-Za-z0-9_.-]+$": "use letters, digits, _ . and - only, not only dots (it names a directory)",
+    "^[a-z0-9_]+$": "use lower-case letters, digits and _ only",
+    "^(?!(.*/)?\\.\\.?(/|$))[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$":
+        "a relative path of letters, digits, _ . and -, with no '.' or '..' component",
+}
 BOOLEAN_HINT = " (YAML reads unquoted yes/no/true/false as booleans: quote the value)"
 
 
@@ -19,7 +27,8 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names each offending field and what to do about it."""
 
 
-def validate_config(config: dict, schema_path: str | Path | None = None, command_line=None) -> dict:
+def validate_config(config: dict, schema_path: str | Path | None = None, command_line=None,
+                    config_files=()) -> dict:
     """Check ``config`` against the schema (filling in its defaults), then its semantics; returns it.
 
     ``command_line``: the values given with ``--config`` (``workflow.config_settings.config``), which
@@ -28,23 +37,50 @@ def validate_config(config: dict, schema_path: str | Path | None = None, command
     """
     import jsonschema
     import yaml
-    from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
     path = Path(schema_path or DEFAULT_SCHEMA)
-    if command_line:
-        schema = yaml.safe_load(path.read_text(encoding="utf-8"))
-        for key, given in command_line.items():
-            config[key] = _typed(config[key], given, schema.get("properties", {}).get(key), schema)
-    try:
-        validate(config, str(path), set_default=True)
-    except WorkflowError as err:
-        cause = err.__context__
-        if not isinstance(cause, jsonschema.ValidationError):
-            raise
-        raise ConfigError(schema_message(cause)) from None
+    schema = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for key, given in (command_line or {}).items():
+        config[key] = _typed(config[key], given, schema.get("properties", {}).get(key), schema)
+    # Every schema violation at once, one line each; only a valid config gets its defaults and the checks
+    # that need them.
+    errors = jsonschema.validators.validator_for(schema)(schema).iter_errors(config)
+    problems = [*duplicate_keys(config_files),
+                *(line for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path])
+                  for line in schema_messages(error))]
+    if problems:
+        raise ConfigError(problem_list(problems))
+    validate(config, str(path), set_default=True)
     check_semantics(config)
     return config
+
+
+def duplicate_keys(paths) -> list[str]:
+    """A key given twice in one mapping of a config file: YAML keeps the last silently, losing the first block."""
+    import yaml
+
+    problems = []
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    problems.append(f"{path}:{key_node.start_mark.line + 1}: key '{key}' appears twice in one "
+                                    f"mapping (YAML would keep only the last); merge the two")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    for path in paths:
+        yaml.load(Path(path).read_text(encoding="utf-8"), Loader=Loader)
+    return problems
+
+
+def problem_list(problems: list[str]) -> str:
+    count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+    return f"invalid configuration ({count}):\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def _typed(value, given, schema: dict | None, root: dict):
@@ -92,19 +128,20 @@ def field(path) -> str:
     return ".".join(str(part) for part in path)
 
 
-def schema_message(error) -> str:
-    """One line for a schema violation, naming the field: unknown and missing keys get their full path."""
+def schema_messages(error) -> list[str]:
+    """One line per problem of a schema violation, naming the field: unknown and missing keys get their full
+    path, one line each."""
     where = list(error.absolute_path)
     if error.validator == "additionalProperties" and error.validator_value is False:
         known = list(error.schema.get("properties", {}))
-        unknown = [key for key in error.instance if key not in known]
-        return "; ".join(f"unknown key '{field([*where, key])}'{_suggestion(where, key, known)}"
-                         for key in unknown)
+        return [f"unknown key '{field([*where, key])}'{_suggestion(where, key, known)}"
+                for key in error.instance if key not in known]
     if error.validator == "required":
-        missing = [key for key in error.validator_value if key not in error.instance]
-        return "; ".join(f"missing key '{field([*where, key])}'" for key in missing)
+        return [f"missing key '{field([*where, key])}'" for key in error.validator_value if key not in error.instance]
+    if error.validator == "pattern" and error.validator_value in PATTERNS:
+        return [f"config field '{field(where)}': {error.instance!r} is not allowed: {PATTERNS[error.validator_value]}"]
     hint = BOOLEAN_HINT if error.validator == "type" and isinstance(error.instance, bool) else ""
-    return f"config field '{field(where) or '<top level>'}': {error.message}{hint}"
+    return [f"config field '{field(where) or '<top level>'}': {error.message}{hint}"]
 
 
 def _suggestion(where: list, key: str, known: list[str]) -> str:
@@ -129,8 +166,7 @@ def check_semantics(config: dict) -> None:
         *check_outer_seeds(config),
     ]
     if problems:
-        count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
-        raise ConfigError(f"invalid configuration ({count}):\n" + "\n".join(f"  - {p}" for p in problems))
+        raise ConfigError(problem_list(problems))
 
 
 def _builtin_tasks() -> dict:

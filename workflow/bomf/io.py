@@ -16,10 +16,19 @@ def atomic_path(path: str | os.PathLike):
     os.close(handle)
     try:
         yield Path(tmp)
+        # mkstemp creates 0600 whatever the umask; a result gets the mode of a plainly created file, so a
+        # group on a shared cluster filesystem can read it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path, text: str) -> None:

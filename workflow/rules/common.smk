@@ -2,7 +2,7 @@ from snakemake.utils import min_version
 
 import sys
 
-from bomf.config import validate_config
+from bomf.config import ConfigError, validate_config
 from bomf.provenance import log_command
 from bomf.fusion import PARAMETERS
 from bomf.settings import job_settings, run_methods
@@ -12,8 +12,12 @@ min_version("9.0")
 
 
 # Schema defaults are filled in and every field checked before any job is scheduled; --config values
-# (strings, as Snakemake passes them) are read with the types the schema gives them.
-validate_config(config, command_line=workflow.config_settings.config)
+# (strings, as Snakemake passes them) are read with the types the schema gives them. Every problem is one
+# line on the terminal, without Python frames.
+try:
+    validate_config(config, command_line=workflow.config_settings.config, config_files=workflow.configfiles)
+except ConfigError as error:
+    sys.exit(f"bomf: {error}")
 
 # Compute rules declare `threads: 1` (torch is sized to it, bomf.runtime.job): on a CPU machine the
 # independent jobs (a round's trials, grid points, fusion methods, tasks, seeds) then run side by side, which
