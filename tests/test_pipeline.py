@@ -43,10 +43,12 @@ def test_the_split_audit_fails_a_job_that_opens_the_test_split(tmp_path):
     split.parent.mkdir(parents=True)
     split.write_text("{}\n")
     env = {**os.environ, **audit_environment(tmp_path)}
+    scripts = tmp_path / ".snakemake" / "scripts"  # where Snakemake puts a job's script
+    scripts.mkdir(parents=True)
     for script, expected in (("fuse.py", 1), ("evaluate.py", 0)):
-        (tmp_path / f"tmpabc.{script}").write_text(f"open({str(split)!r}).read()\n")
-        result = subprocess.run([sys.executable, f"tmpabc.{script}"], cwd=tmp_path, env=env, capture_output=True,
-                                text=True, timeout=60)
+        (scripts / f"tmpabc.{script}").write_text(f"open({str(split)!r}).read()\n")
+        result = subprocess.run([sys.executable, str(scripts / f"tmpabc.{script}")], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
         assert result.returncode == expected, result.stderr
         assert ("PermissionError: audit: fuse.py may not open the test split" in result.stderr) == bool(expected)
     log = Path(env["BOMF_AUDIT_LOG"]).read_text().splitlines()
