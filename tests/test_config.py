@@ -24,7 +24,7 @@ def repo_workdir(monkeypatch):
 def custom_task(tmp: Path, **overrides) -> dict:
     """A valid custom classification task whose files exist under ``tmp``; an override of None drops the key."""
     for split in ("train", "test"):
-        (tmp / f"{split}.csv").write_text("sentence,label\nfine,yes\nbad,no\n")
+        (tmp / f"{split}.csv").write_text("sentence,label\n" + "fine,yes\nbad,no\n" * 150)  # > val_size 200
     task = {"train": str(tmp / "train.csv"), "test": str(tmp / "test.csv"), "text_columns": ["sentence"],
             "label_column": "label", "kind": "classification", "labels": ["no", "yes"], "metrics": ["accuracy"]}
     return {key: value for key, value in {**task, **overrides}.items() if value is not None}
@@ -33,6 +33,16 @@ def custom_task(tmp: Path, **overrides) -> dict:
 def with_custom_task(config: dict, tmp: Path, **overrides) -> None:
     config["custom_tasks"]["mine"] = custom_task(tmp, **overrides)
     config["tasks"].append("mine")
+
+
+def small_custom_task(config: dict, tmp: Path) -> None:
+    with_custom_task(config, tmp)
+    (tmp / "train.csv").write_text("sentence,label\n" + "fine,yes\n" * 150)
+
+
+def malformed_model_config(config: dict, tmp: Path) -> None:
+    (tmp / "config.json").write_text('{"model_type": "bert",\n "num_hidden_layers": 6,,}')
+    minilm(config)["source"] = str(tmp)
 
 
 def space(config: dict, name: str) -> dict:
@@ -159,6 +169,17 @@ BAD_CONFIGS = [
     case("implied-initial-points-over-evaluations",
          lambda c, t: (c["finetune"].update(members=5), c["fusion"].update(initial_points=None, evaluations=4)),
          "fusion.initial_points: 5 (null: one per finetune.members) exceeds fusion.evaluations (4)"),
+    case("custom-task-path-is-a-directory", lambda c, t: with_custom_task(c, t, test=str(t)),
+         "custom_tasks.mine.test: '{tmp}' is a directory, not a file"),
+    case("custom-task-column-absent", lambda c, t: with_custom_task(c, t, text_columns=["premise"]),
+         "custom_tasks.mine.train: '{tmp}/train.csv' has no column 'premise' (columns: 'sentence', 'label')"),
+    case("custom-task-smaller-than-validation", small_custom_task,
+         "data.val_size: 200 validation examples are carved out of custom_tasks.mine.train ('{tmp}/train.csv'), "
+         "which has 150; lower data.val_size"),
+    case("custom-task-labels-ambiguous", lambda c, t: with_custom_task(c, t, labels=[1, "1"]),
+         "custom_tasks.mine.labels: '1' given more than once"),
+    case("model-config-json-malformed", malformed_model_config,
+         "model_catalog.minilm.source: {tmp}/config.json is not valid JSON (line 2: Expecting property name"),
     case("outer-seeds-run-nowhere", lambda c, t: c["baselines"].update(outer_seeds=[7]),
          "baselines.outer_seeds: none of [7] is among seeds [0], so grid_finetune, hpbo_full would run nowhere"),
     case("output-dir-leaves-the-working-directory", lambda c, t: c.update(output_dir="results/../.."),

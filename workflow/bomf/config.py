@@ -6,7 +6,9 @@ live in code registries, bounds that must be ordered, budgets that must fit toge
 Every message names the offending config field. Relative paths resolve against the working directory.
 """
 
+import csv
 import difflib
+import io
 import json
 import math
 from pathlib import Path
@@ -200,6 +202,11 @@ def check_custom_tasks(custom_tasks: dict) -> list[str]:
             problems.append(f"{where}.labels: a regression task has no labels; remove the key")
         if not regression and "labels" not in task:
             problems.append(f"{where}.labels: a classification task needs its label values, in class-index order")
+        labels = [str(label).strip() for label in task.get("labels", [])]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            problems.append(f"{where}.labels: {', '.join(map(repr, twice))} given more than once (labels are "
+                            f"compared as text, so 1 and \"1\" are the same label); list each label once")
         allowed = [m for m in METRICS if (m in REGRESSION_METRICS) == regression]
         problems += [f"{where}.metrics: '{metric}' is not a {task['kind']} metric; use one of {', '.join(allowed)}"
                      for metric in task["metrics"] if metric not in allowed]
@@ -207,10 +214,51 @@ def check_custom_tasks(custom_tasks: dict) -> list[str]:
 
 
 def check_custom_task_files(config: dict) -> list[str]:
-    """The files of every requested custom task."""
-    return [f"custom_tasks.{name}.{split}: file '{task[split]}' not found{_cwd_note(task[split])}"
-            for name, task in config["custom_tasks"].items() if name in config["tasks"]
-            for split in ("train", "test") if not Path(task[split]).is_file()]
+    """The files of every requested custom task: present, with the named columns, and train larger than the
+    validation set carved out of it. Cheap (a header and a row count), so it runs before any job; the
+    values themselves are checked when the data job reads them."""
+    problems = []
+    for name, task in config["custom_tasks"].items():
+        if name not in config["tasks"]:
+            continue
+        for split in ("train", "test"):
+            where, path = f"custom_tasks.{name}.{split}", Path(task[split])
+            if path.is_dir():
+                problems.append(f"{where}: '{path}' is a directory, not a file")
+                continue
+            if not path.is_file():
+                problems.append(f"{where}: file '{path}' not found{_cwd_note(task[split])}")
+                continue
+            try:
+                columns, rows = _columns_and_rows(path)
+            except (UnicodeDecodeError, csv.Error, json.JSONDecodeError) as err:
+                problems.append(f"{where}: '{path}' cannot be read as {path.suffix.lstrip('.') or 'CSV'} "
+                                f"({err}); the data job names the line")
+                continue
+            absent = [c for c in [*task["text_columns"], task["label_column"]] if c not in columns]
+            if absent:
+                problems.append(f"{where}: '{path}' has no column {', '.join(map(repr, absent))} (columns: "
+                                f"{', '.join(map(repr, columns))})")
+            if split == "train" and rows <= config["data"]["val_size"]:
+                problems.append(f"data.val_size: {config['data']['val_size']} validation examples are carved out "
+                                f"of {where} ('{path}'), which has {rows}; lower data.val_size")
+    return problems
+
+
+def _columns_and_rows(path: Path) -> tuple[list[str], int]:
+    """The column names (CSV header, or the first JSONL record's keys) and the number of records."""
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix == ".jsonl":
+        lines = [line for line in text.splitlines() if line.strip()]
+        first = json.loads(lines[0]) if lines else {}
+        return (list(first) if isinstance(first, dict) else []), len(lines)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a long text field is data, not an error
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    finally:
+        csv.field_size_limit(limit)
+    return (rows[0] if rows else []), max(0, len([r for r in rows[1:] if r]))
 
 
 def check_glue_files(config: dict) -> list[str]:
@@ -304,8 +352,14 @@ def check_model_source(name: str, model: dict, grid_frozen: list[int] = ()) -> l
         return [f"{where}.source: {err}"]
     if not Path(resolved).is_dir():
         return []  # a hub id (checked when it is downloaded) or a GGUF file (checked when converted)
-    with open(Path(resolved) / "config.json", encoding="utf-8") as handle:
-        model_config = json.load(handle)
+    config_file = Path(resolved) / "config.json"
+    if not config_file.is_file():
+        return [f"{where}.source: '{resolved}' holds no config.json; point it at a save_pretrained directory"]
+    try:
+        model_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        detail = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+        return [f"{where}.source: {config_file} is not valid JSON ({detail})"]
     problems = []
     layers = model_config.get("num_hidden_layers")
     if layers is not None and model.get("proxy_frozen_layers", 0) >= layers:
