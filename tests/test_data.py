@@ -1,11 +1,13 @@
 """Task readers and the split protocol, on the real GLUE files and on small hand-written files."""
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 from conftest import GLUE_DIR
 
+from bomf import data, tasks
 from bomf.data import SPLITS, make_splits, prepare_task_data
 from bomf.io import read_json, read_jsonl
 from bomf.tasks import GLUE_FORMATS, GLUE_TASKS, DataError, get_task, load_raw_splits, read_custom, read_glue_tsv
@@ -284,9 +286,9 @@ def test_stsb_score_not_a_number(tmp_path):
 
 def test_stsb_score_nan(tmp_path):
     path = _stsb_copy(tmp_path, 3, "nan")
-    with pytest.raises(DataError, match="NaN") as err:
+    with pytest.raises(DataError) as err:
         read_glue_tsv(GLUE_TASKS["stsb"], path)
-    assert f"{path}:3" in str(err.value)
+    assert str(err.value) == f"{path}:3: score nan is not a finite number"
 
 
 def test_short_row_names_the_line(tmp_path):
@@ -375,3 +377,158 @@ def test_bad_data_leaves_no_partial_outputs(tmp_path, bad_test):
         prepare_task_data(get_task("mine", custom), {"split_seed": 0, "val_size": 1}, custom, out)
     assert str(test) in str(err.value)
     assert not out.exists() or not any(out.iterdir())
+
+
+# --------------------------------------------------------------------------- the exact line a user sees
+
+
+def _read_mine(path: Path, text_columns=("premise", "hypothesis")) -> list[dict]:
+    return read_custom(get_task("mine", _custom(path.parent, path, path)), path, list(text_columns), "gold")
+
+
+def _message(read, *args) -> str:
+    with pytest.raises(DataError) as err:
+        read(*args)
+    return str(err.value)
+
+
+REGRESSION = get_task("reg", {"reg": {"kind": "regression", "metrics": ["pearson"]}})
+
+
+@pytest.mark.parametrize("name,content,shown", [
+    ("scores.csv", "s,y\na,0.5\nb,inf\n", "score inf is not a finite number"),
+    ("scores.csv", "s,y\na,0.5\nb,-inf\n", "score -inf is not a finite number"),
+    ("scores.csv", "s,y\na,0.5\nb,NaN\n", "score nan is not a finite number"),
+    ("scores.jsonl", '\n{"s": "a", "y": 0.5}\n{"s": "b", "y": Infinity}\n', "score inf is not a finite number"),
+    ("scores.jsonl", '\n{"s": "a", "y": 0.5}\n{"s": "b", "y": NaN}\n', "score nan is not a finite number"),
+    ("scores.jsonl", '\n{"s": "a", "y": 0.5}\n{"s": "b", "y": true}\n', "score True is not a number"),
+    ("scores.jsonl", '\n{"s": "a", "y": 0.5}\n{"s": "b", "y": [1]}\n', "score [1] is not a number"),
+])
+def test_regression_score_must_be_a_finite_number(tmp_path, name, content, shown):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    assert _message(read_custom, REGRESSION, path, ["s"], "y") == f"{path}:3: column 'y': {shown}"
+
+
+@pytest.mark.parametrize("row,count", [("E,F,neg,extra", 4), ("E,F", 2)])
+def test_csv_row_needs_as_many_fields_as_the_header(tmp_path, row, count):
+    path = tmp_path / "data.csv"
+    # The quoted field spans two lines and the blank line is skipped: lines are the file's lines.
+    path.write_text(f'premise,hypothesis,gold\n"A\na",B,pos\n\nC,D,neg\n{row}\n', encoding="utf-8")
+    assert _message(_read_mine, path) == f"{path}:6: {count} fields, but the header has 3"
+
+
+def test_csv_header_with_a_repeated_column(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("gold,premise,hypothesis,premise,gold\npos,A,B,C,neg\n", encoding="utf-8")
+    assert _message(_read_mine, path) == (
+        f"{path}:1: column name(s) ['gold', 'premise'] appear more than once in the header")
+
+
+def test_empty_text_is_rejected(tmp_path):
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text("premise,hypothesis,gold\nA,B,pos\nC, \t,neg\n", encoding="utf-8")
+    assert _message(_read_mine, csv_path) == f"{csv_path}:3: column 'hypothesis' is empty or only whitespace"
+    jsonl_path = tmp_path / "data.jsonl"
+    jsonl_path.write_text('{"premise": "", "hypothesis": "h", "gold": "pos"}\n', encoding="utf-8")
+    assert _message(_read_mine, jsonl_path) == f"{jsonl_path}:1: column 'premise' is empty or only whitespace"
+    lines = (GLUE_DIR / "RTE" / "dev.tsv").read_text(encoding="utf-8").splitlines()[:4]
+    fields = lines[2].split("\t")
+    lines[2] = "\t".join([fields[0], fields[1], "", fields[3]])
+    glue_path = tmp_path / "dev.tsv"
+    glue_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert _message(read_glue_tsv, GLUE_TASKS["rte"], glue_path) == (
+        f"{glue_path}:3: column 3 is empty or only whitespace")
+
+
+@pytest.mark.parametrize("record,shown", [
+    ('{"premise": null, "hypothesis": "h", "gold": "pos"}', "column 'premise' is null"),
+    ('{"premise": "p", "hypothesis": "h", "gold": null}', "column 'gold' is null"),
+    ('{"premise": "p", "gold": "pos"}', "column 'hypothesis' missing"),
+])
+def test_null_column_is_told_apart_from_a_missing_one(tmp_path, record, shown):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"premise": "p", "hypothesis": "h", "gold": "pos"}\n' + record + "\n", encoding="utf-8")
+    assert _message(_read_mine, path) == f"{path}:2: {shown}"
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text("premise,hypothesis,gold\nA,B,\n", encoding="utf-8")
+    assert _message(_read_mine, csv_path) == f"{csv_path}:2: column 'gold' is empty or only whitespace"
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    csv_path = tmp_path / "bom.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + "premise,hypothesis,gold\ncaf\u00e9,B,pos\n".encode("utf-8"))
+    assert _read_mine(csv_path) == [{"text": ["caf\u00e9", "B"], "label": 1}]
+    jsonl_path = tmp_path / "bom.jsonl"
+    jsonl_path.write_bytes(b"\xef\xbb\xbf" + b'{"premise": "A", "hypothesis": "B", "gold": "neg"}\n')
+    assert _read_mine(jsonl_path) == [{"text": ["A", "B"], "label": 0}]
+
+
+def test_long_csv_field_loads(tmp_path):
+    long_text = "word " * 60_000  # 300,000 characters, over csv's default limit of 131,072
+    path = tmp_path / "long.csv"
+    path.write_text(f'premise,hypothesis,gold\n"{long_text}",B,pos\n', encoding="utf-8")
+    limit = csv.field_size_limit()
+    assert _read_mine(path) == [{"text": [long_text, "B"], "label": 1}]
+    assert csv.field_size_limit() == limit  # the process-wide limit is restored
+
+
+def test_csv_error_names_the_line(tmp_path, monkeypatch):
+    path = tmp_path / "data.csv"
+    path.write_text('premise,hypothesis,gold\nA,B,pos\nC,"D unclosed,neg\nE,F,pos\n', encoding="utf-8")
+    assert _message(_read_mine, path) == f"{path}:3: bad CSV row (unexpected end of data)"
+    monkeypatch.setattr(tasks, "_CSV_FIELD_LIMIT", 10)
+    path.write_text("premise,hypothesis,gold\nA,B,pos\nC,longer than ten,neg\n", encoding="utf-8")
+    assert _message(_read_mine, path) == f"{path}:3: bad CSV row (field larger than field limit (10))"
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    raw = b"\xef\xbb\xbf" + "premise,gold\nA,pos\ncaf\u00e9,neg\n".encode("latin-1")
+    offset = raw.index(b"\xe9")  # counted from the file's first byte, the BOM included
+    for name in ("latin1.csv", "latin1.jsonl"):
+        path = tmp_path / name
+        path.write_bytes(raw)
+        assert _message(_read_mine, path, ["premise"]) == (
+            f"{path}:3: not UTF-8 text (byte {offset}); re-save it as UTF-8")
+    path = tmp_path / "train.tsv"
+    path.write_bytes("index\tsentence1\tsentence2\tlabel\n0\tcaf\u00e9\tb\tentailment\n".encode("latin-1"))
+    assert _message(read_glue_tsv, GLUE_TASKS["rte"], path) == (
+        f"{path}:2: not UTF-8 text (byte 37); re-save it as UTF-8")
+
+
+def test_directory_is_not_a_file(tmp_path):
+    directory = tmp_path / "data.csv"
+    directory.mkdir()
+    assert _message(_read_mine, directory) == f"{directory}: is a directory, not a file"
+    glue = tmp_path / "glue"
+    (glue / "RTE" / "train.tsv").mkdir(parents=True)
+    assert _message(load_raw_splits, GLUE_TASKS["rte"], {"glue_dir": str(glue)}, {}) == (
+        f"{glue / 'RTE' / 'train.tsv'}: is a directory, not a file")
+
+
+def test_split_counts_held_out_texts_that_also_occur_in_train(tmp_path, capsys):
+    train = tmp_path / "train.csv"
+    # Every text three times: at most two copies fit in a validation split of two, so both are also in train.
+    train.write_text("premise,hypothesis,gold\n" + "A,B,pos\nC,D,neg\nE,F,pos\n" * 3, encoding="utf-8")
+    test = tmp_path / "test.csv"
+    test.write_text("premise,hypothesis,gold\nA,B,neg\nA,X,pos\nB,A,neg\n", encoding="utf-8")
+    custom = _custom(tmp_path, train, test)
+    summary = prepare_task_data(get_task("mine", custom), {"split_seed": 0, "val_size": 2}, custom, tmp_path / "out")
+    assert summary["duplicates"] == {"val_in_train": 2, "test_in_train": 1}  # the text, not the label, counts
+    assert read_json(tmp_path / "out" / "split.json")["duplicates"] == summary["duplicates"]
+    assert capsys.readouterr().out == "bomf warning: mine: 2 validation and 1 test examples also occur in train\n"
+
+    test.write_text("premise,hypothesis,gold\nX,Y,pos\n", encoding="utf-8")
+    train.write_text("premise,hypothesis,gold\nA,B,pos\nC,D,neg\nE,F,pos\n", encoding="utf-8")
+    summary = prepare_task_data(get_task("mine", custom), {"split_seed": 0, "val_size": 1}, custom, tmp_path / "out")
+    assert summary["duplicates"] == {"val_in_train": 0, "test_in_train": 0}
+    assert capsys.readouterr().out == ""
+
+
+def test_split_of_a_text_task_has_no_duplicate_count(tmp_path, monkeypatch):
+    """QA and generation examples have no ``text`` list; their groups keep train and validation apart."""
+    qa = [{"id": str(i), "question": "q", "context": "c", "answers": {"text": [], "answer_start": []},
+           "group": f"article {i % 3}"} for i in range(6)]
+    monkeypatch.setattr(data, "load_raw_splits", lambda *args: (qa, qa[:2]))
+    summary = prepare_task_data(get_task("squad_v2"), {"split_seed": 0, "val_size": 2}, {}, tmp_path / "out")
+    assert "duplicates" not in summary and summary["sizes"] == {"train": 4, "val": 2, "test": 2}

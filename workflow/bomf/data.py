@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 from .io import write_json, write_jsonl
+from .runtime import tell_user
 from .tasks import TEXT_SOURCES, TaskSpec, load_raw_splits
 
 SPLITS = ("train", "val", "test")
@@ -64,8 +65,23 @@ def prepare_task_data(spec: TaskSpec, data_config: dict, custom_tasks: dict, out
         "raw_sizes": {"train": len(train), "test": len(test)},
         "sizes": {split: len(splits[split]) for split in SPLITS},
     }
+    duplicates = _duplicates(splits)
+    if duplicates is not None:
+        summary["duplicates"] = duplicates
+        if any(duplicates.values()):
+            tell_user(f"{spec.name}: {duplicates['val_in_train']} validation and {duplicates['test_in_train']} "
+                      f"test examples also occur in train")
     write_json(out_dir / "split.json", summary)
     return summary
+
+
+def _duplicates(splits: dict[str, list[dict]]) -> dict[str, int] | None:
+    """How many validation and test examples have exactly the text of a train example: repeated texts in
+    the source data leak train into the held-out splits, and no split by shuffling can prevent it."""
+    if "text" not in splits["train"][0]:
+        return None  # QA and generation examples: kept apart by ``group`` instead
+    train = {tuple(e["text"]) for e in splits["train"]}
+    return {f"{split}_in_train": sum(tuple(e["text"]) in train for e in splits[split]) for split in ("val", "test")}
 
 
 def _describe_protocol(spec: TaskSpec, data_config: dict) -> str:

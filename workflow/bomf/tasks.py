@@ -10,7 +10,9 @@ representation).
 """
 
 import csv
+import io
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,12 +102,15 @@ def get_task(name: str, custom_tasks: dict | None = None) -> TaskSpec:
 
 def _label(spec: TaskSpec, raw, where: str) -> int | float:
     if spec.is_regression:
+        # bool is an int to Python: JSON true must not become the score 1.0.
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise DataError(f"{where}: score {raw!r} is not a number")
         try:
             value = float(raw)
-        except (TypeError, ValueError):
+        except ValueError:
             raise DataError(f"{where}: score {raw!r} is not a number") from None
-        if value != value:
-            raise DataError(f"{where}: score is NaN")
+        if not math.isfinite(value):
+            raise DataError(f"{where}: score {value} is not a finite number")
         return value
     text = str(raw).strip()
     if text not in spec.labels:
@@ -113,26 +118,67 @@ def _label(spec: TaskSpec, raw, where: str) -> int | float:
     return spec.labels.index(text)
 
 
+def _present(value, where: str):
+    """``value``, unless it is null or blank; ``where`` names the file, line and column."""
+    if value is None:
+        raise DataError(f"{where} is null")
+    if isinstance(value, str) and not value.strip():
+        raise DataError(f"{where} is empty or only whitespace")
+    return value
+
+
+def _read_text(path: Path, not_found: str) -> str:
+    """The whole file as text, a UTF-8 BOM dropped; every failure names the file (and line)."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a file")
+    if not path.is_file():
+        raise DataError(f"{path}: {not_found}")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        # Decoded whole and the BOM dropped after, so the error's offset is the file's byte offset.
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {err.start}); re-save it as UTF-8") from None
+
+
+# Real documents exceed csv's default field limit of 128 KiB; 2**31 - 1 fits a C long on every platform.
+_CSV_FIELD_LIMIT = 2**31 - 1
+
+
+def _csv_rows(path: Path, text: str, **dialect) -> list[tuple[int, list[str]]]:
+    """(first line, fields) of every row of ``text``, blank rows included; a csv.Error names the row's line."""
+    old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide, so restored below
+    reader = csv.reader(io.StringIO(text, newline=""), **dialect)
+    rows, line = [], 1
+    try:
+        for row in reader:
+            rows.append((line, row))
+            line = reader.line_num + 1  # a quoted field may span lines
+    except csv.Error as err:
+        raise DataError(f"{path}:{line}: bad CSV row ({err})") from None
+    finally:
+        csv.field_size_limit(old_limit)
+    return rows
+
+
 def read_glue_tsv(spec: TaskSpec, path: Path) -> list[dict]:
     """One split of a GLUE task in the official TSV layout (quoting disabled: the files hold stray quotes)."""
     fmt = GLUE_FORMATS[spec.name]
-    if not path.is_file():
-        raise DataError(f"{path}: GLUE file not found (expected <glue_dir>/{fmt.directory}/{path.name})")
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    first_line = 2 if fmt.has_header else 1
+    text = _read_text(path, f"GLUE file not found (expected <glue_dir>/{fmt.directory}/{path.name})")
+    rows = _csv_rows(path, text, delimiter="\t", quoting=csv.QUOTE_NONE)
     rows = rows[1:] if fmt.has_header else rows
     needed = max(*fmt.text_columns, fmt.label_column) + 1
     examples = []
-    for line, row in enumerate(rows, start=first_line):
+    for line, row in rows:
         where = f"{path}:{line}"
         if len(row) < needed:
             raise DataError(f"{where}: expected at least {needed} tab-separated columns, found {len(row)}")
-        text = [row[i] for i in fmt.text_columns]
-        examples.append({"text": text, "label": _label(spec, row[fmt.label_column], where)})
+        texts = [_present(row[i], f"{where}: column {i + 1}") for i in fmt.text_columns]
+        examples.append({"text": texts, "label": _label(spec, row[fmt.label_column], where)})
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples
@@ -150,37 +196,42 @@ def read_glue_hub(spec: TaskSpec, split: str) -> list[dict]:
 
 def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_column: str) -> list[dict]:
     """A user's CSV or JSONL file with named text columns and a label column."""
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            if path.suffix == ".jsonl":
-                records = []
-                for line, raw in enumerate(handle, start=1):
-                    if raw.strip():
-                        try:
-                            record = json.loads(raw)
-                        except json.JSONDecodeError as err:
-                            raise DataError(f"{path}:{line}: invalid JSON ({err.msg})") from None
-                        if not isinstance(record, dict):
-                            raise DataError(f"{path}:{line}: expected a JSON object with named columns")
-                        records.append((line, record))
-            else:
-                reader = csv.DictReader(handle)
-                records = [(line, row) for line, row in enumerate(reader, start=2)]
-                columns = reader.fieldnames or []
-                for column in [*text_columns, label_column]:
-                    if column not in columns:
-                        raise DataError(f"{path}: column {column!r} missing (columns: {columns})")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); re-save it as UTF-8") from None
+    text = _read_text(path, "data file not found")
+    wanted = [*text_columns, label_column]
+    records = []
+    if path.suffix == ".jsonl":
+        for line, raw in enumerate(io.StringIO(text, newline=""), start=1):
+            if raw.strip():
+                try:
+                    record = json.loads(raw)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{line}: invalid JSON ({err.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}:{line}: expected a JSON object with named columns")
+                records.append((line, record))
+    else:
+        # strict: an unclosed quote is an error, not a field holding the rest of the file.
+        rows = _csv_rows(path, text, strict=True)
+        header = rows[0][1] if rows else []
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise DataError(f"{path}:1: column name(s) {repeated} appear more than once in the header")
+        for column in wanted:
+            if column not in header:
+                raise DataError(f"{path}: column {column!r} missing (columns: {header})")
+        for line, row in rows[1:]:
+            if not row:
+                continue  # a blank line
+            if len(row) != len(header):
+                raise DataError(f"{path}:{line}: {len(row)} fields, but the header has {len(header)}")
+            records.append((line, dict(zip(header, row))))
     examples = []
     for line, record in records:
-        where = f"{path}:{line}"
-        for column in [*text_columns, label_column]:
-            if record.get(column) is None:
-                raise DataError(f"{where}: column {column!r} missing")
-        label = _label(spec, record[label_column], f"{where}: column {label_column!r}")
+        for column in wanted:
+            if column not in record:
+                raise DataError(f"{path}:{line}: column {column!r} missing")
+            _present(record[column], f"{path}:{line}: column {column!r}")
+        label = _label(spec, record[label_column], f"{path}:{line}: column {label_column!r}")
         examples.append({"text": [str(record[c]) for c in text_columns], "label": label})
     if not examples:
         raise DataError(f"{path}: no examples")
