@@ -12,6 +12,8 @@ import torch
 import yaml
 from conftest import REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, write_tiny_config
 
+from bomf.publish import REBUILD_RULES, publish
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
                   "last_member"]
@@ -147,6 +149,19 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     assert set(scheduled_jobs(tmp_path, edited_config(config, tmp_path / "test.yaml", ("data", "max_test"), 40))) \
         == every_rule | {"all"}
     assert scheduled_jobs(tmp_path, config) == {}
+
+    # The small records alone (what results/cpu commits) rebuild every table and figure, running nothing else.
+    published = tmp_path / "published"
+    publish(tmp_path / "results", published / "results")
+    assert not list(published.rglob("*.safetensors")) and not list(published.rglob("*.jsonl"))
+    rules = list(REBUILD_RULES)
+    rebuilt = snakemake(published, config, "all", "--allowed-rules", *rules, "--forcerun", *rules)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    ran = {line.split()[-1].rstrip(":") for line in rebuilt.stderr.splitlines()
+           if line.startswith(("rule ", "localrule "))}
+    assert ran == {"summarise_run", "paper_tables", "plot_landscape", "plot_pareto", "plot_grid", "all"}, ran
+    for name in TABLES:
+        assert (published / f"results/tables/{name}.md").read_text() == (tables / f"{name}.md").read_text(), name
 
     for task in ("rte", "stsb"):
         run = tmp_path / "results" / task / "tiny" / "seed0"

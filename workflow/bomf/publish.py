@@ -1,0 +1,56 @@
+"""Copy a finished pipeline's small outputs — the records a result is read from — to a directory that is
+committed, leaving every weight, tokenizer and data split behind.
+
+    python -m bomf.publish <output_dir of a run> <committed directory>
+
+What is kept (tables, figures, per-run CSV/JSON records, Snakemake benchmark files, commands.log) is enough
+to rebuild every table and figure without recomputing a run (see configs/cpu_glue.yaml's header).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+SUFFIXES = (".csv", ".json", ".tsv", ".png", ".md", ".tex", ".log")
+# The rules that read only such records: with Snakemake limited to them, the tables, figures and summaries are
+# rebuilt from a committed directory (snakemake all --allowed-rules ... --forcerun ...).
+REBUILD_RULES = ("summarise_run", "paper_tables", "plot_landscape", "plot_pareto", "plot_grid", "paper_figures", "all")
+# Weights, tokenizers and model configs live in these directories; the data splits are .jsonl.
+SKIPPED_DIRECTORIES = {"members", "members.resume", "model", "adapter", "models"}
+
+
+def small_outputs(root: str | Path) -> list[Path]:
+    """The files under ``root`` worth committing, relative to it, sorted."""
+    root = Path(root)
+    return sorted(path.relative_to(root) for path in root.rglob("*")
+                  if path.is_file() and path.suffix in SUFFIXES
+                  and not SKIPPED_DIRECTORIES & set(path.relative_to(root).parts[:-1]))
+
+
+def publish(source: str | Path, destination: str | Path) -> list[Path]:
+    """Copy ``small_outputs(source)`` to ``destination`` (same relative paths, timestamps kept)."""
+    copied = small_outputs(source)
+    for relative in copied:
+        target = Path(destination) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(source) / relative, target)
+    return copied
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="a pipeline's output_dir")
+    parser.add_argument("destination", type=Path, help="where the small outputs go (same layout)")
+    args = parser.parse_args()
+    copied = publish(args.source, args.destination)
+    size = sum((args.destination / path).stat().st_size for path in copied)
+    print(f"{len(copied)} files, {size / 2**20:.1f} MiB -> {args.destination}")
+    rules = " ".join(REBUILD_RULES)
+    print(f"rebuild its tables and figures: snakemake all --configfile <config> --allowed-rules {rules} "
+          f"--forcerun {rules}")
+
+
+if __name__ == "__main__":
+    main()
