@@ -42,7 +42,8 @@ def run_warnings(records: Sequence[dict]) -> dict[str, str]:
     warnings = {}
     for record in records:
         constant = constant_predictions(record["predictions"], record["labels"])
-        warnings[record["method"]] = f"constant predictions ({_constant_text(record['predictions'])})" if constant else ""
+        warnings[record["method"]] = (f"constant predictions ({_constant_text(record['predictions'])})"
+                                      if constant else "")
     primary = {r["method"]: r["test"][r["primary_metric"]] for r in records}
     if len(primary) > 1 and len({round(v, 12) for v in primary.values()}) == 1:
         for method in warnings:

@@ -3,6 +3,9 @@ Snakefile reads it when the workflow is parsed)."""
 
 from pathlib import Path
 
+# A stage-2 member's weights, in members/ of its run (index from 0).
+MEMBER_FILE = "member{index:02d}.safetensors"
+
 
 def prepared_model_dir(output_dir: str, model: str) -> Path:
     """Where the prepare_model rule writes a GGUF model converted to an ordinary checkpoint."""

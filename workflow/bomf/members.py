@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .io import atomic_path, read_json, write_csv, write_json
+from .layout import MEMBER_FILE
 from .models import load_model, member_state
 from .runtime import seed_everything
 from .settings import OptimConfig, member_steps
@@ -34,7 +35,7 @@ class MemberIntegrityError(RuntimeError):
 
 
 def member_path(directory: str | Path, index: int) -> Path:
-    return Path(directory) / f"member{index:02d}.safetensors"
+    return Path(directory) / MEMBER_FILE.format(index=index)
 
 
 def sha256(path: str | Path) -> str:

@@ -5,6 +5,7 @@ import sys
 from bomf.config import ConfigError, validate_config
 from bomf.provenance import log_command
 from bomf.fusion import PARAMETERS
+from bomf.layout import MEMBER_FILE, prepared_model_dir
 from bomf.settings import job_settings, run_methods
 from bomf.sources import is_gguf
 
@@ -78,7 +79,7 @@ def earlier_trials(wildcards):
 def prepared_model(wildcards):
     """A GGUF model's converted checkpoint (rule prepare_model), read by every job that loads the model."""
     source = config["model_catalog"][wildcards.model]["source"]
-    return [f"{OUT}/models/{wildcards.model}/config.json"] if is_gguf(source) else []
+    return [str(prepared_model_dir(OUT, wildcards.model) / "config.json")] if is_gguf(source) else []
 
 
 # ---- baselines (baselines.smk)

@@ -7,7 +7,7 @@ rule finetune:
         data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
         best=f"{RUN}/hpo/best.json",
     output:
-        members=[f"{RUN}/members/member{k:02d}.safetensors" for k in range(MEMBERS)],
+        members=[f"{RUN}/members/" + MEMBER_FILE.format(index=k) for k in range(MEMBERS)],
         trajectory=f"{RUN}/members/trajectory.csv",
         manifest=f"{RUN}/members/members.json",
     log:
