@@ -201,9 +201,9 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
                    {"method": method, "weights": result.weights.tolist(), "validation": scores,
                     "evaluations": objective.fused_evaluations}, result.tables)
     objective.discard()
-    print(f"{method}: validation {scores}; {objective.fused_evaluations} fused models evaluated "
-          f"({objective.evaluations} objective calls with member scorings and the final score, "
-          f"{objective.replayed} replayed from the journal)")
+    print(f"{method}: validation {scores}; {objective.fused_evaluations} fused models evaluated in "
+          f"{objective.evaluations} objective calls (members and the final score included), "
+          f"replayed {objective.replayed} journaled evaluations")
 
 
 def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, data_dir, fusion_dir, out) -> None:
