@@ -10,7 +10,8 @@ import torch
 from torch.quasirandom import SobolEngine
 
 from bomf.hpo import Dimension, finite_score, search_space, suggest, trial_loss, trial_score
-from bomf.mobo import fill_non_finite, fit_surrogate, run_mobo, sobol_simplex, weight_columns
+from bomf.mobo import (Normaliser, fill_non_finite, fit_surrogate, pareto_mask, run_mobo, sobol_simplex,
+                       weight_columns)
 from bomf.selection import SELECTION_RULES, best_trial
 from bomf.tasks import GLUE_TASKS
 
@@ -136,6 +137,43 @@ def test_trial_score_and_best_trial():
                        {"val_accuracy": 0.7, "val_loss": 0.8}], "accuracy") == 0.8
     with pytest.raises(ValueError, match="diverged"):
         best_trial([{"score": math.nan}, {"score": math.nan}])
+
+
+def _objective_inside(params: dict) -> float:
+    """A stage-1 score peaking strictly inside SPACE (learning rate 10^-4.3 ≈ 5e-5, batch size 19, warmup
+    0.07: 35%, 46% and 35% of the way along each range, as the space scales it), 0 at the peak."""
+    return -((math.log10(params["learning_rate"]) + 4.3) ** 2 + ((params["batch_size"] - 19) / 24) ** 2
+             + ((params["warmup_ratio"] - 0.07) / 0.2) ** 2)
+
+
+def _random_search(seed: int, trials: int) -> list[float]:
+    """Scores of uniform random points of SPACE, decoded here (log-uniform learning rate, rounded batch)."""
+    unit = np.random.default_rng(seed).uniform(size=(trials, 3))
+    return [_objective_inside({"learning_rate": math.exp(math.log(1e-5) + a * math.log(100)),
+                               "batch_size": int(round(8 + b * 24)), "warmup_ratio": 0.2 * c}) for a, b, c in unit]
+
+
+def test_stage1_bo_reaches_random_search_best_in_fewer_trials():
+    """Per seed: 30 random trials set a target (their best score); BO (4 Sobol points, then 4 rounds of
+    q=2, so 12 trials) must reach it within its 12 trials, i.e. in fewer than 30, for 4 of 5 seeds, and beat
+    random search at an equal 12 trials in the median. A suggest that ignored the trials (Sobol again) or
+    walked away from the optimum reaches the target about as rarely as random search does."""
+    random_budget, reached, bo_best, random_best = 30, [], [], []
+    for seed in range(5):
+        trials = []
+        for round_index in range(5):
+            for params in suggest(SPACE, trials, 4 if round_index == 0 else 2, round_index, seed):
+                assert _inside(params)
+                trials.append({"params": params, "score": _objective_inside(params)})
+        best_so_far = np.maximum.accumulate([t["score"] for t in trials])
+        random_scores = _random_search(100 + seed, random_budget)
+        target = max(random_scores)
+        reached.append(int(np.argmax(best_so_far >= target)) + 1 if best_so_far[-1] >= target else math.inf)
+        bo_best.append(best_so_far[-1])
+        random_best.append(max(random_scores[:len(trials)]))
+    assert sum(r <= 12 for r in reached) >= 4, reached  # 12 BO trials beat 30 random ones
+    assert np.median(reached) < random_budget, reached
+    assert np.median(bo_best) > np.median(random_best), (bo_best, random_best)
 
 
 # --------------------------------------------------------------------------- stage 3: run_mobo
@@ -287,6 +325,76 @@ def test_run_mobo_config_errors():
         run_mobo(objective, diverged, CONFIG, 0)
 
 
+# --------------------------------------------------------------------------- the Pareto mask, by brute force
+
+
+def brute_force_front(Y: np.ndarray) -> np.ndarray:
+    """Rows no other finite row dominates (≥ in every column, > in one; every column maximised); rows with
+    a non-finite value are never on it. O(n²), written out."""
+    finite = np.isfinite(Y).all(1)
+    front = np.zeros(len(Y), dtype=bool)
+    for i in range(len(Y)):
+        if finite[i]:
+            front[i] = not any(finite[j] and j != i and all(Y[j] >= Y[i]) and any(Y[j] > Y[i])
+                               for j in range(len(Y)))
+    return front
+
+
+def conflicting_points(objectives: int, count: int, seed: int, grid: float = 0.1) -> np.ndarray:
+    """Points near the positive part of a sphere (so every objective trades off against the others),
+    rounded to a coarse grid so that many share a coordinate, without two equal rows."""
+    rng = np.random.default_rng(seed)
+    direction = np.abs(rng.normal(size=(count, objectives)))
+    points = direction / np.linalg.norm(direction, axis=1, keepdims=True) * rng.uniform(0.7, 1.0, (count, 1))
+    points = np.unique(np.round(points / grid) * grid, axis=0)
+    return points[rng.permutation(len(points))]
+
+
+@pytest.mark.parametrize("objectives", [2, 3, 4])
+def test_pareto_mask_matches_brute_force(objectives):
+    for seed in range(3):
+        Y = conflicting_points(objectives, 60, seed)
+        Y = np.vstack([Y, np.full(objectives, np.nan), np.r_[np.inf, np.zeros(objectives - 1)],
+                       np.r_[-np.inf, np.ones(objectives - 1)]])  # non-finite rows: never on the front
+        expected = brute_force_front(Y)
+        assert 3 <= expected.sum() < len(Y) - 3  # a real front, and real dominated points
+        # Ties are exercised: some point is dominated only by points that equal it in some objective.
+        tied = [i for i in range(len(Y)) if np.isfinite(Y[i]).all() and not expected[i]
+                and all((Y[j] == Y[i]).any() for j in range(len(Y))
+                        if np.isfinite(Y[j]).all() and (Y[j] >= Y[i]).all() and (Y[j] > Y[i]).any())]
+        assert tied
+        mask = pareto_mask(torch.tensor(Y, dtype=torch.double))
+        np.testing.assert_array_equal(mask.numpy(), expected)
+
+
+@pytest.mark.parametrize("objectives", [2, 3, 4])
+def test_pareto_mask_of_raw_scores_minimises_the_loss(objectives):
+    """As run_mobo builds it: raw scores (loss minimised, metrics maximised) through the members'
+    Normaliser, compared with dominance written on the raw scores directly."""
+    names = ["loss", "accuracy", "f1", "mcc"][:objectives]
+    Y = conflicting_points(objectives, 50, seed=10 + objectives)
+    scores = [{"loss": 2.0 - y[0], **{name: float(v) for name, v in zip(names[1:], y[1:])}} for y in Y]
+    raw = np.array([[s[name] for name in names] for s in scores])
+    expected = np.array([not any(raw[j, 0] <= raw[i, 0] and all(raw[j, 1:] >= raw[i, 1:])
+                                 and (raw[j, 0] < raw[i, 0] or any(raw[j, 1:] > raw[i, 1:]))
+                                 for j in range(len(raw))) for i in range(len(raw))])
+    normaliser = Normaliser(names, scores[:4])
+    np.testing.assert_array_equal(pareto_mask(normaliser(scores)).numpy(), expected)
+    # Reading the loss as maximised gives another front: the orientation is what the mask above checked.
+    assert not np.array_equal(brute_force_front(raw), expected)
+
+
+def test_pareto_mask_flags_every_copy_of_a_non_dominated_point():
+    """Two evaluations with equal scores (weights proposed twice, or two members that score alike): neither
+    dominates the other, so both are on the front."""
+    Y = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.5, 0.5], [0.2, 0.2], [0.2, 0.2]])
+    expected = brute_force_front(Y)
+    assert expected.tolist() == [True, True, True, True, False, False]
+    mask = pareto_mask(torch.tensor(Y, dtype=torch.double)).numpy()
+    # BoTorch's is_non_dominated keeps only the first copy unless told not to deduplicate.
+    assert mask.tolist() == expected.tolist()
+
+
 # --------------------------------------------------------------------------- selection rules
 
 
@@ -309,3 +417,83 @@ def test_selection_rule_ties():
     assert SELECTION_RULES["best_loss"](frame, yn, "f1") == 11  # tie on loss -> higher f1
     assert set(SELECTION_RULES) == {"best_metric", "best_loss", "knee"}
 
+
+# Loss is lowest at LOSS_OPTIMUM and the metric highest at METRIC_OPTIMUM, another point of the simplex: the
+# Pareto front of a search is a curve between the two, and the rules pick different points of it.
+LOSS_OPTIMUM = torch.tensor([0.7, 0.2, 0.1], dtype=torch.double)
+METRIC_OPTIMUM = torch.tensor([0.1, 0.2, 0.7], dtype=torch.double)
+TRADE_OFF_CONFIG = {**CONFIG, "initial_points": 3, "evaluations": 8}
+
+
+class TradeOff:
+    names = ["loss", "accuracy"]
+    task = GLUE_TASKS["rte"]
+
+    def __init__(self, round_metric: int | None = None):
+        self.round_metric = round_metric
+
+    def __call__(self, weights: torch.Tensor) -> dict:
+        weights = torch.as_tensor(weights, dtype=torch.double)
+        accuracy = 0.9 - 0.5 * float(torch.linalg.vector_norm(weights - METRIC_OPTIMUM))
+        if self.round_metric is not None:  # a metric on few examples takes few values: ties
+            accuracy = round(accuracy, self.round_metric)
+        return {"loss": 0.3 + float(torch.linalg.vector_norm(weights - LOSS_OPTIMUM)) ** 2, "accuracy": accuracy}
+
+
+@pytest.fixture(scope="module")
+def trade_off_searches():
+    objective = TradeOff()
+    members = [objective(torch.eye(3, dtype=torch.double)[i]) for i in range(3)]
+    return {rule: run_mobo(objective, members, {**TRADE_OFF_CONFIG, "selection": rule}, seed=0)
+            for rule in SELECTION_RULES}
+
+
+def independent_pick(history: pd.DataFrame, rule: str) -> int:
+    """The row ``rule`` should choose, recomputed from the history: its brute-force Pareto set, then the
+    rule as documented (knee: nearest the front's best value in every objective after scaling each, signed
+    to be maximised, so the members span [0, 1])."""
+    objectives = np.column_stack([-history["loss"], history["accuracy"]])
+    front = history.index[brute_force_front(objectives)]
+    loss, accuracy = history["loss"], history["accuracy"]
+    if rule == "best_metric":
+        return min(front, key=lambda i: (-accuracy[i], loss[i]))
+    if rule == "best_loss":
+        return min(front, key=lambda i: (loss[i], -accuracy[i]))
+    members = objectives[(history["source"] == "member").to_numpy()]
+    low, high = members.min(0), members.max(0)
+    scaled = {i: (objectives[i] - low) / (high - low) for i in front}
+    utopia = np.max(list(scaled.values()), axis=0)
+    return min(front, key=lambda i: math.dist(scaled[i], utopia))
+
+
+def test_selection_rules_through_run_mobo_on_a_real_trade_off(trade_off_searches):
+    histories = {rule: history for rule, (history, _) in trade_off_searches.items()}
+    first = histories["best_metric"]
+    for rule, (history, chosen) in trade_off_searches.items():
+        # The rule only chooses: every search saw the same points.
+        pd.testing.assert_frame_equal(history.drop(columns=["chosen", "bo_seconds", "eval_seconds"]),
+                                      first.drop(columns=["chosen", "bo_seconds", "eval_seconds"]))
+        front = brute_force_front(np.column_stack([-history["loss"], history["accuracy"]]))
+        np.testing.assert_array_equal(history["pareto"].to_numpy(), front)
+        assert front.sum() >= 4  # a real front, not the single point of a one-optimum objective
+        assert front[chosen] and history.index[history["chosen"]].tolist() == [chosen]
+        assert chosen == independent_pick(history, rule), rule
+    picks = {rule: chosen for rule, (_, chosen) in trade_off_searches.items()}
+    assert len(set(picks.values())) == 3, picks  # the three rules really differ on this problem
+    loss, accuracy = first["loss"], first["accuracy"]
+    # The knee lies between the extremes of the front.
+    assert loss[picks["best_loss"]] < loss[picks["knee"]] < loss[picks["best_metric"]]
+    assert accuracy[picks["best_loss"]] < accuracy[picks["knee"]] < accuracy[picks["best_metric"]]
+
+
+def test_single_objective_search_breaks_metric_ties_by_loss():
+    """A search of the metric alone (bo_metric) on a metric that takes few values: several evaluations tie
+    at the best value; best_metric promises the one of lowest loss among them."""
+    objective = TradeOff(round_metric=1)
+    members = [objective(torch.eye(3, dtype=torch.double)[i]) for i in range(3)]
+    history, chosen = run_mobo(objective, members, {**TRADE_OFF_CONFIG, "evaluations": 6}, 0, ["accuracy"])
+    best = history["accuracy"].max()
+    tied = history[history["accuracy"] == best]
+    assert len(tied) >= 2 and tied["loss"].nunique() == len(tied)  # the tie the test is about
+    expected = int(tied["loss"].idxmin())
+    assert chosen == expected, f"rows {tied.index.tolist()} tie at accuracy {best}: row {expected} has the lowest loss"

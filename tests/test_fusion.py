@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -277,19 +278,39 @@ def test_best_member_uses_the_task_primary_metric(stack):
     assert torch.equal(METHODS["best_member"](ctx).weights, one_hot(1, 3))
 
 
+def non_dominated(history, names) -> list[int]:
+    """Rows of ``history`` no other finite row dominates in ``names`` (loss minimised, metrics maximised),
+    by brute force; non-finite rows are never on the front."""
+    signed = [[-row[n] if n == "loss" else row[n] for n in names] for _, row in history.iterrows()]
+    finite = [all(math.isfinite(v) for v in values) for values in signed]
+
+    def dominates(a, b):
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    return [history.index[i] for i, values in enumerate(signed)
+            if finite[i] and not any(finite[j] and dominates(signed[j], values) for j in range(len(signed)))]
+
+
+BO_CONFIG = {"acquisition": "qLogNEHVI", "initial_points": 2, "evaluations": 3, "selection": "best_metric",
+             "mc_samples": 32, "restarts": 2, "raw_samples": 64}
+
+
 def test_bomf_method_returns_the_chosen_history_row(objective):
-    config = {"acquisition": "qLogNEHVI", "initial_points": 2, "evaluations": 3, "selection": "best_metric",
-              "mc_samples": 32, "restarts": 2, "raw_samples": 64}
-    result = METHODS["bomf"](FusionContext(objective, config, seed=0))
+    result = METHODS["bomf"](FusionContext(objective, BO_CONFIG, seed=0))
     history = result.tables["history"]
     assert list(history["source"]) == ["member"] * 3 + ["sobol"] * 2 + ["bo"]
-    chosen = history[history["chosen"]]
-    assert len(chosen) == 1 and bool(chosen["pareto"].iloc[0])
-    assert torch.allclose(result.weights, torch.tensor(chosen[weight_columns(3)].to_numpy()[0]))
+    # The Pareto table is the brute-force front of the whole history in loss and accuracy, row for row.
+    front = non_dominated(history, ["loss", "accuracy"])
+    assert result.tables["pareto"].index.tolist() == front
+    pd.testing.assert_frame_equal(result.tables["pareto"], history.loc[front])
+    # best_metric, recomputed: the highest accuracy on the front, ties to the lower loss.
+    expected = min(front, key=lambda i: (-history.loc[i, "accuracy"], history.loc[i, "loss"]))
+    assert history.index[history["chosen"]].tolist() == [expected]
+    assert torch.equal(result.weights, torch.tensor(history.loc[expected, weight_columns(3)].to_numpy(dtype=float),
+                                                    dtype=torch.float64))
     check_simplex(result.weights, 3)
-    assert result.tables["pareto"]["pareto"].all() and len(result.tables["pareto"]) == history["pareto"].sum()
     # The chosen weights score what the history says they scored.
-    assert objective(result.weights)["accuracy"] == pytest.approx(float(chosen["accuracy"].iloc[0]))
+    assert objective(result.weights) == pytest.approx(history.loc[expected, ["loss", "accuracy"]].to_dict())
 
 
 class RecordingObjective:
@@ -335,13 +356,21 @@ def test_learned_soup_weights_are_on_the_simplex_and_lower_the_loss(objective):
 
 @pytest.mark.parametrize("method,searched", [("bo_metric", "accuracy"), ("bo_loss", "loss")])
 def test_single_objective_bo_chooses_by_its_one_objective(objective, method, searched):
-    config = {"acquisition": "qLogNEHVI", "initial_points": 2, "evaluations": 3, "selection": "best_metric",
-              "mc_samples": 32, "restarts": 2, "raw_samples": 64}
-    result = METHODS[method](FusionContext(objective, config, seed=0))
+    result = METHODS[method](FusionContext(objective, BO_CONFIG, seed=0))
     history = result.tables["history"]
     assert list(history["source"]) == ["member"] * 3 + ["sobol"] * 2 + ["bo"]
     check_simplex(result.weights, 3)
-    chosen = history[history["chosen"]].iloc[0]
+    # The front of one objective is every row at its optimum (brute force), whatever the other objective says.
     finite = history[history["finite"]]
     best = finite[searched].max() if searched != "loss" else finite[searched].min()
-    assert chosen[searched] == best  # the Pareto set of one objective is its optimum
+    at_best = non_dominated(history, [searched])
+    assert at_best == finite.index[finite[searched] == best].tolist()
+    flagged = history.index[history["pareto"]].tolist()
+    assert flagged == at_best  # every tied row reaches the selection rule
+    # Ties at the optimum go to the better other objective (best_metric: lower loss).
+    other = "loss" if searched != "loss" else "accuracy"
+    expected = min(at_best, key=lambda i: history.loc[i, other] * (1 if other == "loss" else -1))
+    chosen = int(history.index[history["chosen"]][0])
+    assert torch.equal(result.weights, torch.tensor(history.loc[chosen, weight_columns(3)].to_numpy(dtype=float),
+                                                    dtype=torch.float64))
+    assert chosen == expected, f"rows {at_best} tie at the best {searched} {best}: row {expected} has the best {other}"

@@ -186,9 +186,12 @@ def propose(X: torch.Tensor, Y: torch.Tensor, reference: torch.Tensor, config: d
 
 
 def pareto_mask(Y: torch.Tensor) -> torch.Tensor:
+    """Rows no finite row dominates (maximisation). Every copy of a tied point is flagged: BoTorch keeps only
+    the first by default, and then a selection rule's tie-break (e.g. best metric, then lower loss) never
+    sees the other rows."""
     finite = torch.isfinite(Y).all(-1)
     mask = torch.zeros(len(Y), dtype=torch.bool)
-    mask[finite] = is_non_dominated(Y[finite])
+    mask[finite] = is_non_dominated(Y[finite], deduplicate=False)
     return mask
 
 
