@@ -25,6 +25,8 @@ except ConfigError as error:
 # uses the cores better than two threads per job (measured in benchmarks/README.md). A cluster profile can
 # give GPU jobs more CPUs with set-threads. `gpu=1` only matters where a --resources limit or a cluster
 # executor reads it: local runs are not serialised by it.
+# Stage 1, stage 2 and the fusion methods carry a priority: the chain every result waits on runs first and
+# the baselines (grid fine-tunes, HPBO-full, the landscape) fill the cores it leaves idle.
 # Every output lies under output_dir (default results/), so protocols can sit side by side in one checkout.
 OUT = config["output_dir"]
 RUN = f"{OUT}/{{task}}/{{model}}/seed{{seed}}"

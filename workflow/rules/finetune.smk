@@ -7,13 +7,14 @@ rule finetune:
         data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
         best=f"{RUN}/hpo/best.json",
     output:
-        members=[f"{RUN}/members/" + MEMBER_FILE.format(index=k) for k in range(MEMBERS)],
+        members=[f"{RUN}/members/{MEMBER_FILE.format(index=k)}" for k in range(MEMBERS)],
         trajectory=f"{RUN}/members/trajectory.csv",
         manifest=f"{RUN}/members/members.json",
     log:
         f"{LOG}/finetune.log",
     benchmark:
         f"{BENCH}/finetune.tsv"
+    priority: 2
     conda:
         "../../envs/bomf.yaml"
     threads: 1

@@ -14,6 +14,7 @@ rule fuse:
         f"{LOG}/fusion/{{method}}.log",
     benchmark:
         f"{BENCH}/fusion/{{method}}.tsv"
+    priority: 1
     conda:
         "../../envs/bomf.yaml"
     threads: 1

@@ -12,6 +12,7 @@ rule hpo_suggest:
         f"{LOG}/{{search}}/round{{round}}/suggest.log",
     benchmark:
         f"{BENCH}/{{search}}/round{{round}}/suggest.tsv"
+    priority: 2
     conda:
         "../../envs/bomf.yaml"
     resources:
@@ -33,6 +34,7 @@ rule hpo_trial:
         f"{LOG}/{{search}}/round{{round}}/trial{{trial}}.log",
     benchmark:
         f"{BENCH}/{{search}}/round{{round}}/trial{{trial}}.tsv"
+    priority: 2
     conda:
         "../../envs/bomf.yaml"
     threads: 1
@@ -54,6 +56,7 @@ rule hpo_select:
         best=f"{RUN}/{{search}}/best.json",
     log:
         f"{LOG}/{{search}}/select.log",
+    priority: 2
     conda:
         "../../envs/bomf.yaml"
     script:
