@@ -332,3 +332,24 @@ def test_a_key_given_twice_in_a_config_file_is_named_with_its_line(tmp_path):
     assert f"  - {config}:{line}: key 'hpo' appears twice in one mapping (YAML would keep only the last); " \
            f"merge the two" in output
     assert not (tmp_path / "results").exists()
+
+
+def test_bad_data_is_one_line_naming_file_and_line_and_leaves_nothing(tmp_path):
+    """A data problem the config check cannot see (a value in the middle of a file) stops the data job with one
+    line on the terminal; the traceback stays in the job's log and no partial split is left."""
+    train = tmp_path / "train.csv"
+    train.write_text("text,score\n" + "".join(f"sentence {i},{i % 5}.0\n" for i in range(250)) + "odd one,inf\n")
+    (tmp_path / "test.csv").write_text("text,score\nfine,1.0\nbad,2.0\n")
+    task = {"train": str(train), "test": str(tmp_path / "test.csv"), "text_columns": ["text"],
+            "label_column": "score", "kind": "regression", "metrics": ["pearson"]}
+    config = user_config(tmp_path, "")
+    settings = yaml.safe_load(config.read_text())
+    settings.update(tasks=["scores"], custom_tasks={"scores": task})
+    config.write_text(yaml.safe_dump(settings))
+    output = run_snakemake(tmp_path, "--configfile", str(config))
+    errors = [line for line in output if line.startswith("bomf error: ")]
+    assert errors == [f"bomf error: {train}:252: column 'score': score inf is not a finite number "
+                      f"(traceback: logs/data/scores.log)"], output
+    assert not any(line.lstrip().startswith(("File \"", "Traceback")) for line in output)
+    assert "Traceback (most recent call last)" in (tmp_path / "logs/data/scores.log").read_text()
+    assert not list((tmp_path / "results/data").rglob("*.*"))  # no split file, not even a temporary one
