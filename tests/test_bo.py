@@ -121,6 +121,12 @@ def test_finite_score():
     assert math.isfinite(same) and same < 0.5
 
 
+def test_search_dimensions_keep_one_order_whatever_the_config_order():
+    space = {"batch_size": {"low": 8, "high": 32}, "learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}
+    assert [d.name for d in search_space(space)] == ["learning_rate", "batch_size"]
+    assert suggest(space, [], 3, 0, seed=0) == suggest(dict(reversed(list(space.items()))), [], 3, 0, seed=0)
+
+
 def test_trial_score_and_best_trial():
     trajectory = [{"val_accuracy": 0.6}, {"val_accuracy": math.nan}, {"val_accuracy": 0.7}]
     assert trial_score(trajectory, "accuracy") == 0.7

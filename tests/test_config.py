@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO, fill_data_placeholders
 
 from bomf.config import ConfigError, validate_config
-from bomf.settings import run_methods
+from bomf.settings import job_settings, run_methods
 
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SHIPPED_CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "tests" / "configs").glob("*.yaml"))
@@ -353,3 +353,16 @@ def test_bad_data_is_one_line_naming_file_and_line_and_leaves_nothing(tmp_path):
     assert not any(line.lstrip().startswith(("File \"", "Traceback")) for line in output)
     assert "Traceback (most recent call last)" in (tmp_path / "logs/data/scores.log").read_text()
     assert not list((tmp_path / "results/data").rglob("*.*"))  # no split file, not even a temporary one
+
+
+def test_job_settings_do_not_depend_on_the_order_of_a_config_file():
+    """Snakemake compares params as text: the same values written in another order are no edit."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    validate_config(config)
+    reordered = yaml.safe_load(yaml.safe_dump(config, sort_keys=True))
+    reordered["hpo"]["space"] = dict(reversed(list(reordered["hpo"]["space"].items())))
+    wildcards = {"task": "sst2", "model": "minilm", "seed": "0"}
+    keys = ("optim", "hpo", "data.split_seed")
+    assert repr(job_settings(config, wildcards, keys)) == repr(job_settings(reordered, wildcards, keys))
+    assert set(job_settings(config, wildcards, keys)) == {"optim", "hpo", "data", "custom_tasks", "model_catalog",
+                                                          "output_dir"}

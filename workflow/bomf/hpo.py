@@ -44,9 +44,14 @@ class Dimension:
         return (value - self.low) / (self.high - self.low)
 
 
+# The order of the search dimensions, whatever order the config lists them in (the Sobol design and the GP
+# inputs follow it, so a reordered config file searches the same points).
+SPACE_ORDER = ("learning_rate", "batch_size", "warmup_ratio", "weight_decay")
+
+
 def search_space(space: dict) -> list[Dimension]:
-    return [Dimension(name, float(spec["low"]), float(spec["high"]), bool(spec.get("log", False)),
-                      name in INTEGER_PARAMS) for name, spec in space.items()]
+    return [Dimension(name, float(space[name]["low"]), float(space[name]["high"]), bool(space[name].get("log", False)),
+                      name in INTEGER_PARAMS) for name in SPACE_ORDER if name in space]
 
 
 def suggest(space: dict, trials: list[dict], q: int, round_index: int, seed: int,

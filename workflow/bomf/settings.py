@@ -96,4 +96,14 @@ def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
     if model is not None:
         settings["model_catalog"] = {model: config["model_catalog"][model]}
         settings["output_dir"] = config["output_dir"]
-    return settings
+    return canonical(settings)
+
+
+def canonical(value):
+    """``value`` with every mapping's keys sorted: Snakemake compares params as text, so the order keys were
+    written in a config file must not count as a change."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value

@@ -6,7 +6,7 @@ from bomf.config import ConfigError, validate_config
 from bomf.provenance import log_command
 from bomf.fusion import PARAMETERS
 from bomf.layout import MEMBER_FILE, prepared_model_dir
-from bomf.settings import job_settings, run_methods
+from bomf.settings import canonical, job_settings, run_methods
 from bomf.sources import is_gguf
 
 min_version("9.0")

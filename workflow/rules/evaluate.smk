@@ -64,7 +64,7 @@ rule paper_tables:
         "../../envs/bomf.yaml"
     params:
         # The tables record the whole config they were built with (provenance.json): any edit rebuilds them.
-        settings=config,
+        settings=canonical(config),
         benchmarks=f"{OUT}/benchmarks",
     script:
         "../scripts/paper_tables.py"
