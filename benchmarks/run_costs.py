@@ -21,7 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 from bomf.config import validate_config  # noqa: E402
-from bomf.tables import read_benchmarks  # noqa: E402
+from bomf.costs import read_benchmarks  # noqa: E402
 
 BO_METHODS = ("bomf", "bo_metric", "bo_loss")
 

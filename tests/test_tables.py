@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from bomf.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
-from bomf.tables import (METHOD_LABELS, Table, ablation_table, cost_table, discrepancy_table, latex_escape,
-                         main_table, outer_bo_table, read_benchmarks)
+from bomf.costs import cost_table, read_benchmarks
+from bomf.tables import (METHOD_LABELS, Table, ablation_table, discrepancy_table, latex_escape, main_table,
+                         outer_bo_table)
 
 LABELS = np.array([0, 1] * 20)
 

@@ -237,7 +237,7 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
                  out_provenance) -> None:
     """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
     evaluations each method used) and the Snakemake benchmark files under ``benchmark_root``."""
-    from . import tables
+    from . import costs, tables
     from .provenance import provenance
 
     records = [read_json(path) for path in test_files]
@@ -248,7 +248,7 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
     built = {"table1_main": main, "table1_significance": significance,
              "table2_discrepancy": tables.discrepancy_table(records), "table3_ablation": tables.ablation_table(records),
              "table4_outer_bo": tables.outer_bo_table(records),
-             "table5_cost": tables.cost_table(tables.read_benchmarks(benchmark_root), evaluations),
+             "table5_cost": costs.cost_table(costs.read_benchmarks(benchmark_root), evaluations),
              "table6_all_metrics": tables.all_metrics_table(records, methods)}
     assert tuple(built) == TABLE_NAMES, "bomf.layout.TABLE_NAMES lists the files the rule declares"
     for name, table in built.items():

@@ -1,12 +1,11 @@
-"""The paper's result tables as pure functions: evaluation records (or benchmark files) in, a ``Table`` out.
+"""The paper's result tables as pure functions: evaluation records in, a ``Table`` out (Table 5, the cost
+table from benchmark files, is ``bomf.costs``).
 
 A ``Table`` holds a long-form frame (the CSV) and its Markdown and LaTeX renderings; ``Table.write(prefix)``
 writes prefix.csv, prefix.md and prefix.tex. The LaTeX is a ``table`` float of booktabs tabulars, one per
 model. Scores are x100, summarised as mean ± sample std over seeds (a single seed shows no ±).
 """
 
-import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +41,6 @@ OUTER_BO_METHODS = ("grid_finetune", "hpbo_full", "best_member", "swa", "greedy_
 # The paper's task order; other tasks follow alphabetically under their own names.
 TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "sst2": "SST-2",
                "squad_v2": "SQuAD 2.0", "samsum": "SAMSum", "e2e": "E2E"}
-METRIC_LABELS = {"accuracy": "Acc.", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman",
-                 "exact_match": "EM", "token_f1": "F1", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
-                 "rougeL": "ROUGE-L", "bleu": "BLEU"}
-# Benchmark stages in pipeline order; unknown stages follow alphabetically under their own names.
 STAGE_LABELS = {
     "data": "Data preparation",
     "hpo": "Stage 1: BO on the proxy",
@@ -56,6 +51,10 @@ STAGE_LABELS = {
     "test": "Test evaluation",
     "landscape": "Loss/metric landscape",
 }
+METRIC_LABELS = {"accuracy": "Acc.", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman",
+                 "exact_match": "EM", "token_f1": "F1", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
+                 "rougeL": "ROUGE-L", "bleu": "BLEU"}
+# Benchmark stages in pipeline order; unknown stages follow alphabetically under their own names.
 
 MAIN_CAPTION = (
     "Test-split primary metric (×100) per method, mean ± sample std over seeds (no ± with one seed). "
@@ -95,11 +94,6 @@ ALL_METRICS_CAPTION = (
     "local copies have no train split: train and validation are carved out of their validation (SAMSum) or "
     "dev (E2E) split, the official test split is the test set; SQuAD 2.0 from the local dev articles is "
     "split by article into train, validation and test (see each task's results/data/<task>/split.json).")
-COST_CAPTION = (
-    "Cost from Snakemake's benchmark files: wall and CPU seconds summed over a stage's jobs within one "
-    "(task, model, seed) run, peak RSS the largest of those jobs, each then averaged over seeds. Fusion "
-    "rows split stage 3 by method; evaluations: fused models scored on validation by the method's search "
-    "(the members' own scores not counted). Data preparation is shared by every model and seed.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -444,100 +438,6 @@ def discrepancy_table(records: Sequence[dict]) -> Table:
     long = pd.DataFrame(long_rows, columns=["model", "task", "metric", "loss_kind", "method", "label", "quantity",
                                             "mean", "std", "seeds", "mark"])
     return _render(long, sections, DISCREPANCY_CAPTION, "tab:bomf-discrepancy")
-
-
-# ---------------------------------------------------------------------------------------------------- cost
-
-BENCHMARK_COLUMNS = ["path", "task", "model", "seed", "stage", "method", "wall_s", "cpu_s", "max_rss_mb"]
-_SEED_DIRECTORY = re.compile(r"seed(\d+)")
-
-
-def _benchmark_key(relative: Path) -> dict | None:
-    """Task, model, seed, stage and method named by a benchmark path, or None for a shape we do not know."""
-    parts = relative.parts
-    if len(parts) == 2 and parts[0] == "data":
-        return {"task": relative.stem, "model": None, "seed": None, "stage": "data", "method": None}
-    seed = _SEED_DIRECTORY.fullmatch(parts[2]) if len(parts) >= 4 else None
-    if seed is None:
-        return None
-    stage = Path(parts[3]).stem  # seed0/finetune.tsv is the finetune stage itself
-    method = Path(parts[4]).stem if stage in ("fusion", "test") and len(parts) >= 5 else None
-    return {"task": parts[0], "model": parts[1], "seed": int(seed.group(1)), "stage": stage, "method": method}
-
-
-def read_benchmarks(root) -> pd.DataFrame:
-    """Every Snakemake benchmark TSV under ``root`` (results/benchmarks), one row per file.
-
-    Seconds and max_rss (MB, as Snakemake writes it) are averaged over the file's rows (``repeat()``
-    benchmarks the same job several times); 'NA' and '-' are missing values. Files whose path has no known
-    shape, or that hold no row with an ``s`` column, are skipped with a warning.
-    """
-    root = Path(root)
-    rows = []
-    for path in sorted(root.rglob("*.tsv")):
-        relative = path.relative_to(root)
-        key = _benchmark_key(relative)
-        if key is None:
-            warnings.warn(f"skipping benchmark file of unknown path shape: {path}", stacklevel=2)
-            continue
-        try:
-            measured = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
-        except pd.errors.EmptyDataError:
-            measured = pd.DataFrame()
-        if "s" not in measured.columns or measured.empty:
-            warnings.warn(f"skipping benchmark file without measurements: {path}", stacklevel=2)
-            continue
-        number = {column: pd.to_numeric(measured[column], errors="coerce").mean()
-                  if column in measured.columns else float("nan") for column in ("s", "cpu_time", "max_rss")}
-        rows.append({"path": relative.as_posix(), **key, "wall_s": number["s"], "cpu_s": number["cpu_time"],
-                     "max_rss_mb": number["max_rss"]})
-    frame = pd.DataFrame(rows, columns=BENCHMARK_COLUMNS)
-    frame["seed"] = frame["seed"].astype("Int64")
-    return frame
-
-
-def _evaluations_frame(evaluations) -> pd.DataFrame:
-    """(task, model, seed, method, evaluations) rows from a frame with those columns or a mapping."""
-    columns = ["task", "model", "seed", "method", "evaluations"]
-    if isinstance(evaluations, pd.DataFrame):
-        return evaluations[columns]
-    return pd.DataFrame([(*key, count) for key, count in (evaluations or {}).items()], columns=columns)
-
-
-def cost_table(benchmarks: pd.DataFrame, evaluations=None) -> Table:
-    """Table 5: per (model, task), each stage's cost, and each fusion method's cost and evaluation count.
-
-    ``benchmarks`` is ``read_benchmarks``' frame; ``evaluations`` maps (task, model, seed, method) to the
-    number of fused models a method scored, or is a frame with those columns and ``evaluations``.
-    """
-    run = ["task", "model", "seed"]
-    sums = {"wall_s": ("wall_s", lambda s: s.sum(min_count=1)), "cpu_s": ("cpu_s", lambda s: s.sum(min_count=1)),
-            "max_rss_mb": ("max_rss_mb", "max")}
-    # A stage's jobs add up within one run (data preparation: one run per task); runs are then averaged.
-    per_stage = benchmarks.groupby([*run, "stage"], dropna=False).agg(**sums).reset_index()
-    fusion = benchmarks[benchmarks["stage"] == "fusion"]
-    per_method = (fusion.groupby([*run, "stage", "method"], dropna=False).agg(**sums).reset_index()
-                  .merge(_evaluations_frame(evaluations).assign(stage="fusion"), on=[*run, "stage", "method"],
-                         how="outer"))
-    per_run = pd.concat([per_stage.assign(method=None, evaluations=np.nan), per_method], ignore_index=True)
-    long = (per_run.groupby(["model", "task", "stage", "method"], dropna=False)
-            .agg(wall_s=("wall_s", "mean"), cpu_s=("cpu_s", "mean"), max_rss_mb=("max_rss_mb", "mean"),
-                 evaluations=("evaluations", "mean"), runs=("task", "size"))
-            .reset_index()
-            .sort_values(["model", "task", "stage", "method"], key=_sort_key, na_position="first", kind="stable"))
-    sections = []
-    for model, group in long.groupby("model", dropna=False, sort=False):
-        rows = []
-        for r in group.itertuples(index=False):
-            what = (STAGE_LABELS.get(r.stage, r.stage) if pd.isna(r.method)
-                    else f"Fusion: {METHOD_LABELS.get(r.method, r.method)}")
-            numbers = ((r.wall_s, 1), (r.cpu_s, 1), (r.max_rss_mb, 0), (r.evaluations, 0))
-            rows.append((TASK_LABELS.get(r.task, r.task), what,
-                         *(None if pd.isna(value) else _Number(value, decimals=places) for value, places in numbers)))
-        title = "Shared by every model and seed" if pd.isna(model) else model
-        sections.append(_Section(title, ("Task", "Stage", "Wall (s)", "CPU (s)", "Peak RSS (MB)", "Evaluations"),
-                                 tuple(rows), text_columns=2))
-    return _render(long, sections, COST_CAPTION, "tab:bomf-cost")
 
 
 def run_summary(records: list[dict]) -> pd.DataFrame:
