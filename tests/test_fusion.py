@@ -374,3 +374,17 @@ def test_single_objective_bo_chooses_by_its_one_objective(objective, method, sea
     assert torch.equal(result.weights, torch.tensor(history.loc[chosen, weight_columns(3)].to_numpy(dtype=float),
                                                     dtype=torch.float64))
     assert chosen == expected, f"rows {at_best} tie at the best {searched} {best}: row {expected} has the best {other}"
+
+
+@pytest.mark.parametrize("method, searched", [("swa", 0), ("best_member", 0), ("last_member", 0),
+                                              ("greedy_soup", 2), ("learned_soup", 0), ("bomf", 3)])
+def test_a_methods_search_cost_leaves_out_the_members(objective, method, searched):
+    """weights.json's ``evaluations``: the objective calls a method made beyond scoring the members (which
+    every method shares), i.e. the fused models its search evaluated."""
+    from bomf.journal import JournaledObjective
+
+    journaled = JournaledObjective(objective)
+    context = FusionContext(journaled, {**BO_CONFIG, "learned_soup_epochs": 1, "learned_soup_lr": 0.05}, seed=0)
+    METHODS[method](context)
+    assert journaled.evaluations - context.member_calls == searched
+    assert context.member_calls == (3 if method in ("best_member", "greedy_soup", "bomf") else 0)

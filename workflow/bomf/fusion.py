@@ -127,6 +127,12 @@ class FusionContext:
         """Every member scored by the same objective as the fused models."""
         return [self.objective(one_hot(i, self.count)) for i in range(self.count)]
 
+    @property
+    def member_calls(self) -> int:
+        """Objective calls spent on the members (none unless the method read ``member_scores``): what a
+        method's own evaluation count leaves out."""
+        return self.count if "member_scores" in self.__dict__ else 0
+
 
 @dataclass
 class FusionResult:

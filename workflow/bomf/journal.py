@@ -31,7 +31,6 @@ class JournaledObjective:
         self.records: list[dict] = []  # this run's evaluations, replayed or new
         self.pending = self._read_journal() if self.path is not None else []
         self.evaluations = self.replayed = 0
-        self._fused: set[tuple[float, ...]] = set()  # distinct weights that are not a single member
         if self.path is not None:
             write_jsonl(self.path, [self.header, *self.pending])  # drops a torn last line
 
@@ -40,12 +39,6 @@ class JournaledObjective:
 
     def __call__(self, weights: torch.Tensor) -> dict[str, float]:
         return self.evaluate(weights)["scores"]
-
-    @property
-    def fused_evaluations(self) -> int:
-        """Distinct fused models evaluated: what a method's search cost, leaving out the members (which every
-        method scores alike) and re-scores of weights already evaluated (the chosen point's final score)."""
-        return len(self._fused)
 
     def next_weights(self) -> list[float] | None:
         """The weights of the next journaled evaluation, if any is left to replay."""
@@ -56,8 +49,6 @@ class JournaledObjective:
         ``proposal_seconds`` is the time the caller spent choosing ``weights``."""
         self.evaluations += 1
         values = torch.as_tensor(weights).double().tolist()
-        if sum(1 for value in values if value != 0.0) > 1:
-            self._fused.add(tuple(values))
         record = self._replay(values)
         if record is None:
             started = time.perf_counter()

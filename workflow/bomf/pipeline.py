@@ -195,15 +195,18 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
                 "members": read_json(Path(members_dir) / "members.json")["members"],
                 "validation": members.sha256(Path(data_dir) / "val.jsonl")}
     objective = JournaledObjective(scorer, journal, identity)
-    result = METHODS[method](FusionContext(objective, settings, seed))
+    context = FusionContext(objective, settings, seed)
+    result = METHODS[method](context)
+    # What the method's search cost: its evaluations of fused models, not the members' scores (every method
+    # shares them) nor the final score of its choice below.
+    searched = objective.evaluations - context.member_calls
     scores = objective(result.weights)
     _save_selected(out_dir, scorer.fused_model(result.weights), tokenizer,
                    {"method": method, "weights": result.weights.tolist(), "validation": scores,
-                    "evaluations": objective.fused_evaluations}, result.tables)
+                    "evaluations": searched}, result.tables)
     objective.discard()
-    print(f"{method}: validation {scores}; {objective.fused_evaluations} fused models evaluated in "
-          f"{objective.evaluations} objective calls (members and the final score included), "
-          f"replayed {objective.replayed} journaled evaluations")
+    print(f"{method}: validation {scores}; {searched} fused models evaluated by the search, "
+          f"{objective.evaluations} objective calls in all, replayed {objective.replayed} journaled evaluations")
 
 
 def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, data_dir, fusion_dir, out) -> None:
