@@ -17,8 +17,9 @@ SUFFIXES = (".csv", ".json", ".tsv", ".png", ".md", ".tex", ".log")
 # The rules that read only such records: with Snakemake limited to them, the tables, figures and summaries are
 # rebuilt from a committed directory (snakemake all --allowed-rules ... --forcerun ...).
 REBUILD_RULES = ("summarise_run", "paper_tables", "plot_landscape", "plot_pareto", "plot_grid", "paper_figures", "all")
-# Weights, tokenizers and model configs live in these directories; the data splits are .jsonl.
-SKIPPED_DIRECTORIES = {"members", "members.resume", "model", "adapter", "models"}
+# Tokenizers and model configs live in these directories (weights are .safetensors, data splits .jsonl,
+# both left behind by suffix); members/ keeps its trajectory.csv and members.json.
+SKIPPED_DIRECTORIES = {"members.resume", "model", "adapter", "models"}
 
 
 def small_outputs(root: str | Path) -> list[Path]:
