@@ -6,12 +6,12 @@ live in code registries, bounds that must be ordered, budgets that must fit toge
 Every message names the offending config field. Relative paths resolve against the working directory.
 """
 
-import csv
 import difflib
-import io
 import json
 import math
 from pathlib import Path
+
+from .tasks import DataError
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # The schema's name patterns in words (names become directories of every run).
@@ -231,9 +231,11 @@ def check_custom_task_files(config: dict) -> list[str]:
                 continue
             try:
                 columns, rows = _columns_and_rows(path)
-            except (UnicodeDecodeError, csv.Error, json.JSONDecodeError) as err:
-                problems.append(f"{where}: '{path}' cannot be read as {path.suffix.lstrip('.') or 'CSV'} "
-                                f"({err}); the data job names the line")
+            except DataError as err:
+                problems.append(f"{where}: {err}")
+                continue
+            except json.JSONDecodeError as err:
+                problems.append(f"{where}: '{path}' line 1 is not valid JSON ({err.msg})")
                 continue
             absent = [c for c in [*task["text_columns"], task["label_column"]] if c not in columns]
             if absent:
@@ -246,19 +248,17 @@ def check_custom_task_files(config: dict) -> list[str]:
 
 
 def _columns_and_rows(path: Path) -> tuple[list[str], int]:
-    """The column names (CSV header, or the first JSONL record's keys) and the number of records."""
-    text = path.read_text(encoding="utf-8-sig")
+    """The column names (CSV header, or the first JSONL record's keys) and the number of records, read as
+    the data job reads the file (``bomf.tasks``)."""
+    from .tasks import csv_rows, read_text
+
+    text = read_text(path, "data file not found")
     if path.suffix == ".jsonl":
         lines = [line for line in text.splitlines() if line.strip()]
         first = json.loads(lines[0]) if lines else {}
         return (list(first) if isinstance(first, dict) else []), len(lines)
-    limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)  # a long text field is data, not an error
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    finally:
-        csv.field_size_limit(limit)
-    return (rows[0] if rows else []), max(0, len([r for r in rows[1:] if r]))
+    rows = [row for _, row in csv_rows(path, text, strict=True)]
+    return (rows[0] if rows else []), len([row for row in rows[1:] if row])
 
 
 def check_glue_files(config: dict) -> list[str]:

@@ -127,7 +127,7 @@ def _present(value, where: str):
     return value
 
 
-def _read_text(path: Path, not_found: str) -> str:
+def read_text(path: Path, not_found: str) -> str:
     """The whole file as text, a UTF-8 BOM dropped; every failure names the file (and line)."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a file")
@@ -149,7 +149,7 @@ def _read_text(path: Path, not_found: str) -> str:
 _CSV_FIELD_LIMIT = 2**31 - 1
 
 
-def _csv_rows(path: Path, text: str, **dialect) -> list[tuple[int, list[str]]]:
+def csv_rows(path: Path, text: str, **dialect) -> list[tuple[int, list[str]]]:
     """(first line, fields) of every row of ``text``, blank rows included; a csv.Error names the row's line."""
     old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide, so restored below
     reader = csv.reader(io.StringIO(text, newline=""), **dialect)
@@ -168,8 +168,8 @@ def _csv_rows(path: Path, text: str, **dialect) -> list[tuple[int, list[str]]]:
 def read_glue_tsv(spec: TaskSpec, path: Path) -> list[dict]:
     """One split of a GLUE task in the official TSV layout (quoting disabled: the files hold stray quotes)."""
     fmt = GLUE_FORMATS[spec.name]
-    text = _read_text(path, f"GLUE file not found (expected <glue_dir>/{fmt.directory}/{path.name})")
-    rows = _csv_rows(path, text, delimiter="\t", quoting=csv.QUOTE_NONE)
+    text = read_text(path, f"GLUE file not found (expected <glue_dir>/{fmt.directory}/{path.name})")
+    rows = csv_rows(path, text, delimiter="\t", quoting=csv.QUOTE_NONE)
     rows = rows[1:] if fmt.has_header else rows
     needed = max(*fmt.text_columns, fmt.label_column) + 1
     examples = []
@@ -196,7 +196,7 @@ def read_glue_hub(spec: TaskSpec, split: str) -> list[dict]:
 
 def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_column: str) -> list[dict]:
     """A user's CSV or JSONL file with named text columns and a label column."""
-    text = _read_text(path, "data file not found")
+    text = read_text(path, "data file not found")
     wanted = [*text_columns, label_column]
     records = []
     if path.suffix == ".jsonl":
@@ -211,7 +211,7 @@ def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_colum
                 records.append((line, record))
     else:
         # strict: an unclosed quote is an error, not a field holding the rest of the file.
-        rows = _csv_rows(path, text, strict=True)
+        rows = csv_rows(path, text, strict=True)
         header = rows[0][1] if rows else []
         repeated = sorted({c for c in header if header.count(c) > 1})
         if repeated:
