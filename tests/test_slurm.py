@@ -1,8 +1,9 @@
 """`snakemake --profile slurm` against a live single-node SLURM (tests/slurm/start.sh), no mocks.
 
 The tiny config runs once through the cluster profile while the finetune job is killed with scancel
-mid-run, and once locally; the cluster run must submit every job through sbatch, run a round's trials
-side by side, hand GPU rules a GPU, retry the cancelled job and produce the same results as the local run.
+mid-training (after its first member and resume state are written), and once locally; the cluster run must
+submit every job through sbatch, run a round's trials side by side, hand GPU rules a GPU, retry the cancelled
+job, which resumes from the saved state, and produce the same results as the local run.
 """
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from bomf.members import STATE_FILE
 from conftest import REPO, tiny_config, write_tiny_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -31,9 +33,12 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "all", "--snakefile", str(REPO /
 GPU_RULES = {"hpo_trial", "finetune", "fuse", "evaluate"}
 CLUSTER_RULES = GPU_RULES | {"prepare_data", "hpo_suggest", "hpo_select", "summarise_run", "paper_tables",
                              "plot_pareto"}
-# The cluster test is about scheduling: the tiny config without the extra baselines and the landscape.
-CLUSTER_CONFIG = {"tasks": ["rte"], "baselines": {"methods": []}, "figures": {"landscape": {"enabled": False}}}
+# The cluster test is about scheduling: the tiny config without the extra baselines and the landscape, and a
+# stage 2 long enough (a few seconds) that a cancel lands between its first member and its last.
+CLUSTER_CONFIG = {"tasks": ["rte"], "baselines": {"methods": []}, "figures": {"landscape": {"enabled": False}},
+                  "finetune": {"epochs": 30}}
 RUN = Path("results/rte/tiny/seed0")
+RESUME_STATE = RUN / "members.resume" / STATE_FILE
 
 
 def _env() -> dict:
@@ -41,18 +46,26 @@ def _env() -> dict:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
-def _cancel_when_running(rule: str, deadline: float) -> str:
-    """scancel the job of ``rule`` as soon as SLURM shows it running; returns its job id."""
+def _running_job(rule: str, deadline: float) -> str:
+    """The id of the job of ``rule`` as soon as SLURM shows it running."""
     while time.time() < deadline:
         jobs = subprocess.run(["squeue", "-h", "-o", "%i %T %k"], capture_output=True, text=True).stdout
         for line in jobs.splitlines():
             job_id, state, comment = line.split(maxsplit=2)
             if state == "RUNNING" and comment.startswith(f"rule_{rule}"):
-                time.sleep(3)  # let it start working, so the kill interrupts a real run
-                subprocess.run(["scancel", job_id], check=True)
                 return job_id
         time.sleep(1)
     raise AssertionError(f"no running {rule} job appeared")
+
+
+def _cancel_finetune_mid_training(workdir: Path, deadline: float) -> str:
+    """scancel the finetune job once it has written a resume state (a member is saved, more are to come)."""
+    job_id = _running_job("finetune", deadline)
+    while not (workdir / RESUME_STATE).is_file():
+        assert time.time() < deadline, "the finetune job wrote no resume state"
+        time.sleep(0.05)
+    subprocess.run(["scancel", job_id], check=True)
+    return job_id
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +82,7 @@ def runs(tmp_path_factory, tiny_model_dir):
              str(cluster / "config.yaml"), *profiles],
             cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=_env())
         try:
-            cancelled = _cancel_when_running("finetune", time.time() + 1200)
+            cancelled = _cancel_finetune_mid_training(cluster, time.time() + 1200)
         finally:
             process.wait()
     local_run = subprocess.run(
@@ -92,6 +105,14 @@ def test_cluster_run_completes_despite_scancel(runs):
     finetune_jobs = [job for rule, job, _ in _submissions(runs["log"]) if rule == "finetune"]
     assert runs["cancelled"] in finetune_jobs and len(finetune_jobs) == 2, finetune_jobs  # retried once
     assert (runs["cluster"] / "results/tables/table1_main.md").is_file()
+
+
+def test_cancelled_finetune_resumed_from_its_saved_state(runs):
+    """The retry continued from the members the cancelled job had saved instead of training from scratch."""
+    retry_log = (runs["cluster"] / "logs/rte/tiny/seed0/finetune.log").read_text()
+    resumed = re.search(r"resumed from step (\d+) \((\d+) of 3 members done\)", retry_log)
+    assert resumed and int(resumed.group(2)) in (1, 2), retry_log[-3000:]
+    assert not (runs["cluster"] / RESUME_STATE).parent.exists()  # removed once the members were moved
 
 
 def test_every_rule_job_went_through_sbatch(runs):
