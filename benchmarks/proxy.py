@@ -28,8 +28,9 @@ from scipy.stats import spearmanr
 from bomf.data import make_splits
 from bomf.hpo import run_trial
 from bomf.models import load_tokenizer
-from bomf.tasks import GLUE_TASKS, read_glue_tsv
-from bomf.training import Encoded
+from bomf.readers import read_glue_tsv
+from bomf.sequence import SequenceData
+from bomf.tasks import GLUE_TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = REPO.parent / "shared" / "data" / "glue"
@@ -67,7 +68,7 @@ def main() -> None:
     splits = make_splits(examples, examples[:1], {"split_seed": 0, "val_size": args.val, "max_train": args.train,
                                                   "max_test": 1})
     tokenizer = load_tokenizer(model_spec["source"])
-    data = {name: Encoded(splits[name], tokenizer, model_spec["max_length"], task) for name in ("train", "val")}
+    data = {name: SequenceData(splits[name], tokenizer, model_spec["max_length"], task) for name in ("train", "val")}
     rates = np.geomspace(args.lr_low, args.lr_high, args.learning_rates).tolist()
     points = [{"learning_rate": lr, "batch_size": bs} for bs in args.batch_sizes for lr in rates]
     majority = max(np.mean(data["val"].labels.numpy()), 1 - np.mean(data["val"].labels.numpy()))

@@ -48,7 +48,8 @@ def peak_rss_bytes() -> int:
 def load_data(args):
     import random
 
-    from bomf.tasks import GLUE_TASKS, read_glue_tsv
+    from bomf.readers import read_glue_tsv
+    from bomf.tasks import GLUE_TASKS
 
     task = GLUE_TASKS["sst2"]
     examples = read_glue_tsv(task, args.glue_dir / "SST-2" / "train.tsv")
@@ -59,7 +60,8 @@ def run_side(args) -> dict:
     """One side in this process: load, train, measure."""
     import torch
 
-    from bomf.models import load_classifier, load_tokenizer
+    from bomf.models import load_tokenizer
+    from bomf.sequence import load_classifier
     from bomf.runtime import seed_everything
 
     if args.threads:
@@ -72,9 +74,10 @@ def run_side(args) -> dict:
     model.register_forward_pre_hook(lambda module, a, kw: tokens.append(kw["input_ids"].numel()), with_kwargs=True)
     if args.side == "ours":
         from bomf.settings import OptimConfig, hyperparameters
-        from bomf.training import Encoded, fine_tune
+        from bomf.sequence import SequenceData
+        from bomf.training import fine_tune
 
-        train = Encoded(examples, tokenizer, args.max_length, task)
+        train = SequenceData(examples, tokenizer, args.max_length, task)
         hp = hyperparameters(OPTIM, {"learning_rate": args.learning_rate, "batch_size": args.batch_size})
         rss_before = rss_bytes()
         started = time.perf_counter()

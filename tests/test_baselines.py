@@ -8,9 +8,10 @@ import torch
 from bomf.baselines import best_run, candidate_subsets, grid_points, oracle_subset, train_keeping_best
 from bomf.fusion import FusionObjective, MemberStack, uniform
 from bomf.metrics import ranking_key
-from bomf.models import load_classifier, load_tokenizer
-from bomf.tasks import GLUE_TASKS, read_glue_tsv
-from bomf.training import Encoded, evaluate
+from bomf.models import load_tokenizer
+from bomf.readers import read_glue_tsv
+from bomf.sequence import SequenceData, load_classifier
+from bomf.tasks import GLUE_TASKS
 from conftest import GLUE_DIR
 
 RTE = GLUE_TASKS["rte"]
@@ -23,8 +24,8 @@ OPTIM = {"weight_decay": 0.1, "warmup_ratio": 0.2, "schedule": "linear", "adam_e
 def rte(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     train = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")
-    return {"train": Encoded(train[:48], tokenizer, 64, RTE), "val": Encoded(train[48:80], tokenizer, 64, RTE),
-            "test": Encoded(train[80:112], tokenizer, 64, RTE)}
+    return {"train": SequenceData(train[:48], tokenizer, 64, RTE), "val": SequenceData(train[48:80], tokenizer, 64, RTE),
+            "test": SequenceData(train[80:112], tokenizer, 64, RTE)}
 
 
 def test_grid_points_cover_the_product_in_order():
@@ -62,7 +63,7 @@ def test_train_keeping_best_keeps_the_best_checkpoint_and_averages_the_member_st
     # The kept state really is that checkpoint: scoring it again gives the recorded validation scores.
     model = load_classifier(str(tiny_model_dir), RTE)
     model.load_state_dict(best_state, strict=True)
-    rescored, _ = evaluate(model, rte["val"], RTE, ["accuracy"], 32, CPU)
+    rescored, _ = rte["val"].evaluate(model, ["accuracy"], 32, CPU)
     assert rescored == pytest.approx(record["best"], abs=1e-6)
     assert set(record["swa"]) == {"loss", "accuracy"} and math.isfinite(record["swa"]["loss"])
     assert record["frozen_layers"] == 1 and record["params"] == params

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import GLUE_DIR
 
-from bomf import data, tasks
+from bomf import data, readers
 from bomf.data import SPLITS, make_splits, prepare_task_data
 from bomf.io import read_json, read_jsonl
-from bomf.tasks import GLUE_FORMATS, GLUE_TASKS, DataError, get_task, load_raw_splits, read_custom, read_glue_tsv
+from bomf.readers import load_raw_splits, read_custom, read_glue_tsv
+from bomf.tasks import GLUE_FORMATS, GLUE_TASKS, DataError, get_task
 
 # Official GLUE sizes (train, dev).
 GLUE_SIZES = {"rte": (2490, 277), "mrpc": (3668, 408), "cola": (8551, 1043), "sst2": (67349, 872),
@@ -341,7 +342,7 @@ def test_non_utf8_glue_tsv(tmp_path):
     else:
         raised = None
     assert isinstance(raised, DataError) and str(path) in str(raised), (
-        f"PACKAGE BUG (bomf/tasks.py read_glue_tsv): a non-UTF-8 GLUE file raised {type(raised).__name__}: "
+        f"PACKAGE BUG (bomf/readers.py read_glue_tsv): a non-UTF-8 GLUE file raised {type(raised).__name__}: "
         f"{raised} -- expected DataError naming {path}")
 
 
@@ -356,7 +357,7 @@ def test_jsonl_line_that_is_not_an_object(tmp_path):
     else:
         raised = None
     assert isinstance(raised, DataError) and f"{path}:2" in str(raised), (
-        f"PACKAGE BUG (bomf/tasks.py read_custom): a JSONL line that is not an object raised "
+        f"PACKAGE BUG (bomf/readers.py read_custom): a JSONL line that is not an object raised "
         f"{type(raised).__name__}: {raised} -- expected DataError naming {path}:2")
 
 
@@ -477,7 +478,7 @@ def test_csv_error_names_the_line(tmp_path, monkeypatch):
     path = tmp_path / "data.csv"
     path.write_text('premise,hypothesis,gold\nA,B,pos\nC,"D unclosed,neg\nE,F,pos\n', encoding="utf-8")
     assert _message(_read_mine, path) == f"{path}:3: bad CSV row (unexpected end of data)"
-    monkeypatch.setattr(tasks, "_CSV_FIELD_LIMIT", 10)
+    monkeypatch.setattr(readers, "_CSV_FIELD_LIMIT", 10)
     path.write_text("premise,hypothesis,gold\nA,B,pos\nC,longer than ten,neg\n", encoding="utf-8")
     assert _message(_read_mine, path) == f"{path}:3: bad CSV row (field larger than field limit (10))"
 

@@ -10,9 +10,9 @@ from bomf.fusion import (METHODS, FusionContext, FusionObjective, FusionResult, 
                          one_hot)
 from bomf.metrics import ranking_key
 from bomf.mobo import sobol_simplex, weight_columns
-from bomf.models import load_classifier, load_tokenizer
+from bomf.models import load_tokenizer
+from bomf.sequence import SequenceData, load_classifier
 from bomf.tasks import GLUE_TASKS
-from bomf.training import Encoded, evaluate
 from conftest import GLUE_DIR
 
 RTE = GLUE_TASKS["rte"]
@@ -47,10 +47,10 @@ def stack(members):
 
 @pytest.fixture(scope="module")
 def rte_val(tiny_model_dir):
-    from bomf.tasks import read_glue_tsv
+    from bomf.readers import read_glue_tsv
 
     examples = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "dev.tsv")[:16]
-    return Encoded(examples, load_tokenizer(str(tiny_model_dir)), 64, RTE)
+    return SequenceData(examples, load_tokenizer(str(tiny_model_dir)), 64, RTE)
 
 
 @pytest.fixture(scope="module")
@@ -203,11 +203,11 @@ def test_objective_scores_the_fused_model(objective, members, tiny_model_dir, rt
     reference = make_model(tiny_model_dir)
     for index, member in enumerate(members):
         reference.load_state_dict(member)
-        expected, _ = evaluate(reference, rte_val, RTE, ["accuracy"], 8, CPU)
+        expected, _ = rte_val.evaluate(reference, ["accuracy"], 8, CPU)
         assert objective(one_hot(index, 3)) == expected
     w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
     reference.load_state_dict(objective.stack.mix(w))
-    assert objective(w) == evaluate(reference, rte_val, RTE, ["accuracy"], 8, CPU)[0]
+    assert objective(w) == rte_val.evaluate(reference, ["accuracy"], 8, CPU)[0]
 
 
 def test_swa_gives_uniform_weights(objective):
@@ -227,7 +227,7 @@ def test_best_member_on_the_real_objective(objective, members, tiny_model_dir, r
     scores = []
     for member in members:
         reference.load_state_dict(member)
-        scores.append(evaluate(reference, rte_val, RTE, ["accuracy"], 8, CPU)[0])
+        scores.append(rte_val.evaluate(reference, ["accuracy"], 8, CPU)[0])
     assert ctx.member_scores == scores
     assert len({s["loss"] for s in scores}) == 3  # the members really differ
     expected = max(range(3), key=lambda i: (scores[i]["accuracy"], -scores[i]["loss"]))

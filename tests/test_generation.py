@@ -10,9 +10,10 @@ import pytest
 import sacrebleu
 import torch
 
-from bomf.generation import IGNORE, GenerationData, _first_line, read_e2e_csv, read_samsum
-from bomf.metrics import EXAMPLE_METRICS
+from bomf.generation import IGNORE, GenerationData, _first_line
+from bomf.readers import read_e2e_csv, read_samsum
 from bomf.tasks import DataError
+from bomf.text_metrics import EXAMPLE_METRICS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAMSUM_DIR, E2E_DIR = DATA / "samsum", DATA / "e2e"

@@ -8,9 +8,10 @@ from bomf import landscape
 from bomf.fusion import FusionObjective, MemberStack, one_hot
 from bomf.landscape import (LandscapePlane, default_members, evaluate_landscape, evaluate_points, grid_points,
                             member_gram, member_points, projected_points)
-from bomf.models import load_classifier, load_tokenizer
-from bomf.tasks import GLUE_TASKS, read_glue_tsv
-from bomf.training import Encoded
+from bomf.models import load_tokenizer
+from bomf.readers import read_glue_tsv
+from bomf.sequence import SequenceData, load_classifier
+from bomf.tasks import GLUE_TASKS
 from conftest import GLUE_DIR
 
 RTE = GLUE_TASKS["rte"]
@@ -43,7 +44,7 @@ def plane(stack):
 @pytest.fixture(scope="module")
 def objective(stack, tiny_model_dir):
     examples = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "dev.tsv")[:16]
-    val = Encoded(examples, load_tokenizer(str(tiny_model_dir)), 64, RTE)
+    val = SequenceData(examples, load_tokenizer(str(tiny_model_dir)), 64, RTE)
     return FusionObjective(stack, make_model(tiny_model_dir), val, RTE, 8, CPU)
 
 

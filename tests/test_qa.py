@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bomf.metrics import EXAMPLE_METRICS
 from bomf.models import load_tokenizer
 from bomf.sources import resolve_model_source
-from bomf.qa import QAData, normalize_answer, read_squad_json
+from bomf.qa import QAData
+from bomf.readers import read_squad_json
 from bomf.tasks import DataError
+from bomf.text_metrics import EXAMPLE_METRICS, normalize_answer
 
 DEV_PART = Path(__file__).resolve().parents[1].parent / "shared/data/squad_v2/dev_part.json"
 CPU = torch.device("cpu")

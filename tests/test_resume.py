@@ -27,9 +27,10 @@ from bomf.members import StaleStateError, member_path, run_finetune
 from bomf.journal import JournaledObjective
 from bomf.mobo import run_mobo
 from bomf.models import load_tokenizer
-from bomf.tasks import GLUE_TASKS, read_glue_tsv
+from bomf.readers import read_glue_tsv
+from bomf.sequence import SequenceData
+from bomf.tasks import GLUE_TASKS
 from bomf.settings import Hyperparameters
-from bomf.training import Encoded
 from conftest import GLUE_DIR, write_tiny_config
 from test_pipeline import SNAKEMAKE
 
@@ -50,7 +51,7 @@ def rte(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     train = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")[:32]
     val = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "dev.tsv")[:16]
-    return {"train": Encoded(train, tokenizer, 64, RTE), "val": Encoded(val, tokenizer, 64, RTE)}
+    return {"train": SequenceData(train, tokenizer, 64, RTE), "val": SequenceData(val, tokenizer, 64, RTE)}
 
 
 def finetune_config(members: int = 3, start_fraction: float = 0.5) -> dict:
@@ -176,7 +177,7 @@ def test_rerun_after_a_failed_save_saves_the_chosen_fusion(tiny_model_dir, tmp_p
 
     rows = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    data = {"train": Encoded(rows[:32], tokenizer, 64, RTE), "val": Encoded(rows[32:48], tokenizer, 64, RTE)}
+    data = {"train": SequenceData(rows[:32], tokenizer, 64, RTE), "val": SequenceData(rows[32:48], tokenizer, 64, RTE)}
     members_dir, data_dir = tmp_path / "members", tmp_path / "data"
     finetune(tiny_model_dir, data, members_dir, finetune_config())
     write_jsonl(data_dir / "val.jsonl", rows[32:48])

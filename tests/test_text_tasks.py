@@ -13,10 +13,11 @@ from bomf.data import prepare_task_data
 from bomf.fusion import MemberStack
 from bomf.generation import GenerationData
 from bomf.io import read_jsonl
-from bomf.metrics import example_metrics
-from bomf.models import load_member_state, load_model, load_saved, load_tokenizer, member_state, save_model
+from bomf.kinds import kind_of
+from bomf.models import load_member_state, load_tokenizer, member_state, save_model
 from bomf.stats import bomf_comparisons
 from bomf.tasks import TEXT_TASKS, DataError
+from bomf.text_metrics import EXAMPLE_METRICS
 
 CPU = torch.device("cpu")
 LOCAL = {"squad_v2_file": str(DATA_PLACEHOLDERS["SQUAD_FILE"]), "samsum_dir": str(DATA_PLACEHOLDERS["SAMSUM_DIR"]),
@@ -69,7 +70,8 @@ def samsum_data(tiny_llama_dir, tmp_path_factory):
 
 def lora_model(model_dir, proxy: bool = False, seed: int = 0):
     torch.manual_seed(seed)
-    return load_model({"source": str(model_dir), "lora": LORA}, TEXT_TASKS["samsum"], proxy=proxy)
+    return kind_of(TEXT_TASKS["samsum"]).load_model({"source": str(model_dir), "lora": LORA}, TEXT_TASKS["samsum"],
+                                                   proxy=proxy)
 
 
 def test_lora_members_hold_only_the_adapters(tiny_llama_dir):
@@ -102,7 +104,7 @@ def test_fused_adapter_is_merged_into_the_saved_model(tiny_llama_dir, samsum_dat
 
     save_model(model, load_tokenizer(str(tiny_llama_dir)), tmp_path)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
-    merged = load_saved(tmp_path / "model", TEXT_TASKS["samsum"])
+    merged = kind_of(TEXT_TASKS["samsum"]).load_saved(tmp_path / "model", TEXT_TASKS["samsum"])
     assert not any("lora_" in name for name in merged.state_dict())
     merged_scores, merged_text = samsum_data.evaluate(merged, ["rougeL"], 4, CPU)
     assert merged_scores["loss"] == pytest.approx(fused_scores["loss"], rel=1e-4)
@@ -126,13 +128,13 @@ def test_gguf_smollm2_is_converted_into_an_ordinary_checkpoint(tmp_path):
         original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         expected = original(**inputs).logits
         del original
-        converted = load_saved(tmp_path / "smollm2", TEXT_TASKS["samsum"])
+        converted = kind_of(TEXT_TASKS["samsum"]).load_saved(tmp_path / "smollm2", TEXT_TASKS["samsum"])
         assert converted.dtype == torch.float32
         torch.testing.assert_close(converted(**inputs).logits, expected)
 
 
 def text_record(method: str, seed: int, predictions: list[str], references: list[list[str]]) -> dict:
-    metrics = example_metrics()
+    metrics = EXAMPLE_METRICS
     statistics = {m: metrics[m].statistics(predictions, references).tolist() for m in ("bleu", "rougeL")}
     return {"model": "m", "task": "e2e", "seed": seed, "method": method, "primary_metric": "bleu",
             "test": {"loss": 1.0, **{m: metrics[m](predictions, references) for m in ("bleu", "rougeL")}},

@@ -9,11 +9,13 @@ from transformers import AutoModelForSequenceClassification
 
 from bomf.io import read_json, write_json
 from bomf.members import MemberIntegrityError, load_members, member_path, run_finetune, save_member, sha256
-from bomf.models import encoder_layers, freeze_lower_layers, load_classifier, load_tokenizer, trainable_fraction
+from bomf.models import encoder_layers, freeze_lower_layers, load_tokenizer, trainable_fraction
+from bomf.readers import read_glue_tsv
+from bomf.sequence import SequenceData, load_classifier
 from bomf.runtime import seed_everything
 from bomf.settings import Hyperparameters, OptimConfig, hyperparameters, member_steps
-from bomf.tasks import GLUE_TASKS, read_glue_tsv
-from bomf.training import Encoded, _accumulate_gradients, evaluate, fine_tune, warmup_schedule
+from bomf.tasks import GLUE_TASKS
+from bomf.training import _accumulate_gradients, fine_tune, warmup_schedule
 from conftest import GLUE_DIR
 
 RTE, STSB = GLUE_TASKS["rte"], GLUE_TASKS["stsb"]
@@ -31,12 +33,12 @@ def tokenizer(tiny_model_dir):
 def rte(tokenizer):
     train = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")[:32]
     val = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "dev.tsv")[:16]
-    return {"train": Encoded(train, tokenizer, 64, RTE), "val": Encoded(val, tokenizer, 64, RTE)}
+    return {"train": SequenceData(train, tokenizer, 64, RTE), "val": SequenceData(val, tokenizer, 64, RTE)}
 
 
 @pytest.fixture(scope="module")
 def stsb(tokenizer):
-    return Encoded(read_glue_tsv(STSB, GLUE_DIR / "STS-B" / "dev.tsv")[:20], tokenizer, 64, STSB)
+    return SequenceData(read_glue_tsv(STSB, GLUE_DIR / "STS-B" / "dev.tsv")[:20], tokenizer, 64, STSB)
 
 
 def classifier(source, seed: int = 0, task=RTE):
@@ -115,7 +117,7 @@ def test_frozen_layers_do_not_change_in_training(tiny_model_dir, rte):
     assert not torch.equal(model.classifier.weight, before["classifier.weight"])
 
 
-# --------------------------------------------------------------------------- Encoded and evaluate
+# --------------------------------------------------------------------------- SequenceData and evaluate
 
 
 def test_encoded_pads_each_batch_to_its_own_longest(rte, stsb):
@@ -140,7 +142,7 @@ def test_encoded_pads_each_batch_to_its_own_longest(rte, stsb):
 def test_encoded_single_sentences(tokenizer):
     sst2 = GLUE_TASKS["sst2"]
     examples = [{"text": ["a fine film"], "label": 1}, {"text": ["dull , lifeless and far too long"], "label": 0}]
-    data = Encoded(examples, tokenizer, 64, sst2)
+    data = SequenceData(examples, tokenizer, 64, sst2)
     batch = data.batch([0, 1], CPU)
     assert batch["input_ids"].shape == (2, max(len(ids) for ids in data.features["input_ids"]))
     assert batch["token_type_ids"].sum() == 0  # one segment only
@@ -150,7 +152,7 @@ def test_encoded_single_sentences(tokenizer):
 def test_evaluate_classification(tiny_model_dir, rte):
     model = classifier(tiny_model_dir).train()
     val = rte["val"]
-    scores, predictions = evaluate(model, val, RTE, ["accuracy"], 16, CPU)
+    scores, predictions = val.evaluate(model, ["accuracy"], 16, CPU)
     assert model.training  # mode restored
     assert set(scores) == {"loss", "accuracy"}
     assert predictions.shape == (16,) and set(np.unique(predictions)) <= {0, 1}
@@ -162,14 +164,14 @@ def test_evaluate_classification(tiny_model_dir, rte):
     expected_loss = torch.nn.functional.cross_entropy(logits, val.labels).item()
     assert scores["loss"] == pytest.approx(expected_loss, rel=1e-5)
     # The mean loss does not depend on the evaluation batch size (uneven last batch included).
-    small, small_predictions = evaluate(model, val, RTE, ["accuracy"], 5, CPU)
+    small, small_predictions = val.evaluate(model, ["accuracy"], 5, CPU)
     assert small["loss"] == pytest.approx(scores["loss"], rel=1e-5)
     assert np.array_equal(small_predictions, predictions)
 
 
 def test_evaluate_regression(tiny_model_dir, stsb):
     model = classifier(tiny_model_dir, task=STSB)
-    scores, predictions = evaluate(model, stsb, STSB, ["pearson", "spearman"], 8, CPU)
+    scores, predictions = stsb.evaluate(model, ["pearson", "spearman"], 8, CPU)
     assert set(scores) == {"loss", "pearson", "spearman"}
     assert predictions.shape == (20,) and predictions.dtype == np.float32
     labels = stsb.labels.numpy()
@@ -212,7 +214,7 @@ def test_fine_tune_rows_and_callback(tiny_model_dir, rte):
     assert torch.equal(calls[2][3], model.classifier.weight)
     assert not torch.equal(before["classifier.weight"], model.state_dict()["classifier.weight"])
     # The trajectory's validation scores are those of the model at that step.
-    final, _ = evaluate(model, rte["val"], RTE, ["accuracy"], 16, CPU)
+    final, _ = rte["val"].evaluate(model, ["accuracy"], 16, CPU)
     assert final["loss"] == pytest.approx(trajectory[-1]["val_loss"], rel=1e-6)
 
 
@@ -250,7 +252,7 @@ def test_fine_tune_stops_on_divergence(tiny_model_dir, rte):
 
 @pytest.mark.parametrize("max_device_batch", [4, 3])
 def test_gradient_accumulation_matches_one_full_batch(tiny_model_dir, tokenizer, rte, max_device_batch):
-    data = Encoded(read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")[:8], tokenizer, 64, RTE)
+    data = SequenceData(read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")[:8], tokenizer, 64, RTE)
     hp = Hyperparameters(1e-3, 8, 0.0, 0.01)
     # Gradients of one optimizer batch, in one chunk vs several.
     grads = []
@@ -352,7 +354,7 @@ def test_run_finetune_saves_verified_members(tmp_path, tiny_model_dir, rte):
     # The last member is the model at the end of training: it reproduces the last validation loss.
     model = classifier(tiny_model_dir)
     model.load_state_dict(loaded[2])
-    scores, _ = evaluate(model, rte["val"], RTE, ["accuracy"], 16, CPU)
+    scores, _ = rte["val"].evaluate(model, ["accuracy"], 16, CPU)
     assert scores["loss"] == pytest.approx(frame["val_loss"].iloc[-1], rel=1e-6)
 
 

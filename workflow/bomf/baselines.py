@@ -17,10 +17,11 @@ import torch
 
 from .fusion import FusionObjective, uniform
 from .metrics import ranking_key
-from .models import freeze_lower_layers, load_member_state, load_model, member_state
+from .kinds import kind_of
+from .models import freeze_lower_layers, load_member_state, member_state
 from .runtime import seed_everything
 from .settings import OptimConfig, hyperparameters, member_steps
-from .training import evaluate, fine_tune
+from .training import fine_tune
 
 
 def grid_points(grid: dict) -> list[dict]:
@@ -58,7 +59,7 @@ def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_c
             average["count"] += 1
 
     seed_everything(seed)
-    model = load_model(model_spec, task)
+    model = kind_of(task).load_model(model_spec, task)
     freeze_lower_layers(model, frozen_layers)
     started = time.perf_counter()
     trajectory = fine_tune(model, data["train"], data["val"], task, hp, optim, epochs, seed, device,
@@ -83,7 +84,7 @@ def _average_scores(model, average: dict, task, val, batch_size: int, device) ->
     for name, total in average["sum"].items():
         state[name] = (total / average["count"]).to(state[name].dtype)
     load_member_state(model, state)
-    return evaluate(model, val, task, list(task.metrics), batch_size, device)[0]
+    return val.evaluate(model, list(task.metrics), batch_size, device)[0]
 
 
 def best_run(records: list[dict]) -> int:

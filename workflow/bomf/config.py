@@ -190,7 +190,7 @@ def _listed(names) -> str:
 
 
 def check_custom_tasks(custom_tasks: dict) -> list[str]:
-    from .metrics import METRICS, REGRESSION_METRICS
+    from .kinds import KINDS
 
     problems = []
     for name, task in custom_tasks.items():
@@ -207,7 +207,7 @@ def check_custom_tasks(custom_tasks: dict) -> list[str]:
         if twice:
             problems.append(f"{where}.labels: {', '.join(map(repr, twice))} given more than once (labels are "
                             f"compared as text, so 1 and \"1\" are the same label); list each label once")
-        allowed = [m for m in METRICS if (m in REGRESSION_METRICS) == regression]
+        allowed = KINDS[task["kind"]].metrics
         problems += [f"{where}.metrics: '{metric}' is not a {task['kind']} metric; use one of {', '.join(allowed)}"
                      for metric in task["metrics"] if metric not in allowed]
     return problems
@@ -249,8 +249,8 @@ def check_custom_task_files(config: dict) -> list[str]:
 
 def _columns_and_rows(path: Path) -> tuple[list[str], int]:
     """The column names (CSV header, or the first JSONL record's keys) and the number of records, read as
-    the data job reads the file (``bomf.tasks``)."""
-    from .tasks import csv_rows, read_text
+    the data job reads the file (``bomf.readers``)."""
+    from .readers import csv_rows, read_text
 
     text = read_text(path, "data file not found")
     if path.suffix == ".jsonl":
@@ -280,7 +280,7 @@ def check_glue_files(config: dict) -> list[str]:
 
 def check_text_task_files(config: dict) -> list[str]:
     """The local copy (file or directory) of every requested text task whose data key is set."""
-    from .tasks import TEXT_SOURCES
+    from .readers import TEXT_SOURCES
 
     problems = []
     for name in config["tasks"]:
@@ -310,17 +310,18 @@ def check_models(config: dict) -> list[str]:
 
 
 def check_model_kind(name: str, model: dict, config: dict) -> list[str]:
-    """Generation tasks fine-tune a causal LM with LoRA; every other task kind an encoder in full."""
+    """Causal-LM kinds (generation) fine-tune with LoRA; encoder kinds (the others) in full."""
+    from .kinds import kind_of
     from .tasks import get_task
 
     where = f"model_catalog.{name}"
-    kinds = {task: get_task(task, config["custom_tasks"]).kind for task in config["tasks"]
-             if task in _builtin_tasks() or task in config["custom_tasks"]}
-    generation = [task for task, kind in kinds.items() if kind == "generation"]
-    encoder = [task for task, kind in kinds.items() if kind != "generation"]
+    families = {task: kind_of(get_task(task, config["custom_tasks"])).model_family for task in config["tasks"]
+                if task in _builtin_tasks() or task in config["custom_tasks"]}
+    causal_lm = [task for task, family in families.items() if family == "causal_lm"]
+    encoder = [task for task, family in families.items() if family == "encoder"]
     problems = []
-    if generation and "lora" not in model:
-        problems.append(f"{where}.lora: generation tasks ({', '.join(generation)}) fine-tune a causal LM with "
+    if causal_lm and "lora" not in model:
+        problems.append(f"{where}.lora: generation tasks ({', '.join(causal_lm)}) fine-tune a causal LM with "
                         f"LoRA; give the model a lora section (rank, proxy_rank)")
     if encoder and "lora" in model:
         problems.append(f"{where}.lora: LoRA is for causal LMs on generation tasks; tasks {', '.join(encoder)} "

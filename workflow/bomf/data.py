@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .io import write_json, write_jsonl
 from .runtime import tell_user
-from .tasks import TEXT_SOURCES, TaskSpec, load_raw_splits
+from .readers import TEXT_SOURCES, load_raw_splits
+from .tasks import TaskSpec
 
 SPLITS = ("train", "val", "test")
 

@@ -17,8 +17,8 @@ from torch import nn
 from .metrics import ranking_key
 from .models import load_member_state
 from .journal import JournaledObjective
+from .splits import SplitData, autocast
 from .tasks import TaskSpec
-from .training import Encoded, autocast, evaluate
 
 SIMPLEX_TOLERANCE = 1e-6
 
@@ -83,7 +83,7 @@ class FusionObjective:
     """Scores fused weights on a split: its loss (minimised) and the task's metrics (how depends on the task
     kind's data: class ids, answer spans or generated text)."""
 
-    def __init__(self, stack: MemberStack, model: nn.Module, val: Encoded, task: TaskSpec, batch_size: int,
+    def __init__(self, stack: MemberStack, model: nn.Module, val: SplitData, task: TaskSpec, batch_size: int,
                  device: torch.device):
         self.stack, self.model, self.val, self.task = stack, model.to(device).eval(), val, task
         self.batch_size, self.device = batch_size, device
@@ -93,7 +93,7 @@ class FusionObjective:
         return ["loss", *self.task.metrics]
 
     def score(self) -> dict[str, float]:
-        return evaluate(self.model, self.val, self.task, list(self.task.metrics), self.batch_size, self.device)[0]
+        return self.val.evaluate(self.model, list(self.task.metrics), self.batch_size, self.device)[0]
 
     def __call__(self, weights: torch.Tensor) -> dict[str, float]:
         self.fused_model(weights)

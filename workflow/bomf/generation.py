@@ -1,155 +1,30 @@
-"""Text generation tasks (SAMSum dialogue summarisation, E2E NLG) for a decoder-only language model.
+"""Text generation tasks (SAMSum dialogue summarisation, E2E NLG) for a decoder-only language model,
+fine-tuned with LoRA; the stage-1 proxy is a smaller LoRA rank.
 
 An example is ``{"id": str, "source": str, "references": [str, ...], "group": str}``; ``group`` is what must
 not be split across train and validation (the dialogue id for SAMSum, the meaning representation for E2E).
-``GenerationData`` plays the role of ``training.Encoded`` for these tasks: it tokenises a split once into
-loss sequences (prompt + reference + eos) for training and prompts for greedy generation, and evaluates a
-model by loss and by text metrics of its generations. The text metrics (ROUGE, BLEU) are registered in
-``metrics.EXAMPLE_METRICS`` at import.
+``GenerationData`` tokenises a split once into loss sequences (prompt + reference + eos) for training and
+prompts for greedy generation, and is scored by loss and by text metrics (ROUGE, BLEU: ``text_metrics``) of
+its generations.
 """
 
-import csv
 import hashlib
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from rouge_score import rouge_scorer
-from sacrebleu.metrics.bleu import BLEU
 from torch import nn
 from torch.nn import functional as F
 
-from .metrics import EXAMPLE_METRICS, ExampleMetric
-from .tasks import DataError
-from .training import autocast
+from .sources import resolve_model_source
+from .splits import SplitData
+from .tasks import TaskSpec
+from .text_metrics import EXAMPLE_METRICS
 
 IGNORE = -100  # label of tokens the loss skips (prompt and padding), as transformers expects
 
-SAMSUM_COLUMNS = ("id", "dialogue", "summary")
-E2E_CSV_COLUMNS = ("mr", "ref")
 
-
-# ---------------------------------------------------------------------------------------------- readers
-
-def read_samsum(directory: Path, split: str) -> list[dict]:
-    """A SAMSum split saved with ``datasets.save_to_disk`` under ``directory / split``."""
-    import datasets
-
-    path = Path(directory) / split
-    if not path.is_dir():
-        raise DataError(f"{path}: SAMSum split directory not found")
-    try:
-        dataset = datasets.load_from_disk(str(path))
-    except FileNotFoundError as error:
-        raise DataError(f"{path}: not a dataset saved with datasets.save_to_disk ({error})") from None
-    return _samsum_examples(dataset, str(path))
-
-
-def read_samsum_hub(split: str) -> list[dict]:
-    """A SAMSum split from the Hugging Face hub (needs network access)."""
-    import datasets
-
-    dataset = datasets.load_dataset("knkarthick/samsum", split=split)
-    return _samsum_examples(dataset, f"hub knkarthick/samsum[{split}]")
-
-
-def read_e2e_csv(path: Path) -> list[dict]:
-    """An E2E NLG CSV (``mr``, ``ref``; one row per reference): one example per distinct meaning
-    representation, in order of first appearance, with all its references."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: E2E CSV file not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in E2E_CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header: {reader.fieldnames})")
-        pairs = [(row["mr"], row["ref"]) for row in reader]
-    return _group_by_meaning(pairs, str(path))
-
-
-def read_e2e_hub(split: str) -> list[dict]:
-    """An E2E NLG split from the Hugging Face hub (needs network access), grouped as ``read_e2e_csv``."""
-    import datasets
-
-    dataset = datasets.load_dataset("tuetschek/e2e_nlg", split=split)
-    pairs = zip(dataset["meaning_representation"], dataset["human_reference"])
-    return _group_by_meaning(pairs, f"hub tuetschek/e2e_nlg[{split}]")
-
-
-def _samsum_examples(dataset, where: str) -> list[dict]:
-    missing = [c for c in SAMSUM_COLUMNS if c not in dataset.column_names]
-    if missing:
-        raise DataError(f"{where}: missing column(s) {', '.join(missing)} (columns: {dataset.column_names})")
-    examples = []
-    for row_number, row in enumerate(dataset, start=1):
-        location = f"{where} row {row_number}"
-        examples.append({
-            "id": str(row["id"]),
-            "source": _non_empty(row["dialogue"], location, "dialogue"),
-            "references": [_non_empty(row["summary"], location, "summary")],
-            "group": str(row["id"]),
-        })
-    return examples
-
-
-def _group_by_meaning(pairs: Iterable[tuple[str, str]], where: str) -> list[dict]:
-    references: dict[str, list[str]] = {}  # dicts keep insertion order: first appearance of each MR
-    for row_number, (mr, ref) in enumerate(pairs, start=1):
-        location = f"{where} row {row_number}"
-        mr = _non_empty(mr, location, "mr")
-        references.setdefault(mr, []).append(_non_empty(ref, location, "ref"))
-    return [{"id": str(index), "source": mr, "references": refs, "group": mr}
-            for index, (mr, refs) in enumerate(references.items())]
-
-
-def _non_empty(value, location: str, field: str) -> str:
-    text = (value or "").strip()
-    if not text:
-        raise DataError(f"{location}: empty {field}")
-    return text
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-def _rouge(rouge_type: str) -> ExampleMetric:
-    scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=True)
-
-    def statistics(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
-        # score_multi keeps the reference with the highest F-measure.
-        return np.array([[scorer.score_multi(list(refs), prediction)[rouge_type].fmeasure]
-                         for prediction, refs in zip(predictions, references, strict=True)],
-                        dtype=float).reshape(-1, 1)
-
-    return ExampleMetric(statistics)
-
-
-_BLEU = BLEU()  # sacrebleu's defaults, the same as sacrebleu.corpus_bleu
-
-
-def bleu_statistics(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
-    """Per example, sacrebleu's sufficient statistics: hypothesis length, closest reference length, then
-    n-gram matches and totals for n = 1..4. Each example is its own one-segment corpus, so examples may
-    have different numbers of references."""
-    rows = [_BLEU._extract_corpus_statistics([prediction], [[ref] for ref in refs])[0]
-            for prediction, refs in zip(predictions, references, strict=True)]
-    return np.array(rows, dtype=np.int64).reshape(-1, 2 + 2 * _BLEU.max_ngram_order)
-
-
-def bleu_from_statistics(statistics: np.ndarray) -> float:
-    """Corpus BLEU in [0, 1] of any subset of ``bleu_statistics`` rows (summed, as sacrebleu does)."""
-    totals = [int(value) for value in np.asarray(statistics, dtype=np.int64).sum(axis=0)]
-    return _BLEU._compute_score_from_stats(totals).score / 100
-
-
-EXAMPLE_METRICS.update({name: _rouge(name) for name in ("rouge1", "rouge2", "rougeL")})
-EXAMPLE_METRICS["bleu"] = ExampleMetric(bleu_statistics, bleu_from_statistics)
-
-
-# ------------------------------------------------------------------------------------- tokenised split
-
-class GenerationData:
+class GenerationData(SplitData):
     """A split tokenised once for a decoder-only LM.
 
     A loss sequence is prompt + " " + reference + eos, with labels only on the reference and eos. With
@@ -246,39 +121,55 @@ class GenerationData:
                                             skip_special_tokens=True)
         return [_first_line(text) for text in texts]
 
-    def evaluate(self, model: nn.Module, metrics: list[str], batch_size: int,
-                 device: torch.device) -> tuple[dict[str, float], list[str]]:
-        """Loss and text metrics over the split, and the generated text per example.
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, None]:
+        """The mean over the batch's sequences of each sequence's mean token loss, so every example weighs the
+        same whatever its length (as the per-example mean of classification)."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # Token t predicts token t + 1.
+        labels = batch["labels"][:, 1:]
+        token_losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE,
+                                       reduction="none")
+        counts = (labels != IGNORE).sum(dim=1)
+        return (token_losses.sum(dim=1) / counts).mean().item(), None
 
-        The loss is the mean over loss sequences of each sequence's mean token loss, so every example
-        weighs the same whatever its length (as the per-example mean of classification)."""
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad(), autocast(device):
-                loss = self._mean_sequence_loss(model, batch_size, device)
-                predictions = self.generate(model, batch_size, device)
-        finally:
-            model.train(was_training)
-        references = self.references
-        scores = {"loss": loss}
-        scores.update({name: EXAMPLE_METRICS[name](predictions, references) for name in metrics})
-        return scores, predictions
+    def decode(self, outputs: list, model: nn.Module, batch_size: int, device: torch.device) -> list[str]:
+        return self.generate(model, batch_size, device)
 
-    def _mean_sequence_loss(self, model: nn.Module, batch_size: int, device: torch.device) -> float:
-        losses = []
-        for start in range(0, len(self), batch_size):
-            batch = self.batch(range(start, min(start + batch_size, len(self))), device)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            # Token t predicts token t + 1.
-            labels = batch["labels"][:, 1:]
-            token_losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
-                                           ignore_index=IGNORE, reduction="none")
-            counts = (labels != IGNORE).sum(dim=1)
-            losses.append(token_losses.sum(dim=1) / counts)
-        return torch.cat(losses).mean().item()
+    def score(self, metrics: list[str], predictions: list[str]) -> dict[str, float]:
+        return {name: EXAMPLE_METRICS[name](predictions, self.references) for name in metrics}
 
 
 def _first_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[0].strip() if lines else ""
+
+
+def encode(task: TaskSpec, examples: list[dict], tokenizer, max_length: int, settings: dict,
+           split: str) -> GenerationData:
+    """``settings``: the config's generation section. Training learns every reference of an example;
+    validation and test score against all of them."""
+    return GenerationData(examples, tokenizer, task.prompt, max_length, settings["max_new_tokens"],
+                          expand_references=split == "train")
+
+
+def load_model(model_spec: dict, task: TaskSpec, proxy: bool) -> nn.Module:
+    lora = model_spec["lora"]
+    return load_causal_lm(model_spec["source"], lora, lora["proxy_rank"] if proxy else lora["rank"])
+
+
+def load_causal_lm(source: str, lora: dict, rank: int) -> nn.Module:
+    """A causal LM with fresh LoRA adapters of ``rank`` on ``lora.target_modules``; only they train."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_source(source), dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
+    return get_peft_model(base, config)
+
+
+def load_saved(model_dir: str | Path, task: TaskSpec) -> nn.Module:
+    """The merged checkpoint ``models.save_model`` wrote (adapters folded into the base)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir)

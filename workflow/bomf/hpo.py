@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch.quasirandom import SobolEngine
 
-from .models import load_model, trainable_fraction
+from .kinds import kind_of
+from .models import trainable_fraction
 from .runtime import seed_everything, seed_rngs, torch_threads
 from .settings import OptimConfig, hyperparameters
 from .training import fine_tune
@@ -119,7 +120,7 @@ def run_trial(model_spec: dict, task, data: dict, params: dict, optim_config: di
               epochs: int, seed: int, device) -> dict:
     """Train with ``params`` (the stage-1 proxy of ``model_spec`` if ``proxy``); the trial's record."""
     seed_everything(seed)
-    model = load_model(model_spec, task, proxy=proxy)
+    model = kind_of(task).load_model(model_spec, task, proxy=proxy)
     started = time.perf_counter()
     trajectory = fine_tune(model, data["train"], data["val"], task, hyperparameters(optim_config, params),
                            OptimConfig.from_config(optim_config), epochs, seed, device, progress="trial")

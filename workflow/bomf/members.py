@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from .io import atomic_path, read_json, write_csv, write_json
 from .layout import MEMBER_FILE
-from .models import load_model, member_state
+from .kinds import kind_of
+from .models import member_state
 from .runtime import seed_everything
 from .settings import OptimConfig, member_steps
 from .training import TrainingState, fine_tune
@@ -79,7 +80,7 @@ def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, fin
         write_training_state(staging, state, identity, checksums)
 
     seed_everything(seed)
-    model = load_model(model_spec, task)
+    model = kind_of(task).load_model(model_spec, task)
     trajectory = fine_tune(model, data["train"], data["val"], task, hp, OptimConfig.from_config(optim_config),
                            finetune_config["epochs"], seed, device, eval_steps=steps, on_eval=save,
                            progress="finetune", resume=resume, on_state=save_state)

@@ -1,14 +1,10 @@
-"""Task metrics computed locally (``evaluate.load`` needs the hub). Every metric: higher is better, in [0, 1]
-for scores (tables show them x100).
-
-Classification and regression metrics map (predictions, labels) arrays to a float. Metrics of text (QA
-answers, generated text) are ``ExampleMetric``s: per-example statistics aggregated into the score, so a
-bootstrap resamples rows of statistics instead of recomputing the metric from text.
+"""Classification and regression metrics computed locally (``evaluate.load`` needs the hub): each maps
+(predictions, labels) arrays to a float; higher is better, in [0, 1] for scores (tables show them x100).
+Metrics of text (QA answers, generated text) are in ``text_metrics``.
 """
 
 import importlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 
@@ -94,33 +90,6 @@ def _spearman_rows(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 ROW_METRICS: dict[str, RowMetric] = {"accuracy": _accuracy_rows, "f1": _f1_rows, "mcc": _mcc_rows,
                                      "pearson": _pearson_rows, "spearman": _spearman_rows}
-
-
-def mean_of_first_column(statistics: np.ndarray) -> float:
-    return float(np.mean(statistics[:, 0]))
-
-
-@dataclass(frozen=True)
-class ExampleMetric:
-    """A text metric as per-example statistics (predictions and reference lists -> an (n, k) array) and the
-    aggregate of any subset of their rows (default: the mean of the single column, as for ROUGE or EM)."""
-
-    statistics: Callable[[Sequence[str], Sequence[Sequence[str]]], np.ndarray]
-    aggregate: Callable[[np.ndarray], float] = mean_of_first_column
-
-    def __call__(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-        return self.aggregate(self.statistics(predictions, references))
-
-
-# Filled in by the text task kinds' modules (qa.py, generation.py); read it through ``example_metrics``.
-EXAMPLE_METRICS: dict[str, ExampleMetric] = {}
-
-
-def example_metrics() -> dict[str, ExampleMetric]:
-    """Every text metric by name (importing the modules that register them)."""
-    for module in ("qa", "generation"):
-        importlib.import_module(f".{module}", __package__)  # importing a module registers its metrics
-    return EXAMPLE_METRICS
 
 
 def compute_metrics(names: list[str], predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -1,8 +1,6 @@
-"""Where models come from, which head a task kind gets, and what the stage-1 proxy changes.
-
-Encoders (classification, regression, extractive QA) are fine-tuned in full; their proxy freezes the lowest
-layers. Causal LMs (generation) are fine-tuned with LoRA; their proxy is a smaller LoRA rank. A member is
-what fine-tuning changes: the full state of an encoder, the adapter weights of a LoRA model.
+"""What every task kind does with a model: tokenizers, members (what fine-tuning changes: the full state of an
+encoder, the adapter weights of a LoRA model), saving, the encoder proxy's frozen layers, the device. Which
+model a kind fine-tunes is the kind's (``kinds``).
 """
 
 import sys
@@ -12,7 +10,6 @@ import torch
 from torch import nn
 
 from .sources import resolve_model_source
-from .tasks import TaskSpec
 
 
 def convert_gguf(source: str, out_dir: str | Path) -> None:
@@ -32,36 +29,6 @@ def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_model_source(source))
-
-
-def load_model(model_spec: dict, task: TaskSpec, proxy: bool = False) -> nn.Module:
-    """The model a task kind fine-tunes, from a catalog entry; ``proxy``: the stage-1 proxy (lowest
-    ``proxy_frozen_layers`` frozen, or LoRA rank ``lora.proxy_rank``). Heads and LoRA matrices draw from
-    torch's global RNG: seed it before calling."""
-    source = model_spec["source"]
-    if task.kind == "generation":
-        lora = model_spec["lora"]
-        return load_causal_lm(source, lora, lora["proxy_rank"] if proxy else lora["rank"])
-    if task.kind == "extractive_qa":
-        from transformers import AutoModelForQuestionAnswering
-
-        model = AutoModelForQuestionAnswering.from_pretrained(resolve_model_source(source))
-    else:
-        model = load_classifier(source, task)
-    if proxy:
-        freeze_lower_layers(model, model_spec["proxy_frozen_layers"])
-    return model
-
-
-def load_causal_lm(source: str, lora: dict, rank: int) -> nn.Module:
-    """A causal LM with fresh LoRA adapters of ``rank`` on ``lora.target_modules``; only they train."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(resolve_model_source(source), dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                        target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
-    return get_peft_model(base, config)
 
 
 def is_lora(model: nn.Module) -> bool:
@@ -99,28 +66,6 @@ def save_model(model: nn.Module, tokenizer, out_dir: str | Path) -> None:
         model = model.merge_and_unload()
     model.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
-
-
-def load_saved(model_dir: str | Path, task: TaskSpec) -> nn.Module:
-    """A checkpoint written by ``save_model``, with the head of the task's kind."""
-    from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-
-    auto = {"generation": AutoModelForCausalLM, "extractive_qa": AutoModelForQuestionAnswering}.get(
-        task.kind, AutoModelForSequenceClassification)
-    return auto.from_pretrained(model_dir)
-
-
-def load_classifier(source: str, task: TaskSpec) -> nn.Module:
-    """A sequence classifier (or regressor, one output and MSE loss) with a freshly initialised head.
-
-    The head's initialisation draws from torch's global RNG: seed it before calling.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    problem_type = "regression" if task.is_regression else "single_label_classification"
-    return AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_source(source), num_labels=task.num_labels, problem_type=problem_type
-    )
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
+from .kinds import kind_of
 from .layout import TABLE_NAMES, prepared_model_dir
 from .runtime import tell_user
 from .sources import is_gguf
@@ -33,33 +34,15 @@ def _model_spec(config: dict, model: str) -> dict:
     return {**spec, "source": str(prepared_model_dir(config["output_dir"], model))} if is_gguf(spec["source"]) else spec
 
 
-def encode(config: dict, task, model_spec: dict, examples: list[dict], tokenizer, split: str):
-    """One split tokenised for its task kind: what training batches and what scores a model on it."""
-    max_length = model_spec["max_length"]
-    if task.kind == "extractive_qa":
-        from .qa import QAData
-
-        settings = config["qa"]
-        return QAData(examples, tokenizer, max_length, settings["stride"], settings["n_best"],
-                      settings["max_answer_length"], settings["null_score_threshold"])
-    if task.kind == "generation":
-        from .generation import GenerationData
-
-        # Training learns every reference of an example; validation and test score against all of them.
-        return GenerationData(examples, tokenizer, task.prompt, max_length, config["generation"]["max_new_tokens"],
-                              expand_references=split == "train")
-    from .training import Encoded
-
-    return Encoded(examples, tokenizer, max_length, task)
-
-
 def load_splits(config: dict, task, model_spec: dict, data_dir, names, tokenizer,
                 max_train: int | None = None) -> dict:
     """The named splits, encoded; ``max_train``: a seeded subsample of train (stage-1 trials)."""
     splits = {name: read_jsonl(Path(data_dir) / f"{name}.jsonl") for name in names}
     if max_train is not None and len(splits["train"]) > max_train:
         splits["train"] = random.Random(config["data"]["split_seed"]).sample(splits["train"], max_train)
-    return {name: encode(config, task, model_spec, examples, tokenizer, name) for name, examples in splits.items()}
+    kind = kind_of(task)
+    return {name: kind.encode(task, examples, tokenizer, model_spec["max_length"], config, name)
+            for name, examples in splits.items()}
 
 
 def environment() -> dict:
@@ -161,7 +144,7 @@ def member_objective(config: dict, task: str, model: str, seed: int, data_dir, m
     their fusions on ``split``; and the model's tokenizer."""
     from . import members
     from .fusion import FusionObjective, MemberStack
-    from .models import load_model, load_tokenizer, pick_device
+    from .models import load_tokenizer, pick_device
     from .runtime import seed_everything
 
     spec, model_spec = _task(config, task), _model_spec(config, model)
@@ -170,7 +153,7 @@ def member_objective(config: dict, task: str, model: str, seed: int, data_dir, m
     data = load_splits(config, spec, model_spec, data_dir, (split,), tokenizer)[split]
     stack = MemberStack(members.load_members(members_dir), device)
     seed_everything(seed)
-    objective = FusionObjective(stack, load_model(model_spec, spec), data, spec,
+    objective = FusionObjective(stack, kind_of(spec).load_model(model_spec, spec), data, spec,
                                 config["optim"]["eval_batch_size"], device)
     return objective, tokenizer
 
@@ -185,13 +168,13 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     from .fusion import METHODS, FusionContext
     from .journal import JournaledObjective
 
-    model_spec = _model_spec(config, model)
+    model_spec, section = _model_spec(config, model), kind_of(_task(config, task)).settings_section
     scorer, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir)
     # A journal is replayed only for the same members, validation split and settings.
     settings = config.get("fusion", {})  # the settings the method declares (fusion.PARAMETERS): maybe none
     identity = {"method": method, "seed": seed, "fusion": settings, "source": model_spec["source"],
                 "max_length": model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
-                "scoring": {section: config[section] for section in ("qa", "generation") if section in config},
+                "scoring": {section: config[section]} if section else {},
                 "members": read_json(Path(members_dir) / "members.json")["members"],
                 "validation": members.sha256(Path(data_dir) / "val.jsonl")}
     objective = JournaledObjective(scorer, journal, identity)
@@ -213,24 +196,24 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
     """The only place the test split is read: one evaluation of one chosen model."""
     import numpy as np
 
-    from .metrics import example_metrics
-    from .models import load_saved, load_tokenizer, pick_device
-    from .training import evaluate
+    from .models import load_tokenizer, pick_device
 
     spec, model_spec = _task(config, task), _model_spec(config, model)
-    device = pick_device()
+    kind, device = kind_of(spec), pick_device()
     model_dir = Path(fusion_dir) / "model"
     test = load_splits(config, spec, model_spec, data_dir, ("test",), load_tokenizer(str(model_dir)))["test"]
-    fused = load_saved(model_dir, spec).to(device)
-    scores, predictions = evaluate(fused, test, spec, list(spec.metrics), config["optim"]["eval_batch_size"], device)
+    fused = kind.load_saved(model_dir, spec).to(device)
+    scores, predictions = test.evaluate(fused, list(spec.metrics), config["optim"]["eval_batch_size"], device)
     validation = read_json(Path(fusion_dir) / "weights.json")["validation"]
     record = {"task": task, "model": model, "seed": seed, "method": method, "primary_metric": spec.primary_metric,
               "test": scores, "validation": validation, "test_size": len(test.references),
               "predictions": np.asarray(predictions).tolist(),  # class ids, scores or texts
               "labels": test.references}
-    if spec.is_text:
+    if kind.text_scored:
+        from .text_metrics import EXAMPLE_METRICS
+
         # Per-example statistics of every metric: what the paired bootstrap resamples.
-        record["example_statistics"] = {m: example_metrics()[m].statistics(predictions, test.references).tolist()
+        record["example_statistics"] = {m: EXAMPLE_METRICS[m].statistics(predictions, test.references).tolist()
                                         for m in spec.metrics}
     write_json(out, record)
     print(f"{method}: test {scores}")
@@ -332,14 +315,14 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     from safetensors.torch import load_file
 
     from . import baselines
-    from .models import load_member_state, load_model, load_tokenizer
+    from .models import load_member_state, load_tokenizer
     from .runtime import seed_everything
 
     spec, model_spec = _task(config, task), _model_spec(config, model)
     records = [read_json(path) for path in trial_files]
     chosen = baselines.best_run(records)
     seed_everything(seed)
-    fused = load_model(model_spec, spec)
+    fused = kind_of(spec).load_model(model_spec, spec)
     load_member_state(fused, load_file(str(checkpoints[chosen])))
     record = records[chosen]
     _save_selected(out_dir, fused, load_tokenizer(model_spec["source"]),
@@ -354,7 +337,7 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
     import pandas as pd
 
     from . import baselines
-    from .models import load_member_state, load_model, load_tokenizer, pick_device
+    from .models import load_member_state, load_tokenizer, pick_device
     from .runtime import seed_everything
 
     spec, model_spec = _task(config, task), _model_spec(config, model)
@@ -364,7 +347,7 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
     record, best_state = baselines.train_keeping_best(model_spec, spec, data, params, config["optim"],
                                                       config["finetune"], 0, seed, pick_device())
     seed_everything(seed)
-    fused = load_model(model_spec, spec)
+    fused = kind_of(spec).load_model(model_spec, spec)
     load_member_state(fused, best_state)
     trajectory = pd.DataFrame(record["trajectory"])
     _save_selected(out_dir, fused, tokenizer, {"method": "hpbo_full", "params": params, "step": record["best_step"],

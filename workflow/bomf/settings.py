@@ -64,10 +64,6 @@ def run_methods(config: dict, seed: int) -> list[str]:
               if m not in OUTER_LOOP_BASELINES or outer_seeds is None or int(seed) in outer_seeds)]
 
 
-# The config section a task kind's encoding and decoding read (classification and regression read none).
-KIND_SECTIONS = {"extractive_qa": "qa", "generation": "generation"}
-
-
 def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
     """The part of the config one job reads, handed to it through ``params:``: Snakemake reruns a job whose
     params changed, so editing a value reruns exactly the jobs that read it.
@@ -76,6 +72,7 @@ def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
     wildcard also gets the task's custom_tasks entry (if it is one) and its kind's section (qa, generation);
     one with a model wildcard gets the model's catalog entry and output_dir (a GGUF model's converted copy
     lies there)."""
+    from .kinds import kind_of
     from .tasks import get_task
 
     settings: dict = {}
@@ -89,7 +86,7 @@ def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
     if task is not None:
         custom = config["custom_tasks"]
         settings["custom_tasks"] = {task: custom[task]} if task in custom else {}
-        kind_section = KIND_SECTIONS.get(get_task(task, custom).kind)
+        kind_section = kind_of(get_task(task, custom)).settings_section
         if kind_section:
             settings[kind_section] = config[kind_section]
     model = wildcards.get("model")

@@ -1,96 +1,24 @@
-"""Fine-tuning and evaluation, as one recipe that reads top to bottom.
+"""Fine-tuning, as one recipe that reads top to bottom, for every task kind (its split data supplies the
+batches and scores the model: ``splits.SplitData``).
 
 ``fine_tune`` is used by stage 1 (a proxy trial: lower layers frozen, score = best validation metric over
 epochs) and stage 2 (the full run that saves members), so both see exactly the same training code.
 """
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .metrics import compute_metrics
-from .settings import Hyperparameters, OptimConfig
 from .models import load_member_state
+from .settings import Hyperparameters, OptimConfig
+from .splits import SplitData, autocast
 from .tasks import TaskSpec
-
-
-class Encoded:
-    """A classification or regression split tokenised once; batches are padded dynamically to their own
-    longest example."""
-
-    def __init__(self, examples: list[dict], tokenizer, max_length: int, task: TaskSpec):
-        texts = [e["text"] for e in examples]
-        pairs = [t[1] if len(t) > 1 else None for t in texts]
-        first = [t[0] for t in texts]
-        if any(p is not None for p in pairs):
-            self.features = tokenizer(first, pairs, truncation=True, max_length=max_length)
-        else:
-            self.features = tokenizer(first, truncation=True, max_length=max_length)
-        self.tokenizer = tokenizer
-        self.is_regression = task.is_regression
-        dtype = torch.float32 if task.is_regression else torch.long
-        self.labels = torch.tensor([e["label"] for e in examples], dtype=dtype)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(self, indices, device: torch.device) -> dict[str, torch.Tensor]:
-        rows = [{key: values[i] for key, values in self.features.items()} for i in indices]
-        padded = self.tokenizer.pad(rows, return_tensors="pt")
-        padded["labels"] = self.labels[indices]
-        return {key: value.to(device) for key, value in padded.items()}
-
-    @property
-    def references(self) -> list:
-        return self.labels.tolist()
-
-    def fingerprint(self) -> str:
-        """A digest of the token ids and labels, identifying the encoded split."""
-        digest = hashlib.sha256(json.dumps(self.features["input_ids"]).encode())
-        digest.update(self.labels.numpy().tobytes())
-        return digest.hexdigest()
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, metrics: list[str], batch_size: int,
-                 device: torch.device) -> tuple[dict[str, float], np.ndarray]:
-        """Mean loss and metrics, and the predictions (class ids, or scores for regression)."""
-        was_training = model.training
-        model.eval()
-        total_loss, outputs = 0.0, []
-        for start in range(0, len(self), batch_size):
-            indices = list(range(start, min(start + batch_size, len(self))))
-            with autocast(device):
-                out = model(**self.batch(indices, device))
-            total_loss += out.loss.float().item() * len(indices)
-            outputs.append(out.logits.float().cpu())
-        model.train(was_training)
-        logits = torch.cat(outputs)
-        predictions = logits.squeeze(-1).numpy() if self.is_regression else logits.argmax(-1).numpy()
-        scores = {"loss": total_loss / len(self)}
-        scores.update(compute_metrics(metrics, predictions, self.labels.numpy()))
-        return scores, predictions
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on GPU; full precision on CPU (CPU bf16 is slower there and changes results)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def evaluate(model: nn.Module, data, task: TaskSpec, metrics: list[str], batch_size: int,
-             device: torch.device) -> tuple[dict[str, float], list]:
-    """Mean loss and metrics over a split, and the predictions. Every task kind's data (``Encoded``,
-    ``qa.QAData``, ``generation.GenerationData``) knows how to score a model on itself."""
-    return data.evaluate(model, metrics, batch_size, device)
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparameters, optim: OptimConfig, device) -> torch.optim.Optimizer:
@@ -143,7 +71,7 @@ class TrainingState:
     elapsed: float  # training seconds up to ``step``
 
 
-def fine_tune(model: nn.Module, train: Encoded, val: Encoded, task: TaskSpec, hp: Hyperparameters,
+def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec, hp: Hyperparameters,
               optim: OptimConfig, epochs: int, seed: int, device: torch.device,
               eval_steps: list[int] | None = None, on_eval: MemberCallback | None = None,
               progress: str = "train", resume: TrainingState | None = None,
@@ -191,7 +119,7 @@ def fine_tune(model: nn.Module, train: Encoded, val: Encoded, task: TaskSpec, hp
                 bar.close()
                 return trajectory
             if step in eval_steps:
-                scores, _ = evaluate(model, val, task, metrics, optim.eval_batch_size, device)
+                scores, _ = val.evaluate(model, metrics, optim.eval_batch_size, device)
                 row = _row(step, epoch, step / steps_per_epoch, running_loss / running_count, scores, started)
                 running_loss, running_count = 0.0, 0
                 trajectory.append(row)
@@ -221,7 +149,7 @@ def _restore(state: TrainingState, model: nn.Module, optimizer, scheduler, order
         torch.cuda.set_rng_state(state.cuda_rng, device)
 
 
-def _accumulate_gradients(model, train: Encoded, batch: list[int], max_device_batch: int, device) -> float:
+def _accumulate_gradients(model, train: SplitData, batch: list[int], max_device_batch: int, device) -> float:
     """Forward/backward one optimizer batch in chunks that fit the device; returns the batch's mean loss."""
     total = 0.0
     for start in range(0, len(batch), max_device_batch):

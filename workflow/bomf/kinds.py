@@ -1,0 +1,60 @@
+"""The task kinds, registered by name: how a task of each kind is tokenised, which model it fine-tunes and
+how a saved one is loaded, which metrics it may report, and the config section it reads.
+
+A kind's declaration here is cheap to import (the config check and the Snakefile's job settings read it when
+the workflow is parsed); its implementation is a module of its own, imported on first use, that defines
+
+    encode(task, examples, tokenizer, max_length, settings, split) -> splits.SplitData
+    load_model(model_spec, task, proxy) -> nn.Module   # heads and adapters fresh; proxy = the stage-1 proxy
+    load_saved(model_dir, task) -> nn.Module           # what models.save_model wrote
+
+(``settings``: the kind's config section, or None). A new kind is that module, one entry in ``KINDS`` and
+its schema section.
+"""
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from .metrics import METRICS, REGRESSION_METRICS
+from .tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    module: str  # the implementing module, bomf.<module>
+    model_family: str  # "encoder" (fine-tuned in full, its proxy freezes lower layers) | "causal_lm" (LoRA)
+    metrics: tuple[str, ...]  # the metrics a task of this kind may report
+    settings_section: str | None = None  # the config section its data and evaluation read
+    text_scored: bool = False  # scored on text (text_metrics.EXAMPLE_METRICS), not on class ids or scores
+
+    @property
+    def implementation(self) -> ModuleType:
+        return importlib.import_module(f"{__package__}.{self.module}")
+
+    def encode(self, task: TaskSpec, examples: list[dict], tokenizer, max_length: int, config: dict, split: str):
+        """One split tokenised for this kind (``config``: the whole config, or at least the kind's section)."""
+        settings = config[self.settings_section] if self.settings_section else None
+        return self.implementation.encode(task, examples, tokenizer, max_length, settings, split)
+
+    def load_model(self, model_spec: dict, task: TaskSpec, proxy: bool = False):
+        """The model this kind fine-tunes, from a catalog entry. Heads and LoRA matrices draw from torch's
+        global RNG: seed it before calling."""
+        return self.implementation.load_model(model_spec, task, proxy)
+
+    def load_saved(self, model_dir, task: TaskSpec):
+        return self.implementation.load_saved(model_dir, task)
+
+
+KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (
+    TaskKind("classification", "sequence", "encoder", tuple(m for m in METRICS if m not in REGRESSION_METRICS)),
+    TaskKind("regression", "sequence", "encoder", tuple(m for m in METRICS if m in REGRESSION_METRICS)),
+    TaskKind("extractive_qa", "qa", "encoder", ("token_f1", "exact_match"), "qa", text_scored=True),
+    TaskKind("generation", "generation", "causal_lm", ("rouge1", "rouge2", "rougeL", "bleu"), "generation",
+             text_scored=True),
+)}
+
+
+def kind_of(task: TaskSpec) -> TaskKind:
+    return KINDS[task.kind]
