@@ -32,12 +32,11 @@ def mixing_seconds(workdir: Path, run: str, config: dict, model: str, task: str,
 
     from bomf import members
     from bomf.fusion import MemberStack
-    from bomf.kinds import kind_of
-    from bomf.pipeline import _model_spec, _task
+    from bomf.pipeline import Run
 
     torch.set_num_threads(1)  # as the fusion jobs run (threads: 1)
     stack = MemberStack(members.load_members(workdir / run / "members"), torch.device("cpu"))
-    model_object = kind_of(_task(config, task)).load_model(_model_spec(config, model), _task(config, task))
+    model_object = Run(config, task, model, 0).load_model()
     weights = torch.full((len(stack),), 1.0 / len(stack), dtype=torch.float64)
     stack.load_into(model_object, weights)
     times = []

@@ -289,6 +289,7 @@ def benchmark(path, *rows):
 def benchmarks_root(tmp_path):
     root = tmp_path / "results" / "benchmarks"
     benchmark(root / "data" / "rte.tsv", (3, 100, 2))
+    benchmark(root / "models" / "smollm2.tsv", (40, 900, 38))
     for seed, extra in ((0, 0), (1, 10)):
         run = root / "rte" / "minilm" / f"seed{seed}"
         benchmark(run / "hpo" / "round0" / "suggest.tsv", (5, 200, 4))
@@ -306,10 +307,12 @@ def benchmarks_root(tmp_path):
 def test_read_benchmarks_parses_paths_and_missing_values(benchmarks_root):
     with pytest.warns(UserWarning, match="unknown path shape"):
         frame = read_benchmarks(benchmarks_root)
-    assert len(frame) == 15  # 1 data + 2 runs x 7; the two unknown shapes skipped
+    assert len(frame) == 16  # 1 data + 1 model conversion + 2 runs x 7; the two unknown shapes skipped
     by_path = frame.set_index("path")
     data = by_path.loc["data/rte.tsv"]
     assert (data["task"], data["stage"]) == ("rte", "data") and pd.isna(data["model"]) and pd.isna(data["seed"])
+    conversion = by_path.loc["models/smollm2.tsv"]
+    assert (conversion["model"], conversion["stage"]) == ("smollm2", "model") and pd.isna(conversion["task"])
     finetune = by_path.loc["rte/minilm/seed1/finetune.tsv"]
     assert (finetune["stage"], finetune["seed"], finetune["wall_s"], finetune["max_rss_mb"]) == ("finetune", 1, 60, 850)
     trial = by_path.loc["rte/minilm/seed0/hpo/round0/trial1.tsv"]
@@ -335,7 +338,8 @@ def test_cost_table_sums_stages_averages_seeds_and_counts_evaluations(benchmarks
     assert pd.isna(fusion.loc["swa", "cpu_s"])
     data = table.frame[table.frame["stage"] == "data"].iloc[0]
     assert pd.isna(data["model"]) and data["wall_s"] == 3
-    assert list(table.frame["stage"]) == ["data", "hpo", "finetune", "fusion", "fusion", "fusion", "test"]
+    assert list(table.frame["stage"]) == ["data", "hpo", "finetune", "fusion", "fusion", "fusion", "test", "model"]
+    assert "### smollm2" in table.markdown and "| All tasks | Model conversion (GGUF) | 40.0 | 38.0 | 900 | – |" in table.markdown
     assert "| RTE | Fusion: BOMF | 30.0 | 50.0 | 700 | 75 |" in table.markdown
     assert "| RTE | Fusion: SWA | 2.0 | – | – | 0 |" in table.markdown
     assert "### Shared by every model and seed" in table.markdown

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .layout import RUN_DIR
 from .tables import METHOD_LABELS, STAGE_LABELS, TASK_LABELS, Table, _Number, _render, _Section, _sort_key
 
 COST_CAPTION = (
@@ -18,20 +19,26 @@ COST_CAPTION = (
 
 
 BENCHMARK_COLUMNS = ["path", "task", "model", "seed", "stage", "method", "wall_s", "cpu_s", "max_rss_mb"]
-_SEED_DIRECTORY = re.compile(r"seed(\d+)")
+# RUN_DIR with its wildcards as named groups: the run a benchmark file belongs to, then its job's path.
+_RUN_FILE = re.compile(RUN_DIR.format(task=r"(?P<task>[^/]+)", model=r"(?P<model>[^/]+)", seed=r"(?P<seed>\d+)")
+                       + r"/(?P<job>.+)\.tsv")
 
 
 def _benchmark_key(relative: Path) -> dict | None:
     """Task, model, seed, stage and method named by a benchmark path, or None for a shape we do not know."""
     parts = relative.parts
-    if len(parts) == 2 and parts[0] == "data":
-        return {"task": relative.stem, "model": None, "seed": None, "stage": "data", "method": None}
-    seed = _SEED_DIRECTORY.fullmatch(parts[2]) if len(parts) >= 4 else None
-    if seed is None:
+    if len(parts) == 2 and parts[0] in ("data", "models"):  # shared by a task's or a model's runs
+        name = relative.stem
+        return {"task": name if parts[0] == "data" else None, "model": name if parts[0] == "models" else None,
+                "seed": None, "stage": parts[0].removesuffix("s"), "method": None}
+    match = _RUN_FILE.fullmatch(relative.as_posix())
+    if match is None:
         return None
-    stage = Path(parts[3]).stem  # seed0/finetune.tsv is the finetune stage itself
-    method = Path(parts[4]).stem if stage in ("fusion", "test") and len(parts) >= 5 else None
-    return {"task": parts[0], "model": parts[1], "seed": int(seed.group(1)), "stage": stage, "method": method}
+    job = match["job"].split("/")
+    stage = job[0]  # seed0/finetune.tsv is the finetune stage itself
+    method = job[1] if stage in ("fusion", "test") and len(job) == 2 else None
+    return {"task": match["task"], "model": match["model"], "seed": int(match["seed"]), "stage": stage,
+            "method": method}
 
 
 def read_benchmarks(root) -> pd.DataFrame:
@@ -101,7 +108,8 @@ def cost_table(benchmarks: pd.DataFrame, evaluations=None) -> Table:
             what = (STAGE_LABELS.get(r.stage, r.stage) if pd.isna(r.method)
                     else f"Fusion: {METHOD_LABELS.get(r.method, r.method)}")
             numbers = ((r.wall_s, 1), (r.cpu_s, 1), (r.max_rss_mb, 0), (r.evaluations, 0))
-            rows.append((TASK_LABELS.get(r.task, r.task), what,
+            task = "All tasks" if pd.isna(r.task) else TASK_LABELS.get(r.task, r.task)  # a model's conversion
+            rows.append((task, what,
                          *(None if pd.isna(value) else _Number(value, decimals=places) for value, places in numbers)))
         title = "Shared by every model and seed" if pd.isna(model) else model
         sections.append(_Section(title, ("Task", "Stage", "Wall (s)", "CPU (s)", "Peak RSS (MB)", "Evaluations"),

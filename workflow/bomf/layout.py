@@ -3,6 +3,11 @@ Snakefile reads it when the workflow is parsed)."""
 
 from pathlib import Path
 
+# One (task, model, seed) run's directory under output_dir, as a Snakemake wildcard pattern; its jobs'
+# benchmark files lie under the same pattern below BENCHMARK_DIR (with data/<task>.tsv and models/<model>.tsv).
+RUN_DIR = "{task}/{model}/seed{seed}"
+BENCHMARK_DIR = "benchmarks"
+
 # A stage-2 member's weights, in members/ of its run (index from 0).
 MEMBER_FILE = "member{index:02d}.safetensors"
 

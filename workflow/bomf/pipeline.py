@@ -10,39 +10,77 @@ import importlib.metadata
 import math
 import platform
 import random
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
-from .kinds import kind_of
+from .kinds import TaskKind, kind_of
 from .layout import TABLE_NAMES, prepared_model_dir
+from .records import SelectedModel
 from .runtime import tell_user
 from .sources import is_gguf
-from .tasks import get_task
+from .tasks import TaskSpec, get_task
 
 if TYPE_CHECKING:
     from .fusion import FusionObjective
 
 
-def _task(config: dict, task: str):
-    return get_task(task, config["custom_tasks"])
+@dataclass
+class Run:
+    """One (task, model, seed) run as its jobs start from it: the task and its kind, the model's catalog entry,
+    the device, the tokenizer and the encoded splits, each built on first use from the job's settings."""
 
+    config: dict
+    task_name: str
+    model_name: str
+    seed: int
 
-def _model_spec(config: dict, model: str) -> dict:
-    """A catalog entry; a GGUF source is replaced by its converted checkpoint (see ``prepare_model``)."""
-    spec = config["model_catalog"][model]
-    return {**spec, "source": str(prepared_model_dir(config["output_dir"], model))} if is_gguf(spec["source"]) else spec
+    @cached_property
+    def task(self) -> TaskSpec:
+        return get_task(self.task_name, self.config["custom_tasks"])
 
+    @cached_property
+    def kind(self) -> TaskKind:
+        return kind_of(self.task)
 
-def load_splits(config: dict, task, model_spec: dict, data_dir, names, tokenizer,
-                max_train: int | None = None) -> dict:
-    """The named splits, encoded; ``max_train``: a seeded subsample of train (stage-1 trials)."""
-    splits = {name: read_jsonl(Path(data_dir) / f"{name}.jsonl") for name in names}
-    if max_train is not None and len(splits["train"]) > max_train:
-        splits["train"] = random.Random(config["data"]["split_seed"]).sample(splits["train"], max_train)
-    kind = kind_of(task)
-    return {name: kind.encode(task, examples, tokenizer, model_spec["max_length"], config, name)
-            for name, examples in splits.items()}
+    @cached_property
+    def model_spec(self) -> dict:
+        """The catalog entry; a GGUF source is replaced by its converted checkpoint (see ``prepare_model``)."""
+        spec = self.config["model_catalog"][self.model_name]
+        if is_gguf(spec["source"]):
+            return {**spec, "source": str(prepared_model_dir(self.config["output_dir"], self.model_name))}
+        return spec
+
+    @cached_property
+    def device(self):
+        from .models import pick_device
+
+        return pick_device()
+
+    @cached_property
+    def tokenizer(self):
+        from .models import load_tokenizer
+
+        return load_tokenizer(self.model_spec["source"])
+
+    def splits(self, data_dir, names, max_train: int | None = None, tokenizer=None) -> dict:
+        """The named splits of ``data_dir``, encoded for the task's kind (with the model's tokenizer unless one
+        is given); ``max_train``: a seeded subsample of train (stage-1 trials)."""
+        splits = {name: read_jsonl(Path(data_dir) / f"{name}.jsonl") for name in names}
+        if max_train is not None and len(splits["train"]) > max_train:
+            splits["train"] = random.Random(self.config["data"]["split_seed"]).sample(splits["train"], max_train)
+        tokenizer, max_length = tokenizer if tokenizer is not None else self.tokenizer, self.model_spec["max_length"]
+        return {name: self.kind.encode(self.task, examples, tokenizer, max_length, self.config, name)
+                for name, examples in splits.items()}
+
+    def load_model(self):
+        """A fresh model of the task's kind (seeded by the run's seed: heads and adapters draw from torch's RNG)."""
+        from .runtime import seed_everything
+
+        seed_everything(self.seed)
+        return self.kind.load_model(self.model_spec, self.task)
 
 
 def environment() -> dict:
@@ -70,7 +108,8 @@ def prepare_model(config: dict, model: str, out_dir) -> None:
 def prepare_data(config: dict, task: str, out_dir) -> None:
     from .data import prepare_task_data
 
-    summary = prepare_task_data(_task(config, task), config["data"], config["custom_tasks"], out_dir)
+    custom = config["custom_tasks"]
+    summary = prepare_task_data(get_task(task, custom), config["data"], custom, out_dir)
     print(f"{task}: split sizes {summary['sizes']} ({summary['source']})")
 
 
@@ -88,14 +127,12 @@ def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_file
 def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_file, trial_index: int, out,
               search: str = "hpo") -> None:
     from . import hpo
-    from .models import load_tokenizer, pick_device
 
-    spec, model_spec = _task(config, task), _model_spec(config, model)
+    run = Run(config, task, model, seed)
     params = read_json(suggest_file)["points"][trial_index]
-    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]),
-                       max_train=config["hpo"]["max_train"])
-    record = hpo.run_trial(model_spec, spec, data, params, config["optim"], search == "hpo",
-                           config["hpo"]["epochs"], seed, pick_device())
+    data = run.splits(data_dir, ("train", "val"), max_train=config["hpo"]["max_train"])
+    record = hpo.run_trial(run.model_spec, run.task, data, params, config["optim"], search == "hpo",
+                           config["hpo"]["epochs"], seed, run.device)
     write_json(out, {**record, "environment": environment()})
     print(f"trial {params}: score {record['score']:.4f} in {record['seconds']:.1f}s")
 
@@ -108,7 +145,8 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
 
     trials = [read_json(path) for path in trial_files]
     rows = [{"trial": Path(path).parent.name + "/" + Path(path).stem, **t["params"], "score": t["score"],
-             "loss": t.get("loss", math.nan), "metric": t["metric"], "seconds": t["seconds"]} for path, t in zip(trial_files, trials)]
+             "loss": t.get("loss", math.nan), "metric": t["metric"], "seconds": t["seconds"]}
+            for path, t in zip(trial_files, trials)]
     write_csv(out_csv, pd.DataFrame(rows))
     best = best_trial(trials)
     warning = tied_trials_message(trials)
@@ -123,39 +161,31 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
     """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
     from . import members
     from .diagnostics import identical_members_message
-    from .models import load_tokenizer, pick_device
     from .settings import hyperparameters
 
-    spec, model_spec = _task(config, task), _model_spec(config, model)
+    run = Run(config, task, model, seed)
     hp = hyperparameters(config["optim"], read_json(best_file)["params"])
-    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
-    trajectory = members.run_finetune(model_spec, spec, data, hp, config["optim"], config["finetune"],
-                                      seed, pick_device(), out_dir, staging_dir)
+    data = run.splits(data_dir, ("train", "val"))
+    trajectory = members.run_finetune(run.model_spec, run.task, data, hp, config["optim"], config["finetune"],
+                                      seed, run.device, out_dir, staging_dir)
     write_json(Path(out_dir) / "environment.json", environment())
     print(trajectory.to_string(index=False))
-    warning = identical_members_message(list(trajectory[f"val_{spec.primary_metric}"]), spec.primary_metric)
+    metric = run.task.primary_metric
+    warning = identical_members_message(list(trajectory[f"val_{metric}"]), metric)
     if warning:
         tell_user(warning)
 
 
-def member_objective(config: dict, task: str, model: str, seed: int, data_dir, members_dir,
-                     split: str = "val") -> tuple["FusionObjective", object]:
+def member_objective(run: Run, data_dir, members_dir, split: str = "val") -> "FusionObjective":
     """The stage-2 members stacked on the device (every checksum verified first) and an objective scoring
-    their fusions on ``split``; and the model's tokenizer."""
+    their fusions on ``split``."""
     from . import members
     from .fusion import FusionObjective, MemberStack
-    from .models import load_tokenizer, pick_device
-    from .runtime import seed_everything
 
-    spec, model_spec = _task(config, task), _model_spec(config, model)
-    device = pick_device()
-    tokenizer = load_tokenizer(model_spec["source"])
-    data = load_splits(config, spec, model_spec, data_dir, (split,), tokenizer)[split]
-    stack = MemberStack(members.load_members(members_dir), device)
-    seed_everything(seed)
-    objective = FusionObjective(stack, kind_of(spec).load_model(model_spec, spec), data, spec,
-                                config["optim"]["eval_batch_size"], device)
-    return objective, tokenizer
+    data = run.splits(data_dir, (split,))[split]
+    stack = MemberStack(members.load_members(members_dir), run.device)
+    return FusionObjective(stack, run.load_model(), data, run.task, run.config["optim"]["eval_batch_size"],
+                           run.device)
 
 
 def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, method: str, out_dir,
@@ -168,12 +198,12 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     from .fusion import METHODS, FusionContext
     from .journal import JournaledObjective
 
-    model_spec, section = _model_spec(config, model), kind_of(_task(config, task)).settings_section
-    scorer, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir)
+    run = Run(config, task, model, seed)
+    scorer, section = member_objective(run, data_dir, members_dir), run.kind.settings_section
     # A journal is replayed only for the same members, validation split and settings.
     settings = config.get("fusion", {})  # the settings the method declares (fusion.PARAMETERS): maybe none
-    identity = {"method": method, "seed": seed, "fusion": settings, "source": model_spec["source"],
-                "max_length": model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
+    identity = {"method": method, "seed": seed, "fusion": settings, "source": run.model_spec["source"],
+                "max_length": run.model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
                 "scoring": {section: config[section]} if section else {},
                 "members": read_json(Path(members_dir) / "members.json")["members"],
                 "validation": members.sha256(Path(data_dir) / "val.jsonl")}
@@ -184,9 +214,8 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     # shares them) nor the final score of its choice below.
     searched = objective.evaluations - context.member_calls
     scores = objective(result.weights)
-    _save_selected(out_dir, scorer.fused_model(result.weights), tokenizer,
-                   {"method": method, "weights": result.weights.tolist(), "validation": scores,
-                    "evaluations": searched}, result.tables)
+    _save_selected(out_dir, scorer.fused_model(result.weights), run.tokenizer,
+                   SelectedModel(method, scores, searched, weights=result.weights.tolist()), result.tables)
     objective.discard()
     print(f"{method}: validation {scores}; {searched} fused models evaluated by the search, "
           f"{objective.evaluations} objective calls in all, replayed {objective.replayed} journaled evaluations")
@@ -196,15 +225,15 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
     """The only place the test split is read: one evaluation of one chosen model."""
     import numpy as np
 
-    from .models import load_tokenizer, pick_device
+    from .models import load_tokenizer
 
-    spec, model_spec = _task(config, task), _model_spec(config, model)
-    kind, device = kind_of(spec), pick_device()
+    run = Run(config, task, model, seed)
+    spec, kind = run.task, run.kind
     model_dir = Path(fusion_dir) / "model"
-    test = load_splits(config, spec, model_spec, data_dir, ("test",), load_tokenizer(str(model_dir)))["test"]
-    fused = kind.load_saved(model_dir, spec).to(device)
-    scores, predictions = test.evaluate(fused, list(spec.metrics), config["optim"]["eval_batch_size"], device)
-    validation = read_json(Path(fusion_dir) / "weights.json")["validation"]
+    test = run.splits(data_dir, ("test",), tokenizer=load_tokenizer(str(model_dir)))["test"]
+    fused = kind.load_saved(model_dir, spec).to(run.device)
+    scores, predictions = test.evaluate(fused, list(spec.metrics), config["optim"]["eval_batch_size"], run.device)
+    validation = SelectedModel.read(fusion_dir).validation
     record = {"task": task, "model": model, "seed": seed, "method": method, "primary_metric": spec.primary_metric,
               "test": scores, "validation": validation, "test_size": len(test.references),
               "predictions": np.asarray(predictions).tolist(),  # class ids, scores or texts
@@ -228,7 +257,7 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
 
     records = [read_json(path) for path in test_files]
     methods = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
-    evaluations = {(r["task"], r["model"], r["seed"], r["method"]): read_json(Path(d) / "weights.json")["evaluations"]
+    evaluations = {(r["task"], r["model"], r["seed"], r["method"]): SelectedModel.read(d).evaluations
                    for r, d in zip(records, fusion_dirs)}
     main, significance = tables.main_table(records, methods, resamples=config["tables"]["bootstrap_resamples"])
     built = {"table1_main": main, "table1_significance": significance,
@@ -259,7 +288,7 @@ def summarise_run(test_files: list, out_csv, out_provenance) -> None:
         tell_user(message)
 
 
-def _save_selected(out_dir, model, tokenizer, record: dict, extra: dict | None = None) -> None:
+def _save_selected(out_dir, model, tokenizer, record: SelectedModel, extra: dict | None = None) -> None:
     """A selected model as a regular transformers checkpoint (what the evaluate rule reads), its record
     (validation scores, how it was chosen) and any extra tables."""
     from .models import save_model
@@ -267,7 +296,7 @@ def _save_selected(out_dir, model, tokenizer, record: dict, extra: dict | None =
     out_dir = Path(out_dir)
     for name, frame in (extra or {}).items():
         write_csv(out_dir / f"{name}.csv", frame)
-    write_json(out_dir / "weights.json", {**record, "environment": environment()})
+    record.write(out_dir, environment())
     save_model(model, tokenizer, out_dir)
 
 
@@ -278,13 +307,12 @@ def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_i
     from safetensors.torch import save_file
 
     from . import baselines
-    from .models import load_tokenizer, pick_device
 
-    spec, model_spec = _task(config, task), _model_spec(config, model)
+    run = Run(config, task, model, seed)
     params = baselines.grid_points(config["baselines"]["grid"])[point_index]
-    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), load_tokenizer(model_spec["source"]))
-    record, best_state = baselines.train_keeping_best(model_spec, spec, data, params, config["optim"],
-                                                      config["finetune"], frozen_layers, seed, pick_device())
+    data = run.splits(data_dir, ("train", "val"))
+    record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
+                                                      config["finetune"], frozen_layers, seed, run.device)
     if out_checkpoint is not None:
         with atomic_path(out_checkpoint) as tmp:
             save_file(best_state, str(tmp))
@@ -315,19 +343,16 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     from safetensors.torch import load_file
 
     from . import baselines
-    from .models import load_member_state, load_tokenizer
-    from .runtime import seed_everything
+    from .models import load_member_state
 
-    spec, model_spec = _task(config, task), _model_spec(config, model)
+    run = Run(config, task, model, seed)
     records = [read_json(path) for path in trial_files]
     chosen = baselines.best_run(records)
-    seed_everything(seed)
-    fused = kind_of(spec).load_model(model_spec, spec)
+    fused = run.load_model()
     load_member_state(fused, load_file(str(checkpoints[chosen])))
     record = records[chosen]
-    _save_selected(out_dir, fused, load_tokenizer(model_spec["source"]),
-                   {"method": "grid_finetune", "params": record["params"], "step": record["best_step"],
-                    "validation": record["best"], "evaluations": 0})
+    _save_selected(out_dir, fused, run.tokenizer, SelectedModel("grid_finetune", record["best"], 0,
+                                                                params=record["params"], step=record["best_step"]))
     print(f"grid fine-tune: {record['params']} step {record['best_step']}, validation {record['best']}")
 
 
@@ -337,21 +362,18 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
     import pandas as pd
 
     from . import baselines
-    from .models import load_member_state, load_tokenizer, pick_device
-    from .runtime import seed_everything
+    from .models import load_member_state
 
-    spec, model_spec = _task(config, task), _model_spec(config, model)
+    run = Run(config, task, model, seed)
     params = read_json(best_file)["params"]
-    tokenizer = load_tokenizer(model_spec["source"])
-    data = load_splits(config, spec, model_spec, data_dir, ("train", "val"), tokenizer)
-    record, best_state = baselines.train_keeping_best(model_spec, spec, data, params, config["optim"],
-                                                      config["finetune"], 0, seed, pick_device())
-    seed_everything(seed)
-    fused = kind_of(spec).load_model(model_spec, spec)
+    data = run.splits(data_dir, ("train", "val"))
+    record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
+                                                      config["finetune"], 0, seed, run.device)
+    fused = run.load_model()
     load_member_state(fused, best_state)
     trajectory = pd.DataFrame(record["trajectory"])
-    _save_selected(out_dir, fused, tokenizer, {"method": "hpbo_full", "params": params, "step": record["best_step"],
-                                               "validation": record["best"], "evaluations": 0},
+    _save_selected(out_dir, fused, run.tokenizer,
+                   SelectedModel("hpbo_full", record["best"], 0, params=params, step=record["best_step"]),
                    {"trajectory": trajectory})
     print(f"HPBO-full: {params} step {record['best_step']}, validation {record['best']}")
 
@@ -361,16 +383,16 @@ def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir
     from . import baselines
     from .fusion import FusionObjective
 
-    on_test, tokenizer = member_objective(config, task, model, seed, data_dir, members_dir, split="test")
+    run = Run(config, task, model, seed)
+    on_test = member_objective(run, data_dir, members_dir, split="test")
     weights, subsets, search = baselines.oracle_subset(on_test, config["baselines"]["oracle_max_subsets"])
-    model_spec = _model_spec(config, model)
-    val = load_splits(config, on_test.task, model_spec, data_dir, ("val",), tokenizer)["val"]
+    val = run.splits(data_dir, ("val",))["val"]
     on_val = FusionObjective(on_test.stack, on_test.model, val, on_test.task, on_test.batch_size, on_test.device)
     validation = on_val(weights)
-    _save_selected(out_dir, on_val.fused_model(weights), tokenizer,
-                   {"method": "oracle_subset", "oracle": True, "selected_on": "test", "search": search,
-                    "weights": weights.tolist(), "validation": validation,
-                    "evaluations": sum(1 for members in subsets["members"] if len(members.split()) > 1)},
+    fused = sum(1 for members in subsets["members"] if len(members.split()) > 1)
+    _save_selected(out_dir, on_val.fused_model(weights), run.tokenizer,
+                   SelectedModel("oracle_subset", validation, fused, weights=weights.tolist(), oracle=True,
+                                 selected_on="test", search=search),
                    {"subsets": subsets})
     print(f"oracle best subset ({search}, {len(subsets)} subsets, selected on TEST): {weights.tolist()}")
 
@@ -385,12 +407,12 @@ def loss_landscape(config: dict, task: str, model: str, seed: int, data_dir, mem
     from . import landscape
 
     settings = config["figures"]["landscape"]
-    objective, _ = member_objective(config, task, model, seed, data_dir, members_dir)
+    objective = member_objective(Run(config, task, model, seed), data_dir, members_dir)
     stack = objective.stack
     plane = landscape.LandscapePlane.from_gram(landscape.member_gram(stack.matrix),
                                                landscape.default_members(len(stack)))
     grid = landscape.evaluate_landscape(stack, objective, plane, settings["size"], settings["low"], settings["high"])
-    fused = {method: torch.tensor(read_json(Path(directory) / "weights.json")["weights"], dtype=torch.float64)
+    fused = {method: torch.tensor(SelectedModel.read(directory).weights, dtype=torch.float64)
              for method, directory in fusion_dirs.items()}
     points = pd.concat([landscape.member_points(plane).assign(kind="member"),
                         landscape.projected_points(plane, fused).assign(kind="fused")], ignore_index=True)
@@ -411,7 +433,8 @@ def plot_landscape(config: dict, task: str, model: str, seed: int, landscape_dir
     landscape_dir = Path(landscape_dir)
     points = pd.read_csv(landscape_dir / "points.csv")
     plots.landscape_figure(pd.read_csv(landscape_dir / "grid.csv"), points[points["kind"] == "member"], out_prefix,
-                           primary_metric=_task(config, task).primary_metric, title=plots.run_title(task, model, seed),
+                           primary_metric=get_task(task, config["custom_tasks"]).primary_metric,
+                           title=plots.run_title(task, model, seed),
                            projected=points[points["kind"] == "fused"])
 
 
@@ -421,7 +444,8 @@ def plot_pareto(config: dict, task: str, model: str, seed: int, fusion_dir, out_
     from . import plots
 
     plots.pareto_figure(pd.read_csv(Path(fusion_dir) / "history.csv"), out_prefix,
-                        primary_metric=_task(config, task).primary_metric, title=plots.run_title(task, model, seed))
+                        primary_metric=get_task(task, config["custom_tasks"]).primary_metric,
+                        title=plots.run_title(task, model, seed))
 
 
 def plot_grid(config: dict, task: str, model: str, seed: int, grid_csv, alignment_prefix, correlation_prefix) -> None:
@@ -431,7 +455,7 @@ def plot_grid(config: dict, task: str, model: str, seed: int, grid_csv, alignmen
     from . import plots
 
     grid = pd.read_csv(grid_csv)
-    metric, title = _task(config, task).primary_metric, plots.run_title(task, model, seed)
+    metric, title = get_task(task, config["custom_tasks"]).primary_metric, plots.run_title(task, model, seed)
     plots.alignment_figure(grid, alignment_prefix, metric=metric, title=title)
     trajectories = grid.rename(columns={"best_val_metric": "best_member_metric", "swa_val_metric": "fused_metric"})
     plots.correlation_figure(trajectories, correlation_prefix, metric=metric, title=title)

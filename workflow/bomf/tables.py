@@ -43,6 +43,7 @@ TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "s
                "squad_v2": "SQuAD 2.0", "samsum": "SAMSum", "e2e": "E2E"}
 STAGE_LABELS = {
     "data": "Data preparation",
+    "model": "Model conversion (GGUF)",
     "hpo": "Stage 1: BO on the proxy",
     "hpo_full": "Stage 1: BO on the full model",
     "grid": "Grid fine-tunes",

@@ -5,7 +5,7 @@ import sys
 from bomf.config import ConfigError, validate_config
 from bomf.provenance import log_command
 from bomf.fusion import PARAMETERS
-from bomf.layout import MEMBER_FILE, prepared_model_dir
+from bomf.layout import BENCHMARK_DIR, MEMBER_FILE, RUN_DIR, prepared_model_dir
 from bomf.settings import canonical, job_settings, run_methods
 from bomf.sources import is_gguf
 
@@ -29,9 +29,9 @@ except ConfigError as error:
 # the baselines (grid fine-tunes, HPBO-full, the landscape) fill the cores it leaves idle.
 # Every output lies under output_dir (default results/), so protocols can sit side by side in one checkout.
 OUT = config["output_dir"]
-RUN = f"{OUT}/{{task}}/{{model}}/seed{{seed}}"
-LOG = "logs/{task}/{model}/seed{seed}"
-BENCH = f"{OUT}/benchmarks/{{task}}/{{model}}/seed{{seed}}"
+RUN = f"{OUT}/{RUN_DIR}"
+LOG = f"logs/{RUN_DIR}"
+BENCH = f"{OUT}/{BENCHMARK_DIR}/{RUN_DIR}"
 # Every (task, model, seed) combination, as the wildcards of one run.
 RUNS = [{"task": t, "model": m, "seed": s} for t in config["tasks"] for m in config["models"] for s in config["seeds"]]
 HPO_ROUNDS = config["hpo"]["rounds"]

@@ -4,7 +4,7 @@ rule prepare_data:
     log:
         "logs/data/{task}.log",
     benchmark:
-        f"{OUT}/benchmarks/data/{{task}}.tsv"
+        f"{OUT}/{BENCHMARK_DIR}/data/{{task}}.tsv"
     conda:
         "../../envs/bomf.yaml"
     resources:
@@ -22,7 +22,7 @@ rule prepare_model:
     log:
         "logs/models/{model}.log",
     benchmark:
-        f"{OUT}/benchmarks/models/{{model}}.tsv"
+        f"{OUT}/{BENCHMARK_DIR}/models/{{model}}.tsv"
     conda:
         "../../envs/bomf.yaml"
     resources:

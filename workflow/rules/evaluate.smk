@@ -65,6 +65,6 @@ rule paper_tables:
     params:
         # The tables record the whole config they were built with (provenance.json): any edit rebuilds them.
         settings=canonical(config),
-        benchmarks=f"{OUT}/benchmarks",
+        benchmarks=f"{OUT}/{BENCHMARK_DIR}",
     script:
         "../scripts/paper_tables.py"

@@ -1,0 +1,33 @@
+"""Typed records of the JSON files jobs hand to each other, so each is written in one place with one shape."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .io import read_json, write_json
+
+SELECTED_MODEL_FILE = "weights.json"  # in a method's fusion directory, beside its model
+
+
+@dataclass(frozen=True)
+class SelectedModel:
+    """How one method's model was chosen: read by test evaluation, the tables and the landscape."""
+
+    method: str
+    validation: dict[str, float]  # its validation loss and metrics
+    evaluations: int  # fused models its search scored (the members' own scores and the final score not counted)
+    weights: list[float] | None = None  # over the members (the member-fusion methods and the oracle)
+    params: dict | None = None  # the outer-loop baselines: the hyperparameters they trained with
+    step: int | None = None  # the outer-loop baselines: the training step of the kept checkpoint
+    oracle: bool = False  # chosen on the test split: an upper bound, not a method
+    selected_on: str = "validation"
+    search: str | None = None  # the oracle: how its subsets were enumerated
+
+    def write(self, directory: str | Path, environment: dict) -> None:
+        record = {key: value for key, value in asdict(self).items() if value is not None}
+        write_json(Path(directory) / SELECTED_MODEL_FILE, {**record, "environment": environment})
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "SelectedModel":
+        record = read_json(Path(directory) / SELECTED_MODEL_FILE)
+        record.pop("environment", None)
+        return cls(**record)
