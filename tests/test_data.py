@@ -235,6 +235,16 @@ def test_missing_column_jsonl_names_the_line(tmp_path):
     assert f"{path}:2" in str(err.value) and "'premise'" in str(err.value)
 
 
+def test_jsonl_key_given_twice_names_the_line_and_key(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"premise": "a", "gold": "pos"}\n{"premise": "b", "gold": "pos", "gold": "neg"}\n',
+                    encoding="utf-8")
+    spec = get_task("mine", _custom(tmp_path, path, path))
+    with pytest.raises(DataError) as err:
+        read_custom(spec, path, ["premise"], "gold")
+    assert str(err.value) == f"{path}:2: key(s) ['gold'] appear more than once in the object"
+
+
 def test_invalid_json_line(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text('{"premise": "a", "gold": "pos"}\n{"premise": "b", \n', encoding="utf-8")

@@ -9,6 +9,7 @@ import json
 import math
 import random
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 from .tasks import GLUE_FORMATS, TEXT_TASKS, DataError, TaskSpec
@@ -120,7 +121,7 @@ def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_colum
         for line, raw in enumerate(io.StringIO(text, newline=""), start=1):
             if raw.strip():
                 try:
-                    record = json.loads(raw)
+                    record = json.loads(raw, object_pairs_hook=partial(_unique_keys, f"{path}:{line}"))
                 except json.JSONDecodeError as err:
                     raise DataError(f"{path}:{line}: invalid JSON ({err.msg})") from None
                 if not isinstance(record, dict):
@@ -153,6 +154,15 @@ def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_colum
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples
+
+
+def _unique_keys(where: str, pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict; a key given twice is an error (json.loads would keep the last)."""
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise DataError(f"{where}: key(s) {repeated} appear more than once in the object")
+    return dict(pairs)
 
 
 def load_raw_splits(spec: TaskSpec, data_config: dict, custom_tasks: dict) -> tuple[list[dict], list[dict]]:
