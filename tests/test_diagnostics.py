@@ -54,3 +54,4 @@ def test_tied_trials_and_identical_members():
     assert tied_trials_message([{"score": 0.6, "metric": "f1"}, {"score": 0.7, "metric": "f1"}]) == ""
     assert identical_members_message([0.81, 0.81, 0.81], "f1").startswith("all 3 members score validation f1 0.8100")
     assert identical_members_message([0.81, 0.82, 0.81], "f1") == ""
+    assert identical_members_message([0.81, float("nan")], "f1") == ""  # one finite score: nothing to compare

@@ -61,10 +61,16 @@ def run_message(records: Sequence[dict]) -> str:
     return f"{r['task']}/{r['model']}/seed{r['seed']} learned nothing ({'; '.join(reasons)}): {HINT}"
 
 
+def _all_equal(values: Sequence[float]) -> list[float]:
+    """The finite values if there are at least two and all are equal, else an empty list."""
+    finite = [v for v in values if math.isfinite(v)]
+    return finite if len(finite) >= 2 and len(set(finite)) == 1 else []
+
+
 def tied_trials_message(trials: Sequence[dict]) -> str:
     """Stage-1 trials all at one finite score: the proxy learned nothing that tells them apart."""
-    scores = [t["score"] for t in trials if math.isfinite(t["score"])]
-    if len(scores) < 2 or len(set(scores)) > 1:
+    scores = _all_equal([t["score"] for t in trials])
+    if not scores:
         return ""
     return (f"all {len(scores)} stage-1 trials scored {trials[0]['metric']} {scores[0]:.4f} (tied, typically the "
             f"majority class): the proxy learned nothing; the trial with the lowest validation loss was chosen. "
@@ -73,8 +79,8 @@ def tied_trials_message(trials: Sequence[dict]) -> str:
 
 def identical_members_message(member_scores: Sequence[float], metric: str) -> str:
     """Every member at one validation score: nothing for a fusion to choose between."""
-    finite = [s for s in member_scores if math.isfinite(s)]
-    if len(finite) < 2 or len(set(finite)) > 1:
+    finite = _all_equal(member_scores)
+    if not finite:
         return ""
     return (f"all {len(finite)} members score validation {metric} {finite[0]:.4f}: training learned nothing that "
             f"tells them apart, so every fusion method will score alike. Hint: {HINT}")
