@@ -12,6 +12,7 @@ import torch
 import yaml
 from conftest import REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, write_tiny_config
 
+from bomf.layout import TABLE_NAMES
 from bomf.mobo import weight_columns
 from bomf.publish import REBUILD_RULES, publish
 
@@ -22,8 +23,7 @@ METHODS = [*FUSION_METHODS, "grid_finetune", "hpbo_full", "oracle_subset"]
 RULES = {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select", "finetune", "fuse", "evaluate",
          "summarise_run", "grid_trial", "grid_trial_full", "grid_collect", "grid_finetune", "hpbo_full",
          "oracle_subset", "landscape", "plot_landscape", "plot_pareto", "plot_grid", "paper_tables", "all"}
-TABLES = ["table1_main", "table1_significance", "table2_discrepancy", "table3_ablation", "table4_outer_bo",
-          "table5_cost", "table6_all_metrics"]
+TABLES = list(TABLE_NAMES)
 FIGURES = ["landscape", "pareto", "alignment", "correlation"]
 
 

@@ -7,7 +7,7 @@ import pytest
 from bomf.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
 from bomf.costs import cost_table, read_benchmarks
 from bomf.tables import (METHOD_LABELS, Table, ablation_table, discrepancy_table, latex_escape, main_table,
-                         outer_bo_table)
+                         outer_bo_table, selection_table)
 
 LABELS = np.array([0, 1] * 20)
 
@@ -351,3 +351,35 @@ def test_cost_table_takes_evaluations_as_a_frame_and_without_benchmarks(tmp_path
     table = cost_table(read_benchmarks(tmp_path), evaluations)
     assert table.frame[["stage", "method", "evaluations"]].values.tolist() == [["fusion", "bomf", 75]]
     assert cost_table(read_benchmarks(tmp_path)).frame.empty
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+def test_selection_table_gaps_and_the_share_of_the_oracle_gap_closed():
+    records = []
+    for seed, (swa, bomf, oracle) in enumerate([(0.70, 0.73, 0.74), (0.72, 0.73, 0.76)]):
+        records += [record("rte", "swa", seed, swa, validation_score=0.75),
+                    record("rte", "bomf", seed, bomf, validation_score=0.80 + seed / 100),
+                    record("rte", "oracle_subset", seed, oracle, validation_score=0.70),
+                    record("mrpc", "swa", seed, 0.80, metric="f1", validation_score=0.81),
+                    record("mrpc", "bomf", seed, 0.79, metric="f1", validation_score=0.84),
+                    record("mrpc", "oracle_subset", seed, 0.80, metric="f1", validation_score=0.80)]
+    table = selection_table(records, ["bomf", "swa", "oracle_subset"])
+    gaps = table.frame[table.frame["quantity"] == "validation_minus_test"].set_index(["method", "task"])
+    # BOMF on RTE: validation 80 and 81, test 73 and 73 -> gaps 7 and 8.
+    assert gaps.loc[("bomf", "rte"), "mean"] == pytest.approx(7.5)
+    assert gaps.loc[("bomf", "rte"), "std"] == pytest.approx(np.std([7, 8], ddof=1))
+    assert gaps.loc[("swa", "mrpc"), "mean"] == pytest.approx(1.0)
+    # Avg per seed over the two tasks: BOMF (7 + 5) / 2 and (8 + 5) / 2.
+    assert gaps.loc[("bomf", "avg"), "mean"] == pytest.approx(6.25)
+    closed = table.frame[table.frame["quantity"] == "gap_closed_percent"].set_index("task")["mean"]
+    # RTE means: SWA 71, BOMF 73, oracle 75 -> half the gap; MRPC: the oracle is not above SWA.
+    assert closed["rte"] == pytest.approx(50.0) and np.isnan(closed["mrpc"])
+    # Avg: per-seed task means SWA (70+80)/2, (72+80)/2 -> 75.5; BOMF 76.0; oracle 77.5 -> 25%.
+    assert closed["avg"] == pytest.approx(25.0)
+    assert "| Gap closed (%) | 50.0 | – | 25.0 |" in table.markdown
+
+
+def test_selection_table_without_an_oracle_has_no_gap_section():
+    table = selection_table([record("rte", "swa", 0, 0.7), record("rte", "bomf", 0, 0.72)], ["bomf", "swa"])
+    assert "SWA-to-oracle" not in table.markdown and set(table.frame["quantity"]) == {"validation_minus_test"}

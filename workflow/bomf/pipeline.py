@@ -264,7 +264,8 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
              "table2_discrepancy": tables.discrepancy_table(records), "table3_ablation": tables.ablation_table(records),
              "table4_outer_bo": tables.outer_bo_table(records),
              "table5_cost": costs.cost_table(costs.read_benchmarks(benchmark_root), evaluations),
-             "table6_all_metrics": tables.all_metrics_table(records, methods)}
+             "table6_all_metrics": tables.all_metrics_table(records, methods),
+             "table7_selection": tables.selection_table(records, methods)}
     assert tuple(built) == TABLE_NAMES, "bomf.layout.TABLE_NAMES lists the files the rule declares"
     for name, table in built.items():
         table.write(Path(out_dir) / name)

@@ -87,6 +87,13 @@ OUTER_BO_CAPTION = (
     "Full-model BO: stage-1 BO run on the full model instead of the proxy, then a fine-tune, best "
     "checkpoint. Every other row uses the hyperparameters of stage-1 BO on the proxy. Avg as in Table 1; "
     "bold: best, underlined: second best.")
+SELECTION_CAPTION = (
+    "Selection overfitting and the gap to the oracle. Validation − test: a method's validation primary "
+    "metric minus its test primary metric (×100), mean ± sample std over seeds; every method chooses on the "
+    "same validation split, so a larger gap is a choice fitted to validation noise. Gap closed: "
+    "100 × (BOMF − SWA) / (oracle subset − SWA) of the mean test scores over seeds, the share of the distance "
+    "from plain averaging to the best test-selected subset that BOMF covers (– where the oracle is not above "
+    "SWA). Avg: the mean over tasks taken per seed, as in Table 1.")
 ALL_METRICS_CAPTION = (
     "Every test metric of each task (×100) and the test loss, per method: mean ± sample std over seeds (the "
     "layout of the paper's SQuAD 2.0, SAMSum and E2E tables). Bold: best, underlined: second best per column "
@@ -242,11 +249,12 @@ def _records_frame(records: Sequence[dict]) -> pd.DataFrame:
         metric = r["primary_metric"]
         rows.append({"model": r["model"], "task": r["task"], "method": r["method"], "seed": r["seed"],
                      "metric": metric, "test_score": 100 * r["test"][metric],
-                     # Only Table 2 reads validation scores; a record without them still ranks on test.
+                     # Only Tables 2 and 7 read validation scores; a record without them still ranks on test.
                      "validation_loss": r["validation"].get("loss", np.nan),
-                     "validation_error": 100 * (1 - r["validation"].get(metric, np.nan))})
+                     "validation_score": 100 * r["validation"].get(metric, np.nan)})
     frame = pd.DataFrame(rows, columns=["model", "task", "method", "seed", "metric", "test_score",
-                                        "validation_loss", "validation_error"])
+                                        "validation_loss", "validation_score"])
+    frame["validation_error"] = 100 - frame["validation_score"]
     duplicated = frame.duplicated(["model", "task", "method", "seed"], keep=False)
     if duplicated.any():
         raise ValueError("more than one record for " + ", ".join(sorted(
@@ -439,6 +447,77 @@ def discrepancy_table(records: Sequence[dict]) -> Table:
     long = pd.DataFrame(long_rows, columns=["model", "task", "metric", "loss_kind", "method", "label", "quantity",
                                             "mean", "std", "seeds", "mark"])
     return _render(long, sections, DISCREPANCY_CAPTION, "tab:bomf-discrepancy")
+
+
+def selection_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
+    """Table 7: each method's validation-minus-test gap, and the share of the SWA-to-oracle gap BOMF closes."""
+    frame = _records_frame(records)
+    frame = frame[frame["method"].isin(methods)].assign(gap=lambda f: f["validation_score"] - f["test_score"])
+    long_rows, sections = [], []
+    for model in sorted(frame["model"].unique()):
+        ours = frame[frame["model"] == model]
+        tasks = _ordered(ours["task"], list(TASK_LABELS))
+        metric_of = ours.groupby("task")["metric"].first()
+        header = ("Method", *(_task_header(t, metric_of[t]) for t in tasks), "Avg")
+        gap_rows = []
+        for method in [m for m in _row_order(methods) if m in set(ours["method"])]:
+            per_seed = ours[ours["method"] == method].pivot(index="seed", columns="task", values="gap")
+            cells = []
+            for column in [*tasks, "avg"]:
+                if column == "avg":
+                    values = per_seed.mean(axis=1) if set(per_seed.columns) == set(tasks) else pd.Series(dtype=float)
+                else:
+                    values = per_seed[column] if column in per_seed.columns else pd.Series(dtype=float)
+                values = values.dropna()
+                if values.empty:
+                    cells.append(None)
+                    continue
+                mean, std, seeds = _summary(values)
+                cells.append(_Number(mean, std))
+                long_rows.append({"model": model, "quantity": "validation_minus_test", "method": method,
+                                  "task": column, "mean": mean, "std": std, "seeds": seeds})
+            gap_rows.append((METHOD_LABELS.get(method, method), *cells))
+        sections.append(_Section(f"{model}: validation − test (×100)", header, tuple(gap_rows)))
+        closed = _gap_closed(ours, tasks)
+        if closed:
+            rows = []
+            for quantity, label in (("swa", METHOD_LABELS["swa"]), ("bomf", METHOD_LABELS["bomf"]),
+                                    ("oracle_subset", METHOD_LABELS["oracle_subset"]), ("closed", "Gap closed (%)")):
+                cells = []
+                for column in [*tasks, "avg"]:
+                    value = closed.get(column, {}).get(quantity, np.nan)
+                    cells.append(_Number(value, decimals=1 if quantity == "closed" else 2)
+                                 if np.isfinite(value) else None)
+                    long_rows.append({"model": model, "quantity": f"test_{quantity}" if quantity != "closed"
+                                      else "gap_closed_percent", "method": "bomf", "task": column, "mean": value,
+                                      "std": np.nan, "seeds": closed.get(column, {}).get("seeds", 0)})
+                rows.append((label, *cells))
+            sections.append(_Section(f"{model}: SWA-to-oracle gap closed by BOMF (test)", header, tuple(rows)))
+    long = pd.DataFrame(long_rows, columns=["model", "quantity", "method", "task", "mean", "std", "seeds"])
+    return _render(long, sections, SELECTION_CAPTION, "tab:bomf-selection")
+
+
+def _gap_closed(frame: pd.DataFrame, tasks: list[str]) -> dict[str, dict[str, float]]:
+    """Per task (and avg: per-seed means over tasks): mean test scores of SWA, BOMF and the oracle over the seeds
+    all three have, and 100 × (BOMF − SWA) / (oracle − SWA) where the oracle is above SWA."""
+    needed = ("swa", "bomf", "oracle_subset")
+    scores = frame[frame["method"].isin(needed)].pivot_table(index=["seed", "task"], columns="method",
+                                                              values="test_score")
+    if not set(needed) <= set(scores.columns):
+        return {}
+    scores = scores[list(needed)].dropna()
+    per_task = {task: scores.xs(task, level="task") for task in tasks if task in scores.index.get_level_values("task")}
+    seeds_with_all = scores.groupby("seed").size()
+    complete = seeds_with_all[seeds_with_all == len(tasks)].index
+    if len(complete):
+        per_task["avg"] = scores.loc[complete].groupby("seed").mean()
+    result = {}
+    for column, of_column in per_task.items():
+        means = of_column.mean()
+        spread = means["oracle_subset"] - means["swa"]
+        result[column] = {**means.to_dict(), "seeds": len(of_column),
+                          "closed": 100 * (means["bomf"] - means["swa"]) / spread if spread > 0 else np.nan}
+    return result
 
 
 def run_summary(records: list[dict]) -> pd.DataFrame:
