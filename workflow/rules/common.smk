@@ -95,7 +95,7 @@ def grid_trials(frozen_counts):
 
 
 # ---- figures (figures.smk) and the cost table (evaluate.smk)
-FIG = f"{OUT}/figures/{{task}}/{{model}}/seed{{seed}}"
+FIG = f"{OUT}/figures/{RUN_DIR}"
 LANDSCAPE = config["figures"]["landscape"]
 # The fused models marked on the landscape, as in the paper.
 LANDSCAPE_METHODS = [m for m in ("swa", "bomf") if m in config["fusion"]["methods"]]
