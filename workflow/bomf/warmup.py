@@ -8,17 +8,54 @@ takes 31-55 s on 2 cores (benchmarks/first_use_compile.py); later processes only
 (~0.2 s). Without a compiler or ninja BoTorch warns and falls back to the pure-Python path (by its warning,
 ~3x slower). Run this once per machine (the Makefile's install step does) so
 no BO job pays the compile inside its timings. Exit status 1 if the kernel could not be built.
+
+torch guards the build directory with a plain ``lock`` file that every process loading the kernel creates
+and removes, even when nothing needs compiling. A process killed meanwhile (kill -9, scancel, a CI timeout)
+leaves it behind, and every later load then waits for it forever: a BO job that never ends.
+``release_stale_lock`` runs before each load, waits while a live process may hold the lock, and removes it
+once it is far older than any build.
 """
 
+import os
 import sys
 import time
 import warnings
+from pathlib import Path
+
+KERNEL = "logei_fused_ext"
+STALE_LOCK_SECONDS = 600  # a build takes 31-55 s on 2 cores; a lock this old has no living owner
+
+
+def release_stale_lock(directory: str | Path | None = None, max_age: float = STALE_LOCK_SECONDS,
+                       poll: float = 1.0) -> bool:
+    """Wait until the kernel's build lock is gone, removing it once older than ``max_age`` seconds; returns
+    whether a stale lock was removed. ``directory``: the build directory (default: torch's for the kernel)."""
+    if directory is None:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        directory = _get_build_directory(KERNEL, False)
+    lock = Path(directory) / "lock"
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if age > max_age:
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                return False
+            print(f"bomf: removed a stale build lock {lock} ({age:.0f} s old, left by a killed process)",
+                  file=sys.stderr, flush=True)
+            return True
+        time.sleep(poll)
 
 
 def build_fused_kernel() -> tuple[bool, float, str]:
     """Load (compiling if needed) the kernel; (available, seconds, build directory)."""
     from torch.utils.cpp_extension import _get_build_directory
 
+    release_stale_lock()
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -29,7 +66,7 @@ def build_fused_kernel() -> tuple[bool, float, str]:
     for warning in caught:  # only the kernel's own (the imports warn about torch.jit.script too)
         if "fused" in str(warning.message):
             print(f"warning: {warning.message}", file=sys.stderr)
-    return logei._C is not None, seconds, _get_build_directory("logei_fused_ext", False)
+    return logei._C is not None, seconds, _get_build_directory(KERNEL, False)
 
 
 def main() -> int:
