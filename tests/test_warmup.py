@@ -30,3 +30,23 @@ def test_a_live_lock_is_waited_for_and_left_to_its_owner(tmp_path):
 
 def test_no_lock_returns_at_once(tmp_path):
     assert release_stale_lock(tmp_path, poll=10) is False
+
+
+def test_each_python_environment_builds_the_kernel_in_a_folder_of_its_own(tmp_path):
+    """Two virtual environments sharing torch's one build folder rebuild the kernel whenever the other has
+    loaded it (the build command names the environment's paths)."""
+    import subprocess
+    import sys
+
+    script = ("import os; from bomf.warmup import prepare_fused_kernel; prepare_fused_kernel(); "
+              "print(os.environ['TORCH_EXTENSIONS_DIR'])")
+    other = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(other)], check=True)
+    env = {key: value for key, value in os.environ.items() if key != "TORCH_EXTENSIONS_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    folders = [subprocess.run([python, "-c", script], capture_output=True, text=True, check=True,
+                              env=env).stdout.strip() for python in (sys.executable, other / "bin" / "python")]
+    assert folders[0] != folders[1] and all("torch_extensions" in folder for folder in folders)
+    chosen = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env={**env, "TORCH_EXTENSIONS_DIR": str(tmp_path)}).stdout.strip()
+    assert chosen == str(tmp_path)  # a folder the user set is kept

@@ -3,7 +3,10 @@
 BoTorch 0.18.1 compiles ``botorch/csrc/logei_fused.cpp`` with ``torch.utils.cpp_extension.load`` (``-O3
 -march=native``, through ninja) the first time a qLogEHVI/qLogNEHVI acquisition is built in a process
 (``botorch.acquisition.multi_objective.logei._try_load_fused_kernel``). The build is cached under
-``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions/py311_cpu/logei_fused_ext``). The compile
+``$TORCH_EXTENSIONS_DIR``, which ``prepare_fused_kernel`` sets (unless set already) to a folder of this Python
+environment's own under ``~/.cache/torch_extensions``: torch's build command names the environment's paths,
+so two virtual environments sharing one folder rebuilt the kernel each time the other had loaded it (57-218 s
+a rebuild, measured when a clean-clone CI ran beside a working checkout). The compile
 takes 31-55 s on 2 cores (benchmarks/first_use_compile.py); later processes only load the shared library
 (~0.2 s). Without a compiler or ninja BoTorch warns and falls back to the pure-Python path (by its warning,
 ~3x slower). Run this once per machine (the Makefile's install step does) so
@@ -12,14 +15,16 @@ no BO job pays the compile inside its timings. Exit status 1 if the kernel could
 torch guards the build directory with a plain ``lock`` file that every process loading the kernel creates
 and removes, even when nothing needs compiling. A process killed meanwhile (kill -9, scancel, a CI timeout)
 leaves it behind, and every later load then waits for it forever: a BO job that never ends.
-``release_stale_lock`` runs before each load, waits while a live process may hold the lock, and removes it
+``release_stale_lock`` runs before a process loads it, waits while a live process may hold the lock, and removes it
 once it is far older than any build.
 """
 
+import hashlib
 import os
 import sys
 import time
 import warnings
+from functools import cache
 from pathlib import Path
 
 KERNEL = "logei_fused_ext"
@@ -51,11 +56,20 @@ def release_stale_lock(directory: str | Path | None = None, max_age: float = STA
         time.sleep(poll)
 
 
+@cache
+def prepare_fused_kernel() -> None:
+    """Once per process, before BoTorch first loads the kernel: this environment's build folder, no stale lock."""
+    environment = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR",
+                          str(Path.home() / ".cache" / "torch_extensions" / f"env-{environment}"))
+    release_stale_lock()
+
+
 def build_fused_kernel() -> tuple[bool, float, str]:
     """Load (compiling if needed) the kernel; (available, seconds, build directory)."""
     from torch.utils.cpp_extension import _get_build_directory
 
-    release_stale_lock()
+    prepare_fused_kernel()
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
