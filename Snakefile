@@ -24,10 +24,16 @@ onstart:
     log_command(f"{OUT}/commands.log", sys.argv)
 
 
-# Every table (results/tables/) and figure (results/figures/) of the paper for the configured runs, and each
-# run's summary.csv. Report: snakemake all --report results/report.html
+# Every table (results/tables/) and figure (results/figures/) of the paper for the configured runs, each
+# run's summary.csv and its exported models (results/export/). Report: snakemake all --report results/report.html
 rule all:
     input:
         rules.paper_tables.output,
         rules.paper_figures.input,
         [f"{RUN}/summary.csv".format(**run) for run in RUNS],
+        [
+            f"{EXPORT}/{method}".format(**run)
+            for run in RUNS
+            for method in config["export"]["methods"]
+            if method in run_methods(config, run["seed"])
+        ],

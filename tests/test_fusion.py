@@ -10,10 +10,8 @@ from bomf.fusion import (METHODS, FusionContext, FusionObjective, FusionResult, 
                          one_hot)
 from bomf.metrics import ranking_key
 from bomf.mobo import sobol_simplex, weight_columns
-from bomf.models import load_tokenizer
-from bomf.sequence import SequenceData, load_classifier
+from bomf.sequence import load_classifier
 from bomf.tasks import GLUE_TASKS
-from conftest import GLUE_DIR
 
 RTE = GLUE_TASKS["rte"]
 CPU = torch.device("cpu")
@@ -43,14 +41,6 @@ def members(tiny_model_dir):
 @pytest.fixture(scope="module")
 def stack(members):
     return MemberStack(members, CPU)
-
-
-@pytest.fixture(scope="module")
-def rte_val(tiny_model_dir):
-    from bomf.readers import read_glue_tsv
-
-    examples = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "dev.tsv")[:16]
-    return SequenceData(examples, load_tokenizer(str(tiny_model_dir)), 64, RTE)
 
 
 @pytest.fixture(scope="module")
@@ -213,11 +203,11 @@ def test_objective_scores_the_fused_model(objective, members, tiny_model_dir, rt
 def test_swa_gives_uniform_weights(objective):
     result = METHODS["swa"](FusionContext(objective, {}, seed=0))
     assert isinstance(result, FusionResult)
-    assert torch.equal(result.weights, torch.full((3,), 1 / 3, dtype=torch.float64))
+    assert torch.equal(result.point, torch.full((3,), 1 / 3, dtype=torch.float64))
 
 
 def test_last_member(objective):
-    assert torch.equal(METHODS["last_member"](FusionContext(objective, {}, seed=0)).weights, one_hot(2, 3))
+    assert torch.equal(METHODS["last_member"](FusionContext(objective, {}, seed=0)).point, one_hot(2, 3))
 
 
 def test_best_member_on_the_real_objective(objective, members, tiny_model_dir, rte_val):
@@ -231,7 +221,7 @@ def test_best_member_on_the_real_objective(objective, members, tiny_model_dir, r
     assert ctx.member_scores == scores
     assert len({s["loss"] for s in scores}) == 3  # the members really differ
     expected = max(range(3), key=lambda i: (scores[i]["accuracy"], -scores[i]["loss"]))
-    assert torch.equal(METHODS["best_member"](ctx).weights, one_hot(expected, 3))
+    assert torch.equal(METHODS["best_member"](ctx).point, one_hot(expected, 3))
 
 
 class ScriptedObjective:
@@ -264,7 +254,7 @@ class ScriptedObjective:
 def test_best_member_ties_go_to_lower_loss(stack, scores, expected):
     objective = ScriptedObjective(stack, scores)
     ctx = FusionContext(objective, {}, seed=0)
-    assert torch.equal(METHODS["best_member"](ctx).weights, one_hot(expected, 3))
+    assert torch.equal(METHODS["best_member"](ctx).point, one_hot(expected, 3))
     assert max(range(3), key=lambda i: ranking_key(scores[i], "accuracy")) == expected
     METHODS["best_member"](ctx)
     assert objective.calls == 3  # member scores are measured once per context
@@ -275,7 +265,7 @@ def test_best_member_uses_the_task_primary_metric(stack):
     scores = [{"loss": 0.5, "f1": 0.6, "accuracy": 0.9}, {"loss": 0.5, "f1": 0.8, "accuracy": 0.7},
               {"loss": 0.5, "f1": 0.7, "accuracy": 0.8}]
     ctx = FusionContext(ScriptedObjective(stack, scores, mrpc), {}, seed=0)
-    assert torch.equal(METHODS["best_member"](ctx).weights, one_hot(1, 3))
+    assert torch.equal(METHODS["best_member"](ctx).point, one_hot(1, 3))
 
 
 def non_dominated(history, names) -> list[int]:
@@ -306,11 +296,11 @@ def test_bomf_method_returns_the_chosen_history_row(objective):
     # best_metric, recomputed: the highest accuracy on the front, ties to the lower loss.
     expected = min(front, key=lambda i: (-history.loc[i, "accuracy"], history.loc[i, "loss"]))
     assert history.index[history["chosen"]].tolist() == [expected]
-    assert torch.equal(result.weights, torch.tensor(history.loc[expected, weight_columns(3)].to_numpy(dtype=float),
+    assert torch.equal(result.point, torch.tensor(history.loc[expected, weight_columns(3)].to_numpy(dtype=float),
                                                     dtype=torch.float64))
-    check_simplex(result.weights, 3)
+    check_simplex(result.point, 3)
     # The chosen weights score what the history says they scored.
-    assert objective(result.weights) == pytest.approx(history.loc[expected, ["loss", "accuracy"]].to_dict())
+    assert objective(result.point) == pytest.approx(history.loc[expected, ["loss", "accuracy"]].to_dict())
 
 
 class RecordingObjective:
@@ -334,9 +324,9 @@ def test_greedy_soup_never_lowers_the_validation_metric(objective):
     result = METHODS["greedy_soup"](ctx)
     primary = objective.task.primary_metric
     best_member = max(s[primary] for s in ctx.member_scores)
-    soup = result.weights[result.weights > 0]
+    soup = result.point[result.point > 0]
     assert torch.allclose(soup, torch.full_like(soup, 1 / len(soup)))  # a uniform soup of a subset
-    assert objective(result.weights)[primary] >= best_member
+    assert objective(result.point)[primary] >= best_member
     history = result.tables["history"]
     assert len(history) == 2  # every member after the first was tried once
     accepted_scores = [best_member, *history[history["accepted"]][primary]]
@@ -347,10 +337,10 @@ def test_greedy_soup_never_lowers_the_validation_metric(objective):
 def test_learned_soup_weights_are_on_the_simplex_and_lower_the_loss(objective):
     config = {"learned_soup_epochs": 3, "learned_soup_lr": 0.5}
     result = METHODS["learned_soup"](FusionContext(objective, config, seed=0))
-    check_simplex(result.weights, 3)
-    assert bool((result.weights > 0).all())  # softmax weights are strictly positive
+    check_simplex(result.point, 3)
+    assert bool((result.point > 0).all())  # softmax weights are strictly positive
     uniform_loss = objective(torch.full((3,), 1 / 3, dtype=torch.float64))["loss"]
-    assert objective(result.weights)["loss"] <= uniform_loss + 1e-6  # it starts from uniform and descends
+    assert objective(result.point)["loss"] <= uniform_loss + 1e-6  # it starts from uniform and descends
     assert list(result.tables["history"]["epoch"]) == [0, 1, 2]
 
 
@@ -359,7 +349,7 @@ def test_single_objective_bo_chooses_by_its_one_objective(objective, method, sea
     result = METHODS[method](FusionContext(objective, BO_CONFIG, seed=0))
     history = result.tables["history"]
     assert list(history["source"]) == ["member"] * 3 + ["sobol"] * 2 + ["bo"]
-    check_simplex(result.weights, 3)
+    check_simplex(result.point, 3)
     # The front of one objective is every row at its optimum (brute force), whatever the other objective says.
     finite = history[history["finite"]]
     best = finite[searched].max() if searched != "loss" else finite[searched].min()
@@ -371,7 +361,7 @@ def test_single_objective_bo_chooses_by_its_one_objective(objective, method, sea
     other = "loss" if searched != "loss" else "accuracy"
     expected = min(at_best, key=lambda i: history.loc[i, other] * (1 if other == "loss" else -1))
     chosen = int(history.index[history["chosen"]][0])
-    assert torch.equal(result.weights, torch.tensor(history.loc[chosen, weight_columns(3)].to_numpy(dtype=float),
+    assert torch.equal(result.point, torch.tensor(history.loc[chosen, weight_columns(3)].to_numpy(dtype=float),
                                                     dtype=torch.float64))
     assert chosen == expected, f"rows {at_best} tie at the best {searched} {best}: row {expected} has the best {other}"
 

@@ -18,11 +18,11 @@ from bomf.publish import REBUILD_RULES, publish
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
-                  "last_member"]
+                  "last_member", "task_arithmetic", "ties", "dare"]
 METHODS = [*FUSION_METHODS, "grid_finetune", "hpbo_full", "oracle_subset"]
 RULES = {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select", "finetune", "fuse", "evaluate",
          "summarise_run", "grid_trial", "grid_trial_full", "grid_collect", "grid_finetune", "hpbo_full",
-         "oracle_subset", "landscape", "plot_landscape", "plot_pareto", "plot_grid", "paper_tables", "all"}
+         "oracle_subset", "landscape", "plot_landscape", "plot_pareto", "plot_grid", "paper_tables", "export", "all"}
 TABLES = list(TABLE_NAMES)
 FIGURES = ["landscape", "pareto", "alignment", "correlation"]
 
@@ -135,7 +135,7 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
 
     # The config is each job's input: an edit reruns exactly the jobs that read the edited value.
     every_rule = RULES - {"all"}
-    bo_outputs = {"fuse": 6, "evaluate": 6, "landscape": 2, "plot_landscape": 2, "plot_pareto": 2,
+    bo_outputs = {"fuse": 6, "evaluate": 6, "landscape": 2, "plot_landscape": 2, "plot_pareto": 2, "export": 2,
                   "summarise_run": 2, "paper_tables": 1, "all": 1}  # 3 BO methods x 2 tasks, and what reads them
     edits = {"fusion.evaluations": (("fusion", "evaluations"), 5, bo_outputs),
              "figures.landscape.size": (("figures", "landscape", "size"), 3,
@@ -176,8 +176,10 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
         assert list(history["source"]).count("bo") == 2 and history["chosen"].sum() == 1
         weights = json.loads((run / "fusion/bomf/weights.json").read_text())["weights"]
         assert abs(sum(weights) - 1) < 1e-6 and min(weights) >= 0
-        # The fused model is a regular transformers checkpoint.
-        assert (run / "fusion/bomf/model/config.json").is_file()
+        # Only the outer-loop baselines store weights; every other method is rebuilt from the members.
+        assert {path.parent.name for path in (run / "fusion").rglob("*.safetensors")} == {"grid_finetune", "hpbo_full"}
+        for method in ("bomf", "ties"):
+            check_export(tmp_path, task, method)
         test = json.loads((run / "test/bomf.json").read_text())
         assert test["test_size"] == 48 and len(test["predictions"]) == 48
         assert list(pd.read_csv(run / "summary.csv")["method"]) == METHODS
@@ -202,30 +204,64 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
         assert "CUDA_VISIBLE_DEVICES=" in (tmp_path / "logs" / task / "tiny/seed0/finetune.log").read_text()
 
 
-def check_saved_fusions(run: Path) -> None:
-    """Each method's weights.json is its chosen point, its saved model is Σ wᵢθᵢ of the members with those
-    weights, and ``evaluations`` counts the fused models its search evaluated (members and the final score
-    of the chosen weights left out)."""
+def check_export(workdir: Path, task: str, method: str) -> None:
+    """An exported model loads with transformers alone and scores its recorded test metrics; its card says
+    where it came from; BOMF's export is Σ wᵢθᵢ of the members with its recorded weights."""
     from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    members = [load_file(str(p)) for p in sorted((run / "members").glob("member*.safetensors"))]
-    # fusion.evaluations = 4 for each BO search; greedy soup tries each member after the best; the rest search
-    # nothing (learned soup's gradient passes are not evaluations).
-    searched = {"bomf": 4, "bo_metric": 4, "bo_loss": 4, "greedy_soup": len(members) - 1, "swa": 0,
-                "learned_soup": 0, "best_member": 0, "last_member": 0}
+    from bomf.io import read_jsonl
+    from bomf.sequence import SequenceData
+    from bomf.tasks import GLUE_TASKS
+
+    run, export = workdir / "results" / task / "tiny/seed0", workdir / "results/export" / task / "tiny/seed0" / method
+    test = json.loads((run / "test" / f"{method}.json").read_text())
+    spec = GLUE_TASKS[task]
+    model = AutoModelForSequenceClassification.from_pretrained(export)
+    data = SequenceData(read_jsonl(workdir / "results/data" / task / "test.jsonl"),
+                        AutoTokenizer.from_pretrained(export), 64, spec)
+    scores, predictions = data.evaluate(model, list(spec.metrics), 32, torch.device("cpu"))
+    assert scores == pytest.approx(test["test"], abs=1e-6) and list(predictions) == pytest.approx(test["predictions"])
+    card = (export / "README.md").read_text()
+    primary = spec.primary_metric
+    assert f"{primary} {test['test'][primary]:.4f}" in card and "snakemake " in card and "member00.safetensors" in card
+    record = json.loads((run / "fusion" / method / "weights.json").read_text())
+    if method == "bomf":
+        assert "Pareto-optimal points" in card and "`best_metric`" in card
+        members = [load_file(str(p)) for p in sorted((run / "members").glob("member*.safetensors"))]
+        saved = load_file(str(export / "model.safetensors"))
+        for name, tensor in saved.items():
+            expected = sum(w * m[name].double() for w, m in zip(record["weights"], members))
+            torch.testing.assert_close(tensor.double(), expected, rtol=1e-5, atol=1e-6, msg=name)
+    else:
+        assert f"`{record['merge']['method']}`" in card and "density = " in card
+
+
+def check_saved_fusions(run: Path) -> None:
+    """Each method's weights.json is its chosen point (simplex weights, or a merge and its hyperparameters)
+    and ``evaluations`` counts the fused models its search evaluated (members and the final score of the
+    chosen point left out)."""
+    members = len(list((run / "members").glob("member*.safetensors")))
+    # fusion.evaluations = 4 for each BO search; greedy soup tries each member after the best; the merges
+    # score their grid (2 scales x 1 density or drop rate); the rest search nothing (learned soup's gradient
+    # passes are not evaluations).
+    searched = {"bomf": 4, "bo_metric": 4, "bo_loss": 4, "greedy_soup": members - 1, "swa": 0,
+                "learned_soup": 0, "best_member": 0, "last_member": 0, "task_arithmetic": 2, "ties": 2, "dare": 2}
     for method in FUSION_METHODS:
         record = json.loads((run / "fusion" / method / "weights.json").read_text())
-        weights = record["weights"]
         assert record["evaluations"] == searched[method], method
-        saved = load_file(str(run / "fusion" / method / "model" / "model.safetensors"))
-        assert saved.keys() <= members[0].keys() and len(saved) > 0
-        for name, tensor in saved.items():
-            expected = sum(w * m[name].double() for w, m in zip(weights, members))
-            torch.testing.assert_close(tensor.double(), expected, rtol=1e-5, atol=1e-6, msg=f"{method}: {name}")
+        if method in ("task_arithmetic", "ties", "dare"):
+            history = pd.read_csv(run / "fusion" / method / "history.csv")
+            chosen = history[history["chosen"]].iloc[0]
+            assert record["merge"]["method"] == method and record["merge"]["scale"] == chosen["scale"]
+            assert record["validation"] == pytest.approx({k: chosen[k] for k in record["validation"]}, abs=1e-9)
+            continue
+        weights = record["weights"]
+        assert len(weights) == members and abs(sum(weights) - 1) < 1e-6, method
         if method in ("bomf", "bo_metric", "bo_loss"):
             history = pd.read_csv(run / "fusion" / method / "history.csv")
             chosen = history[history["chosen"]].iloc[0]
-            assert [chosen[c] for c in weight_columns(len(members))] == pytest.approx(weights, abs=1e-12)
+            assert [chosen[c] for c in weight_columns(members)] == pytest.approx(weights, abs=1e-12)
             assert record["validation"] == pytest.approx({k: chosen[k] for k in record["validation"]}, abs=1e-9)
 
 
@@ -297,6 +333,28 @@ def test_end_to_end_extractive_qa(tmp_path, tiny_model_dir):
     assert "WARNING: squad_v2/tiny/seed0 learned nothing" in (tmp_path / "results/tables/table1_main.md").read_text()
 
 
+def check_lora_export(workdir: Path, task: str, base_dir: Path, test: dict) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bomf.io import read_jsonl
+    from bomf.kinds import kind_of
+    from bomf.tasks import get_task
+
+    export = workdir / "results/export" / task / "tiny/seed0/bomf"
+    settings = yaml.safe_load((workdir / "config.yaml").read_text())
+    spec = get_task(task, {})
+    data = kind_of(spec).encode(spec, read_jsonl(workdir / "results/data" / task / "test.jsonl"),
+                                AutoTokenizer.from_pretrained(export), settings["model_catalog"]["tiny"]["max_length"],
+                                settings, "test")
+    merged = AutoModelForCausalLM.from_pretrained(export)
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), export / "adapter")
+    for model in (merged, adapter):
+        scores, predictions = data.evaluate(model, list(spec.metrics), 32, torch.device("cpu"))
+        assert scores == pytest.approx(test["test"], abs=1e-5) and list(predictions) == test["predictions"]
+    assert "PeftModel.from_pretrained" in (export / "README.md").read_text()
+
+
 @pytest.mark.slow
 def test_end_to_end_lora_generation(tmp_path, tiny_llama_dir):
     """SAMSum (four objectives) and E2E (three) from stage 1 to the tables, LoRA members on a causal LM."""
@@ -307,10 +365,10 @@ def test_end_to_end_lora_generation(tmp_path, tiny_llama_dir):
         test = check_text_run(tmp_path, task, metrics, configured_methods(config))
         assert all(isinstance(refs, list) for refs in test["labels"])
         run = tmp_path / "results" / task / "tiny" / "seed0"
-        # Members are adapters only; the fused adapter is kept and merged into an ordinary checkpoint.
+        # Members are adapters only; the export is the fused adapter and the base with it merged in, each
+        # scoring the recorded test metrics.
         member = run / "members/member00.safetensors"
         assert member.stat().st_size < 0.2 * (tiny_llama_dir / "model.safetensors").stat().st_size
-        assert (run / "fusion/bomf/adapter/adapter_config.json").is_file()
-        assert (run / "fusion/bomf/model/model.safetensors").is_file()
+        check_lora_export(tmp_path, task, tiny_llama_dir, test)
         trial = json.loads((run / "hpo/round0/trial0.json").read_text())
         assert trial["proxy"] is True and trial["trainable_fraction"] < 0.2

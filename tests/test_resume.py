@@ -163,16 +163,16 @@ def test_state_of_another_run_raises_when_read(tiny_model_dir, rte, tmp_path, mo
 
 
 @pytest.mark.parametrize("method", ["swa", "bomf"])
-def test_rerun_after_a_failed_save_saves_the_chosen_fusion(tiny_model_dir, tmp_path, monkeypatch, method):
-    """A fuse job killed while saving (its last scoring already journaled) is rerun: every evaluation is
-    replayed without touching the model, yet the saved model must be Σ wᵢθᵢ of the recorded weights."""
+def test_rerun_after_a_failed_save_records_the_chosen_fusion(tiny_model_dir, tmp_path, monkeypatch, method):
+    """A fuse job killed while writing its record (its last scoring already journaled) is rerun: every
+    evaluation is replayed without touching the model, yet the model rebuilt from the record must be
+    Σ wᵢθᵢ of the recorded weights and score what the record says."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification
 
-    import bomf.models
     from bomf import pipeline
     from bomf.config import validate_config
     from bomf.io import write_jsonl
+    from bomf.records import SelectedModel
     from conftest import tiny_config
 
     rows = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")
@@ -187,23 +187,24 @@ def test_rerun_after_a_failed_save_saves_the_chosen_fusion(tiny_model_dir, tmp_p
     def fuse():
         pipeline.fuse(config, "rte", "tiny", 0, data_dir, members_dir, method, out_dir, journal)
 
-    save = bomf.models.save_model
     with monkeypatch.context() as patch:
-        patch.setattr(bomf.models, "save_model", lambda *args: (_ for _ in ()).throw(Interrupted()))
+        patch.setattr(SelectedModel, "write", lambda *args: (_ for _ in ()).throw(Interrupted()))
         with pytest.raises(Interrupted):
             fuse()
     assert journal.is_file()
-    shutil.rmtree(out_dir)  # Snakemake removes a failed job's output
-    monkeypatch.setattr(bomf.models, "save_model", save)
+    shutil.rmtree(out_dir, ignore_errors=True)  # Snakemake removes a failed job's output
     fuse()
+    assert not journal.exists()
 
-    weights = read_json(out_dir / "weights.json")["weights"]
-    members = [load_file(str(member_path(members_dir, k))) for k in range(len(weights))]
-    saved = AutoModelForSequenceClassification.from_pretrained(out_dir / "model").state_dict()
+    record = SelectedModel.read(out_dir)
+    members = [load_file(str(member_path(members_dir, k))) for k in range(len(record.weights))]
+    rebuilt, _ = pipeline.selected_model(pipeline.Run(config, "rte", "tiny", 0), members_dir, out_dir)
     for name, tensor in members[0].items():
         if tensor.is_floating_point():
-            expected = sum(w * member[name].double() for w, member in zip(weights, members))
-            torch.testing.assert_close(saved[name].double(), expected, rtol=0, atol=1e-6, msg=name)
+            expected = sum(w * member[name].double() for w, member in zip(record.weights, members))
+            torch.testing.assert_close(rebuilt.state_dict()[name].double(), expected, rtol=0, atol=1e-6, msg=name)
+    scores, _ = data["val"].evaluate(rebuilt, list(RTE.metrics), config["optim"]["eval_batch_size"], CPU)
+    assert scores == pytest.approx(record.validation, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- fusion journal

@@ -104,7 +104,7 @@ def test_fused_adapter_is_merged_into_the_saved_model(tiny_llama_dir, samsum_dat
 
     save_model(model, load_tokenizer(str(tiny_llama_dir)), tmp_path)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
-    merged = kind_of(TEXT_TASKS["samsum"]).load_saved(tmp_path / "model", TEXT_TASKS["samsum"])
+    merged = kind_of(TEXT_TASKS["samsum"]).load_saved(tmp_path, TEXT_TASKS["samsum"])
     assert not any("lora_" in name for name in merged.state_dict())
     merged_scores, merged_text = samsum_data.evaluate(merged, ["rougeL"], 4, CPU)
     assert merged_scores["loss"] == pytest.approx(fused_scores["loss"], rel=1e-4)

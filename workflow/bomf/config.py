@@ -421,6 +421,9 @@ def check_fusion(config: dict) -> list[str]:
     fusion = config["fusion"]
     problems = [f"fusion.methods: unknown method '{method}'; registered methods are {', '.join(METHODS)}"
                 for method in fusion["methods"] if method not in METHODS]
+    methods = [*fusion["methods"], *config["baselines"]["methods"]]
+    problems += [f"export.methods: '{method}' is not run; it must be one of fusion.methods or baselines.methods "
+                 f"({', '.join(methods)})" for method in config["export"]["methods"] if method not in methods]
     if fusion["selection"] not in SELECTION_RULES:
         problems.append(f"fusion.selection: unknown rule '{fusion['selection']}'; registered rules are "
                         f"{', '.join(SELECTION_RULES)}")

@@ -1,8 +1,9 @@
-"""Stage 3 and its baselines: fusing members θ(w) = Σ wᵢθᵢ, w on the simplex.
+"""Stage 3 and its baselines: fusing members θ(w) = Σ wᵢθᵢ, w on the simplex, or merging their task vectors.
 
 ``MemberStack`` owns the hard part (members stacked once on the device, mixing as one matmul into a
-preallocated buffer); ``FusionObjective`` writes a mix into one preallocated model and scores it; a fusion
-method is a small function registered by name that decides which weights to use.
+preallocated buffer); ``FusionObjective`` writes a point (simplex weights, or a ``merging.Merge``) into one
+preallocated model and scores it; a fusion method is a small function registered by name that decides which
+point to use. What a method chose is recorded, never a model: every reader rebuilds it from the members.
 """
 
 from collections.abc import Callable
@@ -14,9 +15,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+import itertools
+
+from .journal import JournaledObjective
+from .merging import Merge
 from .metrics import ranking_key
 from .models import load_member_state
-from .journal import JournaledObjective
 from .splits import SplitData, autocast
 from .tasks import TaskSpec
 
@@ -35,10 +39,12 @@ class MemberStack:
     """Members' floating-point tensors (full states, or LoRA adapters) as one [N, P] matrix on the device.
 
     Non-floating tensors (integer buffers such as position ids) cannot be averaged: they must be equal in
-    every member and are taken as they are.
+    every member and are taken as they are. ``base``: the state the members were fine-tuned from (θ₀, in
+    the same layout), which the task-vector merges need.
     """
 
-    def __init__(self, states: list[dict[str, torch.Tensor]], device: torch.device):
+    def __init__(self, states: list[dict[str, torch.Tensor]], device: torch.device,
+                 base: dict[str, torch.Tensor] | None = None):
         if len(states) < 2:
             raise ValueError(f"fusion needs at least 2 members, got {len(states)}")
         first = states[0]
@@ -55,19 +61,36 @@ class MemberStack:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         self.matrix = torch.empty(len(states), self.offsets[-1], dtype=torch.float32, device=device)
         for row, state in enumerate(states):
-            for name, start, stop in zip(self.float_names, self.offsets, self.offsets[1:]):
-                self.matrix[row, start:stop].copy_(state[name].reshape(-1))
+            self._flatten(state, self.matrix[row])
         self.mixed = torch.empty(self.offsets[-1], dtype=torch.float32, device=device)
+        self.base = None
+        if base is not None:
+            if base.keys() != first.keys() or any(base[k].shape != first[k].shape for k in first):
+                raise ValueError("the base model does not have the same tensors as the members")
+            self.base = self._flatten(base, torch.empty_like(self.mixed))
+
+    def _flatten(self, state: dict[str, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+        for name, start, stop in zip(self.float_names, self.offsets, self.offsets[1:]):
+            out[start:stop].copy_(state[name].reshape(-1))
+        return out
 
     def __len__(self) -> int:
         return self.matrix.shape[0]
 
+    def parameters(self, point: "torch.Tensor | Merge") -> torch.Tensor:
+        """The flat parameters of a point, in the preallocated buffer (overwritten by the next call): Σ wᵢθᵢ of
+        simplex weights, or a task-vector merge."""
+        if isinstance(point, Merge):
+            if self.base is None:
+                raise ValueError(f"{point.method} merges task vectors: the stack needs the base model")
+            return point.vector(self.matrix, self.base, out=self.mixed)
+        weights = point.to(self.matrix)
+        check_simplex(weights, len(self))
+        return torch.mv(self.matrix.t(), weights, out=self.mixed)
+
     def mix(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """Σ wᵢθᵢ as a state dict of views into the preallocated buffer (overwritten by the next call)."""
-        weights = weights.to(self.matrix)
-        check_simplex(weights, len(self))
-        torch.mv(self.matrix.t(), weights, out=self.mixed)
-        return self.state(self.mixed)
+        return self.state(self.parameters(weights))
 
     def state(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """A state dict of views into a flat parameter vector (autograd flows through them)."""
@@ -75,8 +98,8 @@ class MemberStack:
                  for name, start, stop, shape in zip(self.float_names, self.offsets, self.offsets[1:], self.shapes)}
         return {**views, **self.fixed}
 
-    def load_into(self, model: nn.Module, weights: torch.Tensor) -> None:
-        load_member_state(model, self.mix(weights))
+    def load_into(self, model: nn.Module, point: "torch.Tensor | Merge") -> None:
+        load_member_state(model, self.state(self.parameters(point)))
 
 
 class FusionObjective:
@@ -95,15 +118,24 @@ class FusionObjective:
     def score(self) -> dict[str, float]:
         return self.val.evaluate(self.model, list(self.task.metrics), self.batch_size, self.device)[0]
 
-    def __call__(self, weights: torch.Tensor) -> dict[str, float]:
-        self.fused_model(weights)
+    def __call__(self, point: "torch.Tensor | Merge") -> dict[str, float]:
+        self.fused_model(point)
         return self.score()
 
-    def fused_model(self, weights: torch.Tensor) -> nn.Module:
-        """The evaluation model holding Σ wᵢθᵢ of ``weights``: what is saved as a method's result. Built here,
-        not taken as the model stands, because a replayed (journaled) evaluation never loads its weights."""
-        self.stack.load_into(self.model, weights)
+    def fused_model(self, point: "torch.Tensor | Merge") -> nn.Module:
+        """The evaluation model holding ``point``'s parameters. Built here, not taken as the model stands,
+        because a replayed (journaled) evaluation never loads its parameters."""
+        self.stack.load_into(self.model, point)
         return self.model
+
+
+def point_of(selected) -> "torch.Tensor | Merge | None":
+    """The point a method's record (records.SelectedModel) holds; None for a model not fused from members."""
+    if selected.merge is not None:
+        return Merge.from_record(selected.merge)
+    if selected.weights is not None:
+        return torch.tensor(selected.weights, dtype=torch.float64)
+    return None
 
 
 def one_hot(index: int, count: int) -> torch.Tensor:
@@ -136,7 +168,7 @@ class FusionContext:
 
 @dataclass
 class FusionResult:
-    weights: torch.Tensor
+    point: torch.Tensor | Merge  # simplex weights over the members, or a task-vector merge
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # extra outputs, e.g. a BO history
 
 
@@ -145,6 +177,9 @@ METHODS: dict[str, Callable[[FusionContext], FusionResult]] = {}
 # them, so editing one reruns only the methods that read it.
 PARAMETERS: dict[str, tuple[str, ...]] = {}
 BO_PARAMETERS = ("acquisition", "initial_points", "evaluations", "selection", "mc_samples", "restarts", "raw_samples")
+MERGE_GRIDS = {"task_arithmetic": {"scale": "merge_scales"},
+               "ties": {"density": "ties_densities", "scale": "merge_scales"},
+               "dare": {"drop_rate": "dare_drop_rates", "scale": "merge_scales"}}
 
 
 def register(name: str, parameters: tuple[str, ...] = ()):
@@ -248,3 +283,35 @@ def bo_metric(ctx: FusionContext) -> FusionResult:
 def bo_loss(ctx: FusionContext) -> FusionResult:
     """Single-objective BO on the validation loss alone."""
     return _bayesian_optimisation(ctx, ["loss"])
+
+
+def _merge_search(ctx: FusionContext, method: str, fixed: dict | None = None) -> FusionResult:
+    """A task-vector merge with its hyperparameters chosen on validation: every point of its grid
+    (``MERGE_GRIDS``, from the fusion.* settings) scored, the best primary metric kept (ties: lower loss)."""
+    grid = {name: ctx.config[setting] for name, setting in MERGE_GRIDS[method].items()}
+    candidates, rows = [], []
+    for values in itertools.product(*grid.values()):
+        hyperparameters = dict(zip(grid, values))
+        merge = Merge(method, {**hyperparameters, **(fixed or {})})
+        scores = ctx.objective(merge)
+        candidates.append((merge, scores))
+        rows.append({**hyperparameters, **scores})
+    primary = ctx.objective.task.primary_metric
+    best = max(range(len(candidates)), key=lambda i: ranking_key(candidates[i][1], primary))
+    history = pd.DataFrame(rows).assign(chosen=[i == best for i in range(len(rows))])
+    return FusionResult(candidates[best][0], {"history": history})
+
+
+@register("task_arithmetic", ("merge_scales",))
+def task_arithmetic(ctx: FusionContext) -> FusionResult:
+    return _merge_search(ctx, "task_arithmetic")
+
+
+@register("ties", ("merge_scales", "ties_densities"))
+def ties_merging(ctx: FusionContext) -> FusionResult:
+    return _merge_search(ctx, "ties")
+
+
+@register("dare", ("merge_scales", "dare_drop_rates"))
+def dare_merging(ctx: FusionContext) -> FusionResult:
+    return _merge_search(ctx, "dare", {"seed": ctx.seed})

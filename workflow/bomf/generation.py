@@ -169,7 +169,7 @@ def load_causal_lm(source: str, lora: dict, rank: int) -> nn.Module:
 
 
 def load_saved(model_dir: str | Path, task: TaskSpec) -> nn.Module:
-    """The merged checkpoint ``models.save_model`` wrote (adapters folded into the base)."""
+    """The merged checkpoint ``models.save_model`` wrote (adapters folded into the base): an exported model."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(model_dir)

@@ -12,15 +12,16 @@ from pathlib import Path
 import torch
 
 from .io import write_jsonl
+from .merging import Merge
 
 
 class JournaledObjective:
-    """An objective whose evaluations are recorded (weights, scores, seconds) and, given a ``path``, appended
-    to a JSON-lines journal there, flushed and fsynced one line per evaluation.
+    """An objective whose evaluations are recorded (the point: weights or a merge; scores, seconds) and, given
+    a ``path``, appended to a JSON-lines journal there, flushed and fsynced one line per evaluation.
 
-    A rerun replays the journal: the k-th evaluation returns the k-th record when its weights are exactly
-    the recorded ones (JSON round-trips float64 exactly). Fusion methods are deterministic, so a rerun asks
-    for the same weights in the same order; from the first mismatch on, the rest of the journal is stale
+    A rerun replays the journal: the k-th evaluation returns the k-th record when its point is exactly the
+    recorded one (JSON round-trips float64 exactly). Fusion methods are deterministic, so a rerun asks
+    for the same points in the same order; from the first mismatch on, the rest of the journal is stale
     and is dropped. The first line names what the journal was written for (``identity``); a journal written
     for anything else is discarded whole. Attributes other than calls are the wrapped objective's.
     """
@@ -37,34 +38,35 @@ class JournaledObjective:
     def __getattr__(self, name):
         return getattr(self.objective, name)
 
-    def __call__(self, weights: torch.Tensor) -> dict[str, float]:
-        return self.evaluate(weights)["scores"]
+    def __call__(self, point: "torch.Tensor | Merge") -> dict[str, float]:
+        return self.evaluate(point)["scores"]
 
     def next_weights(self) -> list[float] | None:
         """The weights of the next journaled evaluation, if any is left to replay."""
-        return self.pending[0]["weights"] if self.pending else None
+        return self.pending[0].get("weights") if self.pending else None
 
-    def evaluate(self, weights: torch.Tensor, proposal_seconds: float = 0.0) -> dict:
+    def evaluate(self, point: "torch.Tensor | Merge", proposal_seconds: float = 0.0) -> dict:
         """The record of one evaluation: replayed from the journal, or measured (and then journaled);
-        ``proposal_seconds`` is the time the caller spent choosing ``weights``."""
+        ``proposal_seconds`` is the time the caller spent choosing ``point``."""
         self.evaluations += 1
-        values = torch.as_tensor(weights).double().tolist()
-        record = self._replay(values)
+        key = ({"merge": point.record()} if isinstance(point, Merge)
+               else {"weights": torch.as_tensor(point).double().tolist()})
+        record = self._replay(key)
         if record is None:
             started = time.perf_counter()
-            scores = self.objective(weights)
-            record = {"weights": values, "scores": scores, "seconds": time.perf_counter() - started,
+            scores = self.objective(point)
+            record = {**key, "scores": scores, "seconds": time.perf_counter() - started,
                       "proposal_seconds": proposal_seconds}
             self._append(record)
         self.records.append(record)
         return record
 
-    def _replay(self, weights: list[float]) -> dict | None:
-        if self.pending and self.pending[0]["weights"] == weights:
+    def _replay(self, key: dict) -> dict | None:
+        if self.pending and all(self.pending[0].get(name) == value for name, value in key.items()):
             self.replayed += 1
             return self.pending.pop(0)
         if self.pending:
-            print(f"{self.path}: evaluation {self.evaluations} asks for other weights than journaled; "
+            print(f"{self.path}: evaluation {self.evaluations} asks for another point than journaled; "
                   f"dropping the {len(self.pending)} stale records from there on", flush=True)
             self.pending = []
             write_jsonl(self.path, [self.header, *self.records])

@@ -6,7 +6,7 @@ the workflow is parsed); its implementation is a module of its own, imported on 
 
     encode(task, examples, tokenizer, max_length, settings, split) -> splits.SplitData
     load_model(model_spec, task, proxy) -> nn.Module   # heads and adapters fresh; proxy = the stage-1 proxy
-    load_saved(model_dir, task) -> nn.Module           # what models.save_model wrote
+    load_saved(model_dir, task) -> nn.Module           # what models.save_model wrote (an export)
 
 (``settings``: the kind's config section, or None). A new kind is that module, one entry in ``KINDS`` and
 its schema section.

@@ -7,6 +7,8 @@ from pathlib import Path
 # benchmark files lie under the same pattern below BENCHMARK_DIR (with data/<task>.tsv and models/<model>.tsv).
 RUN_DIR = "{task}/{model}/seed{seed}"
 BENCHMARK_DIR = "benchmarks"
+# Exported models (Hugging Face directories with model cards) under output_dir, one per run and method below it.
+EXPORT_DIRECTORY = "export"
 
 # A stage-2 member's weights, in members/ of its run (index from 0).
 MEMBER_FILE = "member{index:02d}.safetensors"

@@ -57,15 +57,17 @@ def load_member_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
                          f"missing {missing[:3]}")
 
 
-def save_model(model: nn.Module, tokenizer, out_dir: str | Path) -> None:
-    """A regular transformers checkpoint in ``out_dir``/model; a LoRA model also keeps its adapter in
-    ``out_dir``/adapter and is merged into its base for the checkpoint (the model is consumed)."""
+def save_model(model: nn.Module, tokenizer, out_dir: str | Path) -> nn.Module:
+    """A regular transformers checkpoint with its tokenizer in ``out_dir``; a LoRA model also keeps its adapter
+    in ``out_dir``/adapter and is merged into its base for the checkpoint (the model is consumed). Returns
+    the model saved."""
     out_dir = Path(out_dir)
     if is_lora(model):
         model.save_pretrained(out_dir / "adapter")
         model = model.merge_and_unload()
-    model.save_pretrained(out_dir / "model")
-    tokenizer.save_pretrained(out_dir / "model")
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return model
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
 from .kinds import TaskKind, kind_of
 from .layout import TABLE_NAMES, prepared_model_dir
-from .records import SelectedModel
+from .records import MODEL_STATE_FILE, SelectedModel
 from .runtime import tell_user
 from .sources import is_gguf
 from .tasks import TaskSpec, get_task
@@ -176,27 +176,55 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
         tell_user(warning)
 
 
-def member_objective(run: Run, data_dir, members_dir, split: str = "val") -> "FusionObjective":
-    """The stage-2 members stacked on the device (every checksum verified first) and an objective scoring
-    their fusions on ``split``."""
+def member_stack(run: Run, members_dir):
+    """The stage-2 members stacked on the device (every checksum verified first), with the model they were
+    fine-tuned from as the task vectors' base, and that model (fresh, to load fusions into)."""
     from . import members
-    from .fusion import FusionObjective, MemberStack
+    from .fusion import MemberStack
+    from .models import member_state
+
+    model = run.load_model()
+    return MemberStack(members.load_members(members_dir), run.device, base=member_state(model)), model
+
+
+def member_objective(run: Run, data_dir, members_dir, split: str = "val") -> "FusionObjective":
+    """An objective scoring fusions of the stage-2 members on ``split``."""
+    from .fusion import FusionObjective
 
     data = run.splits(data_dir, (split,))[split]
-    stack = MemberStack(members.load_members(members_dir), run.device)
-    return FusionObjective(stack, run.load_model(), data, run.task, run.config["optim"]["eval_batch_size"],
-                           run.device)
+    stack, model = member_stack(run, members_dir)
+    return FusionObjective(stack, model, data, run.task, run.config["optim"]["eval_batch_size"], run.device)
+
+
+def selected_model(run: Run, members_dir, fusion_dir):
+    """The model a method chose, rebuilt from its record: its point over the members, or the checkpoint an
+    outer-loop baseline kept. No fused model is stored (one per method would outweigh the members)."""
+    from safetensors.torch import load_file
+
+    from .fusion import point_of
+    from .models import load_member_state
+
+    selected = SelectedModel.read(fusion_dir)
+    point = point_of(selected)
+    if point is None:
+        model = run.load_model()
+        load_member_state(model, load_file(str(Path(fusion_dir) / MODEL_STATE_FILE)))
+    else:
+        stack, model = member_stack(run, members_dir)
+        stack.load_into(model, point)
+    return model.to(run.device).eval(), selected
 
 
 def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, method: str, out_dir,
          journal) -> None:
-    """Choose fusion weights with ``method`` on the validation split and save the fused model.
+    """Choose a fusion of the members with ``method`` on the validation split and record it.
 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
     from . import members
     from .fusion import METHODS, FusionContext
     from .journal import JournaledObjective
+    from .merging import Merge
 
     run = Run(config, task, model, seed)
     scorer, section = member_objective(run, data_dir, members_dir), run.kind.settings_section
@@ -213,27 +241,26 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     # What the method's search cost: its evaluations of fused models, not the members' scores (every method
     # shares them) nor the final score of its choice below.
     searched = objective.evaluations - context.member_calls
-    scores = objective(result.weights)
-    _save_selected(out_dir, scorer.fused_model(result.weights), run.tokenizer,
-                   SelectedModel(method, scores, searched, weights=result.weights.tolist()), result.tables)
+    scores = objective(result.point)
+    chosen = ({"merge": result.point.record()} if isinstance(result.point, Merge)
+              else {"weights": result.point.tolist()})
+    _save_selected(out_dir, SelectedModel(method, scores, searched, **chosen), result.tables)
     objective.discard()
     print(f"{method}: validation {scores}; {searched} fused models evaluated by the search, "
           f"{objective.evaluations} objective calls in all, replayed {objective.replayed} journaled evaluations")
 
 
-def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, data_dir, fusion_dir, out) -> None:
+def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, data_dir, members_dir, fusion_dir,
+                  out) -> None:
     """The only place the test split is read: one evaluation of one chosen model."""
     import numpy as np
 
-    from .models import load_tokenizer
-
     run = Run(config, task, model, seed)
     spec, kind = run.task, run.kind
-    model_dir = Path(fusion_dir) / "model"
-    test = run.splits(data_dir, ("test",), tokenizer=load_tokenizer(str(model_dir)))["test"]
-    fused = kind.load_saved(model_dir, spec).to(run.device)
+    test = run.splits(data_dir, ("test",))["test"]
+    fused, selected = selected_model(run, members_dir, fusion_dir)
     scores, predictions = test.evaluate(fused, list(spec.metrics), config["optim"]["eval_batch_size"], run.device)
-    validation = SelectedModel.read(fusion_dir).validation
+    validation = selected.validation
     record = {"task": task, "model": model, "seed": seed, "method": method, "primary_metric": spec.primary_metric,
               "test": scores, "validation": validation, "test_size": len(test.references),
               "predictions": np.asarray(predictions).tolist(),  # class ids, scores or texts
@@ -246,6 +273,23 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
                                         for m in spec.metrics}
     write_json(out, record)
     print(f"{method}: test {scores}")
+
+
+def export_model(config: dict, task: str, model: str, seed: int, method: str, members_dir, fusion_dir, test_file,
+                 commands_log, out_dir) -> None:
+    """A method's model as a self-contained Hugging Face directory with its model card."""
+    from .export import last_command, model_card
+    from .io import write_text
+    from .models import is_lora, save_model
+
+    run = Run(config, task, model, seed)
+    fused, selected = selected_model(run, members_dir, fusion_dir)
+    adapter = is_lora(fused)
+    saved = save_model(fused.cpu(), run.tokenizer, out_dir)
+    card = model_card(task, model, seed, run.model_spec["source"], type(saved).__name__, members_dir, fusion_dir,
+                      test_file, config["fusion"]["selection"], last_command(commands_log), adapter)
+    write_text(Path(out_dir) / "README.md", card)
+    print(f"{method}: exported to {out_dir} ({type(saved).__name__}{', with its LoRA adapter' if adapter else ''})")
 
 
 def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_root, out_dir,
@@ -289,16 +333,18 @@ def summarise_run(test_files: list, out_csv, out_provenance) -> None:
         tell_user(message)
 
 
-def _save_selected(out_dir, model, tokenizer, record: SelectedModel, extra: dict | None = None) -> None:
-    """A selected model as a regular transformers checkpoint (what the evaluate rule reads), its record
-    (validation scores, how it was chosen) and any extra tables."""
-    from .models import save_model
+def _save_selected(out_dir, record: SelectedModel, extra: dict | None = None, state: dict | None = None) -> None:
+    """How a method chose its model (validation scores, its point), any extra tables, and for an outer-loop
+    baseline the checkpoint it kept (``state``, a member state)."""
+    from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     for name, frame in (extra or {}).items():
         write_csv(out_dir / f"{name}.csv", frame)
+    if state is not None:
+        with atomic_path(out_dir / MODEL_STATE_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
     record.write(out_dir, environment())
-    save_model(model, tokenizer, out_dir)
 
 
 def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_index: int, frozen_layers: int,
@@ -344,16 +390,12 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     from safetensors.torch import load_file
 
     from . import baselines
-    from .models import load_member_state
 
-    run = Run(config, task, model, seed)
     records = [read_json(path) for path in trial_files]
     chosen = baselines.best_run(records)
-    fused = run.load_model()
-    load_member_state(fused, load_file(str(checkpoints[chosen])))
     record = records[chosen]
-    _save_selected(out_dir, fused, run.tokenizer, SelectedModel("grid_finetune", record["best"], 0,
-                                                                params=record["params"], step=record["best_step"]))
+    _save_selected(out_dir, SelectedModel("grid_finetune", record["best"], 0, params=record["params"],
+                                          step=record["best_step"]), state=load_file(str(checkpoints[chosen])))
     print(f"grid fine-tune: {record['params']} step {record['best_step']}, validation {record['best']}")
 
 
@@ -363,19 +405,14 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
     import pandas as pd
 
     from . import baselines
-    from .models import load_member_state
 
     run = Run(config, task, model, seed)
     params = read_json(best_file)["params"]
     data = run.splits(data_dir, ("train", "val"))
     record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
                                                       config["finetune"], 0, seed, run.device)
-    fused = run.load_model()
-    load_member_state(fused, best_state)
-    trajectory = pd.DataFrame(record["trajectory"])
-    _save_selected(out_dir, fused, run.tokenizer,
-                   SelectedModel("hpbo_full", record["best"], 0, params=params, step=record["best_step"]),
-                   {"trajectory": trajectory})
+    _save_selected(out_dir, SelectedModel("hpbo_full", record["best"], 0, params=params, step=record["best_step"]),
+                   {"trajectory": pd.DataFrame(record["trajectory"])}, state=best_state)
     print(f"HPBO-full: {params} step {record['best_step']}, validation {record['best']}")
 
 
@@ -391,9 +428,8 @@ def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir
     on_val = FusionObjective(on_test.stack, on_test.model, val, on_test.task, on_test.batch_size, on_test.device)
     validation = on_val(weights)
     fused = sum(1 for members in subsets["members"] if len(members.split()) > 1)
-    _save_selected(out_dir, on_val.fused_model(weights), run.tokenizer,
-                   SelectedModel("oracle_subset", validation, fused, weights=weights.tolist(), oracle=True,
-                                 selected_on="test", search=search),
+    _save_selected(out_dir, SelectedModel("oracle_subset", validation, fused, weights=weights.tolist(), oracle=True,
+                                          selected_on="test", search=search),
                    {"subsets": subsets})
     print(f"oracle best subset ({search}, {len(subsets)} subsets, selected on TEST): {weights.tolist()}")
 

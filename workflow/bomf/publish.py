@@ -3,7 +3,8 @@ committed, leaving every weight, tokenizer and data split behind.
 
     python -m bomf.publish <output_dir of a run> <committed directory>
 
-What is kept (tables, figures, per-run CSV/JSON records, Snakemake benchmark files, commands.log) is enough
+What is kept (tables, figures, per-run CSV/JSON records, Snakemake benchmark files, commands.log, the exported
+models' cards) is enough
 to rebuild every table and figure without recomputing a run (see configs/cpu_glue.yaml's header).
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+
+from .layout import EXPORT_DIRECTORY
 
 SUFFIXES = (".csv", ".json", ".tsv", ".png", ".md", ".tex", ".log")
 # The rules that read only such records: with Snakemake limited to them, the tables, figures and summaries are
@@ -22,12 +25,16 @@ REBUILD_RULES = ("summarise_run", "paper_tables", "plot_landscape", "plot_pareto
 SKIPPED_DIRECTORIES = {"members.resume", "model", "adapter", "models"}
 
 
+def _kept(relative: Path) -> bool:
+    if relative.parts[0] == EXPORT_DIRECTORY:
+        return relative.name == "README.md"  # an exported model's card, not the model
+    return relative.suffix in SUFFIXES and not SKIPPED_DIRECTORIES & set(relative.parts[:-1])
+
+
 def small_outputs(root: str | Path) -> list[Path]:
     """The files under ``root`` worth committing, relative to it, sorted."""
     root = Path(root)
-    return sorted(path.relative_to(root) for path in root.rglob("*")
-                  if path.is_file() and path.suffix in SUFFIXES
-                  and not SKIPPED_DIRECTORIES & set(path.relative_to(root).parts[:-1]))
+    return sorted(path.relative_to(root) for path in root.rglob("*") if path.is_file() and _kept(path.relative_to(root)))
 
 
 def publish(source: str | Path, destination: str | Path) -> list[Path]:

@@ -5,7 +5,10 @@ from pathlib import Path
 
 from .io import read_json, write_json
 
-SELECTED_MODEL_FILE = "weights.json"  # in a method's fusion directory, beside its model
+SELECTED_MODEL_FILE = "weights.json"  # in a method's fusion directory
+# The checkpoint an outer-loop baseline kept (its member state), beside its record: the only fused-model
+# weights a run stores, since every other method's model is rebuilt from the members and its record.
+MODEL_STATE_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,7 @@ class SelectedModel:
     validation: dict[str, float]  # its validation loss and metrics
     evaluations: int  # fused models its search scored (the members' own scores and the final score not counted)
     weights: list[float] | None = None  # over the members (the member-fusion methods and the oracle)
+    merge: dict | None = None  # the task-vector merges: the merge and its hyperparameters (merging.Merge)
     params: dict | None = None  # the outer-loop baselines: the hyperparameters they trained with
     step: int | None = None  # the outer-loop baselines: the training step of the kept checkpoint
     oracle: bool = False  # chosen on the test split: an upper bound, not a method

@@ -28,6 +28,9 @@ METHOD_LABELS = {
     "learned_soup": "Learned soup",
     "bo_metric": "BO, metric only",
     "bo_loss": "BO, loss only",
+    "task_arithmetic": "Task arithmetic",
+    "ties": "TIES-merging",
+    "dare": "DARE",
     "bomf": "BOMF",
     "oracle_subset": "Best subset (oracle, test-selected)",
 }

@@ -5,7 +5,7 @@ import sys
 from bomf.config import ConfigError, validate_config
 from bomf.provenance import log_command
 from bomf.fusion import PARAMETERS
-from bomf.layout import BENCHMARK_DIR, MEMBER_FILE, RUN_DIR, prepared_model_dir
+from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
 from bomf.settings import canonical, job_settings, run_methods
 from bomf.sources import is_gguf
 
@@ -32,6 +32,7 @@ OUT = config["output_dir"]
 RUN = f"{OUT}/{RUN_DIR}"
 LOG = f"logs/{RUN_DIR}"
 BENCH = f"{OUT}/{BENCHMARK_DIR}/{RUN_DIR}"
+EXPORT = f"{OUT}/{EXPORT_DIRECTORY}/{RUN_DIR}"
 # Every (task, model, seed) combination, as the wildcards of one run.
 RUNS = [{"task": t, "model": m, "seed": s} for t in config["tasks"] for m in config["models"] for s in config["seeds"]]
 HPO_ROUNDS = config["hpo"]["rounds"]

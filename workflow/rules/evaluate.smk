@@ -5,6 +5,9 @@ rule evaluate:
     input:
         model=prepared_model,
         data=f"{OUT}/data/{{task}}/test.jsonl",
+        # A method's model is rebuilt from the members and its record (no fused model is stored).
+        members=rules.finetune.output.members,
+        manifest=rules.finetune.output.manifest,
         fusion=f"{RUN}/fusion/{{method}}",
     output:
         f"{RUN}/test/{{method}}.json",
@@ -23,6 +26,32 @@ rule evaluate:
         settings=settings("optim.eval_batch_size"),
     script:
         "../scripts/evaluate.py"
+
+
+# The models users take away (export.methods): a self-contained Hugging Face directory each, with its model card.
+rule export:
+    input:
+        model=prepared_model,
+        members=rules.finetune.output.members,
+        manifest=rules.finetune.output.manifest,
+        fusion=f"{RUN}/fusion/{{method}}",
+        test=rules.evaluate.output,
+    output:
+        directory(f"{EXPORT}/{{method}}"),
+    log:
+        f"{LOG}/export/{{method}}.log",
+    conda:
+        "../../envs/bomf.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        settings=settings("fusion.selection"),
+        # The card names the command that made the model: the newest line of the log when the job runs.
+        commands=f"{OUT}/commands.log",
+    script:
+        "../scripts/export.py"
 
 
 # One (task, model, seed) run end to end: `snakemake results/rte/minilm/seed0/summary.csv`.

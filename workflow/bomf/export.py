@@ -1,0 +1,85 @@
+"""The model card (README.md) of an exported model: where it came from and how good it is, from the records
+the pipeline wrote (members.json, the method's weights.json and history, its test record, commands.log)."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import read_json
+from .records import SelectedModel
+
+BO_METHODS = ("bomf", "bo_metric", "bo_loss")
+
+
+def last_command(commands_log: str | Path) -> dict:
+    """The newest entry of <output_dir>/commands.log: the command whose jobs are running now."""
+    path = Path(commands_log)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    if not lines:
+        return {"time": "unknown", "commit": "unknown", "command": "unknown (no commands.log)"}
+    time, commit, command = lines[-1].split("\t", 2)
+    return {"time": time, "commit": commit, "command": command}
+
+
+def _scores(scores: dict) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
+
+
+def _how_chosen(selected: SelectedModel, fusion_dir: Path, members: list[str], selection: str) -> list[str]:
+    if selected.merge is not None:
+        merge = dict(selected.merge)
+        method = merge.pop("method")
+        grid = pd.read_csv(fusion_dir / "history.csv")
+        return [f"Task-vector merge `{method}` of the members (θ₀ + λ·τ, θ₀ the model stage 2 started from), "
+                f"its hyperparameters chosen on validation from a grid of {len(grid)}: "
+                + ", ".join(f"{name} = {value}" for name, value in merge.items()) + "."]
+    if selected.weights is not None:
+        lines = ["Fusion weights θ = Σ wᵢθᵢ over the members:", "", "| member | weight |", "|---|---:|"]
+        lines += [f"| {name} | {weight:.6f} |" for name, weight in zip(members, selected.weights)]
+        history = fusion_dir / "history.csv"
+        if selected.method in BO_METHODS and history.is_file():
+            frame = pd.read_csv(history)
+            chosen = frame[frame["chosen"]].iloc[0]
+            front = int(frame["pareto"].sum())
+            lines += ["", f"Chosen by the rule `{selection}` among the {front} Pareto-optimal points of "
+                          f"{len(frame)} fused models evaluated on validation (objectives: validation loss and "
+                          f"every task metric); on the front: {bool(chosen['pareto'])}."]
+        return lines
+    return [f"A single fine-tuned checkpoint (step {selected.step}) of a fine-tune with {selected.params}."]
+
+
+def model_card(task: str, model: str, seed: int, source: str, model_class: str, members_dir, fusion_dir,
+               test_file, selection: str, command: dict, adapter: bool) -> str:
+    """The README.md of an exported model, in Markdown with the Hugging Face metadata header."""
+    members_dir, fusion_dir = Path(members_dir), Path(fusion_dir)
+    manifest = read_json(members_dir / "members.json")
+    selected = SelectedModel.read(fusion_dir)
+    test = read_json(test_file)
+    names = list(manifest["members"])
+    load = (f"from transformers import {model_class}\n"
+            f"model = {model_class}.from_pretrained(\"<this directory>\")")
+    if adapter:
+        load += ("\n# or the fused LoRA adapter on its base model:\n"
+                 "from peft import PeftModel\n"
+                 f"model = PeftModel.from_pretrained(<the base model {source}>, \"<this directory>/adapter\")")
+    lines = [
+        "---", "library_name: transformers", "tags: [bomf, model-fusion]", "---", "",
+        f"# {task} · {model} · seed {seed} · {selected.method}", "",
+        "Fused by bomf (BOMF: model fusion through Bayesian optimisation, Jang et al., NeurIPS 2024) from the "
+        "checkpoints of one fine-tuning run.", "",
+        "## Source", "",
+        f"- Base model: `{source}`",
+        f"- Members: {len(names)} checkpoints of one fine-tune (seed {manifest['seed']}, hyperparameters "
+        f"{manifest['hyperparameters']}) at steps {manifest['steps']}",
+        *(f"  - `{name}` sha256 `{checksum}`" for name, checksum in manifest["members"].items()), "",
+        "## How it was chosen", "", *_how_chosen(selected, fusion_dir, names, selection), "",
+        "## Scores", "",
+        f"- Validation (what chose it; {selected.selected_on}): {_scores(selected.validation)}",
+        f"- Test ({test['test_size']} examples, never seen by any selection): {_scores(test['test'])}",
+        *(["- **Oracle**: chosen on the test split itself; an upper bound, not a method."] if selected.oracle else []),
+        "",
+        "## Reproduce", "",
+        f"Made by `{command['command']}` (started {command['time']}, commit {command['commit']}).", "",
+        "## Load", "", "```python", load, "```", "",
+    ]
+    return "\n".join(lines)
