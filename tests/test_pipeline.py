@@ -18,7 +18,7 @@ from bomf.publish import REBUILD_RULES, publish
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
-                  "last_member", "task_arithmetic", "ties", "dare"]
+                  "last_member", "ema", "task_arithmetic", "ties", "dare"]
 METHODS = [*FUSION_METHODS, "grid_finetune", "hpbo_full", "oracle_subset"]
 RULES = {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select", "finetune", "fuse", "evaluate",
          "summarise_run", "grid_trial", "grid_trial_full", "grid_collect", "grid_finetune", "hpbo_full",
@@ -246,7 +246,8 @@ def check_saved_fusions(run: Path) -> None:
     # score their grid (2 scales x 1 density or drop rate); the rest search nothing (learned soup's gradient
     # passes are not evaluations).
     searched = {"bomf": 4, "bo_metric": 4, "bo_loss": 4, "greedy_soup": members - 1, "swa": 0,
-                "learned_soup": 0, "best_member": 0, "last_member": 0, "task_arithmetic": 2, "ties": 2, "dare": 2}
+                "learned_soup": 0, "best_member": 0, "last_member": 0, "ema": 0, "task_arithmetic": 2, "ties": 2,
+                "dare": 2}
     for method in FUSION_METHODS:
         record = json.loads((run / "fusion" / method / "weights.json").read_text())
         assert record["evaluations"] == searched[method], method
@@ -255,6 +256,9 @@ def check_saved_fusions(run: Path) -> None:
             chosen = history[history["chosen"]].iloc[0]
             assert record["merge"]["method"] == method and record["merge"]["scale"] == chosen["scale"]
             assert record["validation"] == pytest.approx({k: chosen[k] for k in record["validation"]}, abs=1e-9)
+            continue
+        if method == "ema":
+            assert record["stored"] == "ema" and "ema" in json.loads((run / "members/members.json").read_text())["stored"]
             continue
         weights = record["weights"]
         assert len(weights) == members and abs(sum(weights) - 1) < 1e-6, method

@@ -55,7 +55,9 @@ def rte(tiny_model_dir):
 
 
 def finetune_config(members: int = 3, start_fraction: float = 0.5) -> dict:
-    return {"epochs": 2, "members": members, "start_fraction": start_fraction}
+    # The moving average is part of the training state: members.json records its checksum, which a resumed
+    # run must reproduce like the members'.
+    return {"epochs": 2, "members": members, "start_fraction": start_fraction, "ema_decay": 0.9}
 
 
 def finetune(source, rte, out_dir: Path, config: dict, hp=HP) -> pd.DataFrame:

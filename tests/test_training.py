@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from bomf.io import read_json, write_json
-from bomf.members import MemberIntegrityError, load_members, member_path, run_finetune, save_member, sha256
+from bomf.members import (MemberIntegrityError, load_members, load_stored, member_path, run_finetune, save_member,
+                          sha256)
 from bomf.models import encoder_layers, freeze_lower_layers, load_tokenizer, trainable_fraction
 from bomf.readers import read_glue_tsv
 from bomf.sequence import SequenceData, load_classifier
@@ -340,7 +341,7 @@ def test_missing_member_raises(tmp_path, tiny_model_dir):
 
 
 def test_run_finetune_saves_verified_members(tmp_path, tiny_model_dir, rte):
-    finetune = {"epochs": 2, "members": 3, "start_fraction": 0.5}
+    finetune = {"epochs": 2, "members": 3, "start_fraction": 0.5, "ema_decay": 0.5}
     optim = {"schedule": "linear", "adam_eps": 1e-6, "adam_betas": [0.9, 0.98], "max_device_batch": 8,
              "eval_batch_size": 16}
     frame = run_finetune({"source": str(tiny_model_dir)}, RTE, rte, HP, optim, finetune, 0, CPU, tmp_path)
@@ -356,6 +357,16 @@ def test_run_finetune_saves_verified_members(tmp_path, tiny_model_dir, rte):
     model.load_state_dict(loaded[2])
     scores, _ = rte["val"].evaluate(model, ["accuracy"], 16, CPU)
     assert scores["loss"] == pytest.approx(frame["val_loss"].iloc[-1], rel=1e-6)
+    # The moving average starts at the first member (step 6) and is updated after steps 7 and 8, which are
+    # the other members: 0.5² θ₆ + 0.5·0.5 θ₇ + 0.5 θ₈.
+    average = load_stored(tmp_path)["ema"]
+    assert average.keys() == loaded[0].keys()
+    for name, tensor in average.items():
+        if tensor.is_floating_point():
+            expected = 0.25 * loaded[0][name] + 0.25 * loaded[1][name] + 0.5 * loaded[2][name]
+            torch.testing.assert_close(tensor, expected, rtol=0, atol=1e-6, msg=name)
+        else:
+            assert torch.equal(tensor, loaded[2][name])
 
 
 @pytest.mark.parametrize("schedule,theirs", [("linear", "linear"), ("cosine", "cosine"),

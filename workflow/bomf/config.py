@@ -421,6 +421,8 @@ def check_fusion(config: dict) -> list[str]:
     fusion = config["fusion"]
     problems = [f"fusion.methods: unknown method '{method}'; registered methods are {', '.join(METHODS)}"
                 for method in fusion["methods"] if method not in METHODS]
+    if "ema" in fusion["methods"] and config["finetune"]["ema_decay"] is None:
+        problems.append("fusion.methods: ema needs the average stage 2 keeps; set finetune.ema_decay (e.g. 0.99)")
     methods = [*fusion["methods"], *config["baselines"]["methods"]]
     problems += [f"export.methods: '{method}' is not run; it must be one of fusion.methods or baselines.methods "
                  f"({', '.join(methods)})" for method in config["export"]["methods"] if method not in methods]

@@ -45,6 +45,9 @@ def _how_chosen(selected: SelectedModel, fusion_dir: Path, members: list[str], s
                           f"{len(frame)} fused models evaluated on validation (objectives: validation loss and "
                           f"every task metric); on the front: {bool(chosen['pareto'])}."]
         return lines
+    if selected.stored is not None:
+        return [f"The `{selected.stored}` state stage 2 kept beside its members: the exponential moving average "
+                "of its weights from the first member on (finetune.ema_decay)."]
     return [f"A single fine-tuned checkpoint (step {selected.step}) of a fine-tune with {selected.params}."]
 
 

@@ -6,25 +6,35 @@ preallocated model and scores it; a fusion method is a small function registered
 point to use. What a method chose is recorded, never a model: every reader rebuilds it from the members.
 """
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-import itertools
-
-from .journal import JournaledObjective
 from .merging import Merge
 from .metrics import ranking_key
 from .models import load_member_state
 from .splits import SplitData, autocast
 from .tasks import TaskSpec
 
+if TYPE_CHECKING:
+    from .journal import JournaledObjective
+
 SIMPLEX_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A state stage 2 kept beside its members (``members.load_stored``: the EMA of its trajectory), as a
+    point: it mixes nothing."""
+
+    name: str
 
 
 def check_simplex(weights: torch.Tensor, count: int) -> None:
@@ -40,11 +50,12 @@ class MemberStack:
 
     Non-floating tensors (integer buffers such as position ids) cannot be averaged: they must be equal in
     every member and are taken as they are. ``base``: the state the members were fine-tuned from (θ₀, in
-    the same layout), which the task-vector merges need.
+    the same layout), which the task-vector merges need; ``stored``: states stage 2 kept beside the members
+    (the EMA of its trajectory), by name.
     """
 
     def __init__(self, states: list[dict[str, torch.Tensor]], device: torch.device,
-                 base: dict[str, torch.Tensor] | None = None):
+                 base: dict[str, torch.Tensor] | None = None, stored: dict[str, dict[str, torch.Tensor]] | None = None):
         if len(states) < 2:
             raise ValueError(f"fusion needs at least 2 members, got {len(states)}")
         first = states[0]
@@ -63,11 +74,15 @@ class MemberStack:
         for row, state in enumerate(states):
             self._flatten(state, self.matrix[row])
         self.mixed = torch.empty(self.offsets[-1], dtype=torch.float32, device=device)
-        self.base = None
-        if base is not None:
-            if base.keys() != first.keys() or any(base[k].shape != first[k].shape for k in first):
-                raise ValueError("the base model does not have the same tensors as the members")
-            self.base = self._flatten(base, torch.empty_like(self.mixed))
+        self.base = self._flatten_like_members(base, "the base model") if base is not None else None
+        self.stored = {name: self._flatten_like_members(state, f"the stored {name} state")
+                       for name, state in (stored or {}).items()}
+
+    def _flatten_like_members(self, state: dict[str, torch.Tensor], what: str) -> torch.Tensor:
+        shapes = dict(zip(self.float_names, self.shapes))
+        if state.keys() != shapes.keys() | self.fixed.keys() or any(state[k].shape != s for k, s in shapes.items()):
+            raise ValueError(f"{what} does not have the same tensors as the members")
+        return self._flatten(state, torch.empty_like(self.mixed))
 
     def _flatten(self, state: dict[str, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
         for name, start, stop in zip(self.float_names, self.offsets, self.offsets[1:]):
@@ -77,13 +92,17 @@ class MemberStack:
     def __len__(self) -> int:
         return self.matrix.shape[0]
 
-    def parameters(self, point: "torch.Tensor | Merge") -> torch.Tensor:
+    def parameters(self, point: "torch.Tensor | Merge | Stored") -> torch.Tensor:
         """The flat parameters of a point, in the preallocated buffer (overwritten by the next call): Σ wᵢθᵢ of
         simplex weights, or a task-vector merge."""
         if isinstance(point, Merge):
             if self.base is None:
                 raise ValueError(f"{point.method} merges task vectors: the stack needs the base model")
             return point.vector(self.matrix, self.base, out=self.mixed)
+        if isinstance(point, Stored):
+            if point.name not in self.stored:
+                raise ValueError(f"stage 2 kept no {point.name} state beside its members (finetune.ema_decay: null?)")
+            return self.mixed.copy_(self.stored[point.name])
         weights = point.to(self.matrix)
         check_simplex(weights, len(self))
         return torch.mv(self.matrix.t(), weights, out=self.mixed)
@@ -98,7 +117,7 @@ class MemberStack:
                  for name, start, stop, shape in zip(self.float_names, self.offsets, self.offsets[1:], self.shapes)}
         return {**views, **self.fixed}
 
-    def load_into(self, model: nn.Module, point: "torch.Tensor | Merge") -> None:
+    def load_into(self, model: nn.Module, point: "torch.Tensor | Merge | Stored") -> None:
         load_member_state(model, self.state(self.parameters(point)))
 
 
@@ -118,21 +137,32 @@ class FusionObjective:
     def score(self) -> dict[str, float]:
         return self.val.evaluate(self.model, list(self.task.metrics), self.batch_size, self.device)[0]
 
-    def __call__(self, point: "torch.Tensor | Merge") -> dict[str, float]:
+    def __call__(self, point: "torch.Tensor | Merge | Stored") -> dict[str, float]:
         self.fused_model(point)
         return self.score()
 
-    def fused_model(self, point: "torch.Tensor | Merge") -> nn.Module:
+    def fused_model(self, point: "torch.Tensor | Merge | Stored") -> nn.Module:
         """The evaluation model holding ``point``'s parameters. Built here, not taken as the model stands,
         because a replayed (journaled) evaluation never loads its parameters."""
         self.stack.load_into(self.model, point)
         return self.model
 
 
-def point_of(selected) -> "torch.Tensor | Merge | None":
+def point_record(point: "torch.Tensor | Merge | Stored") -> dict:
+    """A point as JSON: the records.SelectedModel field that holds it (also its key in a fusion journal)."""
+    if isinstance(point, Merge):
+        return {"merge": point.record()}
+    if isinstance(point, Stored):
+        return {"stored": point.name}
+    return {"weights": torch.as_tensor(point).double().tolist()}
+
+
+def point_of(selected) -> "torch.Tensor | Merge | Stored | None":
     """The point a method's record (records.SelectedModel) holds; None for a model not fused from members."""
     if selected.merge is not None:
         return Merge.from_record(selected.merge)
+    if selected.stored is not None:
+        return Stored(selected.stored)
     if selected.weights is not None:
         return torch.tensor(selected.weights, dtype=torch.float64)
     return None
@@ -146,7 +176,7 @@ def one_hot(index: int, count: int) -> torch.Tensor:
 
 @dataclass
 class FusionContext:
-    objective: FusionObjective | JournaledObjective  # a journaled one replays an interrupted run's evaluations
+    objective: "FusionObjective | JournaledObjective"  # a journaled one replays an interrupted run's evaluations
     config: dict  # the method's declared settings of the `fusion` section (PARAMETERS)
     seed: int
 
@@ -168,7 +198,7 @@ class FusionContext:
 
 @dataclass
 class FusionResult:
-    point: torch.Tensor | Merge  # simplex weights over the members, or a task-vector merge
+    point: "torch.Tensor | Merge | Stored"  # simplex weights over the members, a task-vector merge, a stored state
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # extra outputs, e.g. a BO history
 
 
@@ -200,6 +230,12 @@ def best_member(ctx: FusionContext) -> FusionResult:
     primary = ctx.objective.task.primary_metric
     best = max(range(ctx.count), key=lambda i: ranking_key(ctx.member_scores[i], primary))
     return FusionResult(one_hot(best, ctx.count))
+
+
+@register("ema")
+def exponential_moving_average(ctx: FusionContext) -> FusionResult:
+    """The exponential moving average of stage 2's trajectory (finetune.ema_decay), kept while it trained."""
+    return FusionResult(Stored("ema"))
 
 
 @register("last_member")

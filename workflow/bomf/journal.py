@@ -9,10 +9,8 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
+from .fusion import point_record
 from .io import write_jsonl
-from .merging import Merge
 
 
 class JournaledObjective:
@@ -38,19 +36,18 @@ class JournaledObjective:
     def __getattr__(self, name):
         return getattr(self.objective, name)
 
-    def __call__(self, point: "torch.Tensor | Merge") -> dict[str, float]:
+    def __call__(self, point) -> dict[str, float]:
         return self.evaluate(point)["scores"]
 
     def next_weights(self) -> list[float] | None:
         """The weights of the next journaled evaluation, if any is left to replay."""
         return self.pending[0].get("weights") if self.pending else None
 
-    def evaluate(self, point: "torch.Tensor | Merge", proposal_seconds: float = 0.0) -> dict:
+    def evaluate(self, point, proposal_seconds: float = 0.0) -> dict:
         """The record of one evaluation: replayed from the journal, or measured (and then journaled);
         ``proposal_seconds`` is the time the caller spent choosing ``point``."""
         self.evaluations += 1
-        key = ({"merge": point.record()} if isinstance(point, Merge)
-               else {"weights": torch.as_tensor(point).double().tolist()})
+        key = point_record(point)
         record = self._replay(key)
         if record is None:
             started = time.perf_counter()

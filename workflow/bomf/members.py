@@ -26,9 +26,10 @@ from .kinds import kind_of
 from .models import member_state
 from .runtime import seed_everything
 from .settings import OptimConfig, member_steps
-from .training import TrainingState, fine_tune
+from .training import ExponentialAverage, TrainingState, fine_tune
 
 STATE_FILE = "state.json"  # written last: the commit point of a training state
+EMA_FILE = "ema.safetensors"  # the exponential moving average of the trajectory, beside the members
 
 
 class MemberIntegrityError(RuntimeError):
@@ -47,16 +48,22 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def save_state_file(state: dict[str, torch.Tensor], path: Path) -> str:
+    """Write a member state (CPU tensors) and return its checksum."""
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    return sha256(path)
+
+
 def save_member(model: torch.nn.Module, path: Path) -> str:
     """Write what fine-tuning changed (the full state, or a LoRA model's adapters; CPU) and return its checksum."""
-    with atomic_path(path) as tmp:
-        save_file(member_state(model), str(tmp), metadata={"format": "pt"})
-    return sha256(path)
+    return save_state_file(member_state(model), path)
 
 
 def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
                  device, out_dir: str | Path, staging_dir: str | Path | None = None) -> pd.DataFrame:
-    """Train the full model and save ``finetune.members`` members; returns the trajectory.
+    """Train the full model and save ``finetune.members`` members, and the exponential moving average of the
+    trajectory from the first member on (``finetune.ema_decay``; null keeps none); returns the trajectory.
 
     Members and training states go to ``staging_dir`` (default: ``out_dir`` + ``.resume``), which survives
     an interrupted job; a valid state there is resumed from. On success the members move to ``out_dir`` and
@@ -79,22 +86,29 @@ def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, fin
     def save_state(state):
         write_training_state(staging, state, identity, checksums)
 
+    decay = finetune_config["ema_decay"]
+    average = ExponentialAverage(decay, steps[0]) if decay is not None else None
     seed_everything(seed)
     model = kind_of(task).load_model(model_spec, task)
     trajectory = fine_tune(model, data["train"], data["val"], task, hp, OptimConfig.from_config(optim_config),
                            finetune_config["epochs"], seed, device, eval_steps=steps, on_eval=save,
-                           progress="finetune", resume=resume, on_state=save_state)
+                           progress="finetune", resume=resume, on_state=save_state, average=average)
     if len(checksums) != len(steps):
         raise RuntimeError(f"training diverged (non-finite loss) at step {trajectory[-1]['step']}: "
                            f"{len(checksums)} of {len(steps)} members saved; lower the learning rate")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in checksums:
         os.replace(staging / name, out_dir / name)
+    stored = {}
+    if average is not None:
+        # The non-floating tensors (position ids) are the model's own; the rest is the average.
+        stored["ema"] = {"file": EMA_FILE, "sha256": save_state_file({**member_state(model), **average.state()},
+                                                                     out_dir / EMA_FILE)}
     frame = pd.DataFrame(trajectory)
     frame.insert(0, "member", [member_path(out_dir, i).name for i in range(len(frame))])
     write_csv(out_dir / "trajectory.csv", frame)
     write_json(out_dir / "members.json", {"members": checksums, "steps": steps, "hyperparameters": vars(hp),
-                                          "seed": seed, "source": model_spec["source"]})
+                                          "seed": seed, "source": model_spec["source"], "stored": stored})
     shutil.rmtree(staging)
     return frame
 
@@ -117,6 +131,7 @@ def write_training_state(directory: Path, state: TrainingState, identity: dict, 
     rest in ``state.json``, written last. The model is not written again: it is the member just saved."""
     tensors, optimizer = _flatten_optimizer(state.optimizer)
     tensors |= {"rng.torch": state.rng, "rng.data_order": state.data_order}
+    tensors |= {f"average.{name}": tensor for name, tensor in (state.average or {}).items()}
     if state.cuda_rng is not None:
         tensors["rng.cuda"] = state.cuda_rng
     tensor_file = directory / f"state-step{state.step:09d}.safetensors"
@@ -125,7 +140,7 @@ def write_training_state(directory: Path, state: TrainingState, identity: dict, 
     write_json(directory / STATE_FILE, {
         "identity": identity, "step": state.step, "elapsed": state.elapsed, "members": dict(checksums),
         "tensors": {tensor_file.name: sha256(tensor_file)}, "optimizer": optimizer,
-        "scheduler": state.scheduler, "trajectory": state.trajectory})
+        "scheduler": state.scheduler, "trajectory": state.trajectory, "average": state.average is not None})
     for old in directory.glob("state-step*.safetensors"):
         if old != tensor_file:
             old.unlink()
@@ -148,7 +163,9 @@ def read_training_state(directory: Path, identity: dict) -> tuple[TrainingState,
         step=saved["step"], model=load_file(str(directory / list(members)[-1])),
         optimizer=_unflatten_optimizer(tensors, saved["optimizer"]), scheduler=saved["scheduler"],
         data_order=tensors["rng.data_order"], rng=tensors["rng.torch"], cuda_rng=tensors.get("rng.cuda"),
-        trajectory=saved["trajectory"], elapsed=saved["elapsed"])
+        trajectory=saved["trajectory"], elapsed=saved["elapsed"],
+        average={key[len("average."):]: value for key, value in tensors.items() if key.startswith("average.")}
+        if saved["average"] else None)
     return state, dict(members)
 
 
@@ -195,18 +212,25 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
     return {"state": dict(state), "param_groups": saved["param_groups"]}
 
 
+def _verified_state(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise MemberIntegrityError(f"{path}: member file missing")
+    actual = sha256(path)
+    if actual != expected:
+        raise MemberIntegrityError(f"{path}: checksum {actual[:12]}… differs from the recorded "
+                                   f"{expected[:12]}… (truncated or corrupted); rerun the finetune rule")
+    return load_file(str(path))
+
+
 def load_members(directory: str | Path) -> list[dict[str, torch.Tensor]]:
     """Every member's state dict, each verified against the checksum recorded when it was written."""
     directory = Path(directory)
     manifest = read_json(directory / "members.json")
-    states = []
-    for name, expected in manifest["members"].items():
-        path = directory / name
-        if not path.is_file():
-            raise MemberIntegrityError(f"{path}: member file missing")
-        actual = sha256(path)
-        if actual != expected:
-            raise MemberIntegrityError(f"{path}: checksum {actual[:12]}… differs from the recorded "
-                                       f"{expected[:12]}… (truncated or corrupted); rerun the finetune rule")
-        states.append(load_file(str(path)))
-    return states
+    return [_verified_state(directory / name, expected) for name, expected in manifest["members"].items()]
+
+
+def load_stored(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The states stage 2 kept beside its members (members.json ``stored``: the EMA), each verified."""
+    directory = Path(directory)
+    stored = read_json(directory / "members.json").get("stored", {})
+    return {name: _verified_state(directory / entry["file"], entry["sha256"]) for name, entry in stored.items()}

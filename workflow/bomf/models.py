@@ -37,12 +37,16 @@ def is_lora(model: nn.Module) -> bool:
     return peft is not None and isinstance(model, peft.PeftModel)
 
 
+def member_names(model: nn.Module) -> list[str]:
+    """The state-dict names of what fine-tuning changes: a LoRA model's adapter tensors, else every tensor."""
+    names = list(model.state_dict())
+    return [name for name in names if "lora_" in name] if is_lora(model) else names
+
+
 def member_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """What fine-tuning changed, as CPU tensors: the adapter weights of a LoRA model, else the full state."""
     state = model.state_dict()
-    if is_lora(model):
-        state = {name: tensor for name, tensor in state.items() if "lora_" in name}
-    return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
+    return {name: state[name].detach().to("cpu", copy=True).contiguous() for name in member_names(model)}
 
 
 def load_member_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

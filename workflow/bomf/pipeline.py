@@ -178,13 +178,16 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
 
 def member_stack(run: Run, members_dir):
     """The stage-2 members stacked on the device (every checksum verified first), with the model they were
-    fine-tuned from as the task vectors' base, and that model (fresh, to load fusions into)."""
+    fine-tuned from as the task vectors' base and the states stage 2 kept beside them (the EMA), and that
+    model (fresh, to load fusions into)."""
     from . import members
     from .fusion import MemberStack
     from .models import member_state
 
     model = run.load_model()
-    return MemberStack(members.load_members(members_dir), run.device, base=member_state(model)), model
+    stack = MemberStack(members.load_members(members_dir), run.device, base=member_state(model),
+                        stored=members.load_stored(members_dir))
+    return stack, model
 
 
 def member_objective(run: Run, data_dir, members_dir, split: str = "val") -> "FusionObjective":
@@ -222,9 +225,8 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
     from . import members
-    from .fusion import METHODS, FusionContext
+    from .fusion import METHODS, FusionContext, point_record
     from .journal import JournaledObjective
-    from .merging import Merge
 
     run = Run(config, task, model, seed)
     scorer, section = member_objective(run, data_dir, members_dir), run.kind.settings_section
@@ -242,9 +244,7 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     # shares them) nor the final score of its choice below.
     searched = objective.evaluations - context.member_calls
     scores = objective(result.point)
-    chosen = ({"merge": result.point.record()} if isinstance(result.point, Merge)
-              else {"weights": result.point.tolist()})
-    _save_selected(out_dir, SelectedModel(method, scores, searched, **chosen), result.tables)
+    _save_selected(out_dir, SelectedModel(method, scores, searched, **point_record(result.point)), result.tables)
     objective.discard()
     print(f"{method}: validation {scores}; {searched} fused models evaluated by the search, "
           f"{objective.evaluations} objective calls in all, replayed {objective.replayed} journaled evaluations")

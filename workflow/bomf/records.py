@@ -20,6 +20,7 @@ class SelectedModel:
     evaluations: int  # fused models its search scored (the members' own scores and the final score not counted)
     weights: list[float] | None = None  # over the members (the member-fusion methods and the oracle)
     merge: dict | None = None  # the task-vector merges: the merge and its hyperparameters (merging.Merge)
+    stored: str | None = None  # a state stage 2 kept beside the members (the EMA): its name
     params: dict | None = None  # the outer-loop baselines: the hyperparameters they trained with
     step: int | None = None  # the outer-loop baselines: the training step of the kept checkpoint
     oracle: bool = False  # chosen on the test split: an upper bound, not a method

@@ -28,6 +28,7 @@ METHOD_LABELS = {
     "learned_soup": "Learned soup",
     "bo_metric": "BO, metric only",
     "bo_loss": "BO, loss only",
+    "ema": "EMA",
     "task_arithmetic": "Task arithmetic",
     "ties": "TIES-merging",
     "dare": "DARE",

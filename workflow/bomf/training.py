@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .models import load_member_state
+from .models import load_member_state, member_names
 from .settings import Hyperparameters, OptimConfig
 from .splits import SplitData, autocast
 from .tasks import TaskSpec
@@ -55,6 +55,35 @@ def warmup_schedule(optimizer: torch.optim.Optimizer, schedule: str, warmup: int
 MemberCallback = Callable[[int, int, nn.Module, dict], None]
 
 
+class ExponentialAverage:
+    """An exponential moving average of what fine-tuning changes (``models.member_state``'s floating tensors),
+    kept on the device from optimizer step ``start`` on: a copy at ``start``, then θ̄ ← θ̄ + (1 − decay)(θ − θ̄)
+    after every step (torch.optim.swa_utils' EMA, without a second copy of the model)."""
+
+    def __init__(self, decay: float, start: int):
+        self.decay, self.start = decay, start
+        self.names: list[str] = []
+        self.average: list[torch.Tensor] = []  # empty until step ``start``
+
+    def update(self, model: nn.Module, step: int) -> None:
+        if step < self.start:
+            return
+        state = model.state_dict()
+        if not self.average:
+            self.names = [name for name in member_names(model) if state[name].is_floating_point()]
+            self.average = [state[name].detach().clone() for name in self.names]
+            return
+        for average, current in zip(self.average, (state[name] for name in self.names)):
+            average.lerp_(current.detach(), 1.0 - self.decay)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The average as CPU tensors (empty before ``start``): what a training state and the output keep."""
+        return {name: tensor.to("cpu", copy=True) for name, tensor in zip(self.names, self.average)}
+
+    def load(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
+        self.names, self.average = list(state), [tensor.to(device, copy=True) for tensor in state.values()]
+
+
 @dataclass
 class TrainingState:
     """Everything ``fine_tune`` needs to continue after ``step`` as if it had never stopped (bit for bit on
@@ -69,18 +98,21 @@ class TrainingState:
     cuda_rng: torch.Tensor | None  # the device's RNG on GPU
     trajectory: list[dict]
     elapsed: float  # training seconds up to ``step``
+    average: dict[str, torch.Tensor] | None = None  # ``ExponentialAverage.state()``, if one is kept
 
 
 def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec, hp: Hyperparameters,
               optim: OptimConfig, epochs: int, seed: int, device: torch.device,
               eval_steps: list[int] | None = None, on_eval: MemberCallback | None = None,
               progress: str = "train", resume: TrainingState | None = None,
-              on_state: Callable[[TrainingState], None] | None = None) -> list[dict]:
+              on_state: Callable[[TrainingState], None] | None = None,
+              average: ExponentialAverage | None = None) -> list[dict]:
     """Train with AdamW + warmup schedule and return one trajectory row per evaluation.
 
     Evaluations happen at ``eval_steps`` (default: the end of every epoch); ``on_eval`` receives each one,
     which is how stage 2 saves its members, and then ``on_state`` receives the state to ``resume`` from.
-    A diverged run (non-finite loss) stops early with NaN scores.
+    ``average`` is updated after every optimizer step. A diverged run (non-finite loss) stops early with
+    NaN scores.
     """
     metrics = list(task.metrics)
     steps_per_epoch = math.ceil(len(train) / hp.batch_size)
@@ -94,6 +126,8 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
     if resume is not None:
         _restore(resume, model, optimizer, scheduler, order, device)
         trajectory, step, elapsed = list(resume.trajectory), resume.step, resume.elapsed
+        if average is not None and resume.average is not None:
+            average.load(resume.average, device)
     # A resumed run redraws the permutation of its last step's epoch and skips that epoch's finished batches.
     first_epoch = max(step - 1, 0) // steps_per_epoch
     finished_batches = step - first_epoch * steps_per_epoch
@@ -110,6 +144,8 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if average is not None:
+                average.update(model, step)
             bar.update()
             running_loss += loss_value
             running_count += 1
@@ -129,7 +165,8 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
                 if on_state is not None:
                     on_state(TrainingState(step, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
                                            epoch_order, torch.get_rng_state(), _device_rng(device),
-                                           list(trajectory), time.perf_counter() - started))
+                                           list(trajectory), time.perf_counter() - started,
+                                           average.state() if average is not None else None))
     bar.close()
     return trajectory
 
