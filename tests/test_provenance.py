@@ -16,10 +16,22 @@ def test_provenance_names_the_commit_versions_and_machine(monkeypatch):
     assert record["machine"]["cpus"] >= 1 and record["machine"]["cpu"]
 
 
-def test_outside_git_the_commit_is_unknown(tmp_path, monkeypatch):
+def test_the_commit_is_the_codes_whatever_the_working_directory(tmp_path, monkeypatch):
+    """snakemake --directory elsewhere: the results were still made by this checkout's code."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                          cwd=REPO).stdout.strip()
     monkeypatch.chdir(tmp_path)
+    assert provenance({})["commit"] in (head, f"{head}-dirty")
+
+
+def test_code_outside_git_has_an_unknown_commit(tmp_path, monkeypatch):
+    import bomf.provenance
+
+    monkeypatch.setattr(bomf.provenance, "CODE_DIR", tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert provenance({})["commit"] is None
+    log_command(tmp_path / "commands.log", ["snakemake", "all"])
+    assert (tmp_path / "commands.log").read_text().split("\t")[1] == "unknown"
 
 
 def test_each_command_is_appended(tmp_path, monkeypatch):
@@ -29,4 +41,4 @@ def test_each_command_is_appended(tmp_path, monkeypatch):
     log_command(log, ["snakemake", "-j", "2"])
     lines = log.read_text().splitlines()
     assert [line.split("\t")[2] for line in lines] == ["snakemake all --config 'seeds=[0, 1]'", "snakemake -j 2"]
-    assert lines[0].split("\t")[1] == "None"  # not a git checkout
+    assert lines[0].split("\t")[1] == provenance({})["commit"]  # the code's commit

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from bomf.members import STATE_FILE
-from conftest import REPO, tiny_config, write_tiny_config
+from conftest import REPO, write_tiny_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -32,11 +32,13 @@ if not CLUSTER_UP:
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "all", "--snakefile", str(REPO / "Snakefile")]
 GPU_RULES = {"hpo_trial", "finetune", "fuse", "evaluate"}
 CLUSTER_RULES = GPU_RULES | {"prepare_data", "hpo_suggest", "hpo_select", "summarise_run", "paper_tables",
-                             "plot_pareto"}
-# The cluster test is about scheduling: the tiny config without the extra baselines and the landscape, and a
-# stage 2 long enough (a few seconds) that a cancel lands between its first member and its last.
+                             "plot_pareto", "export"}
+# The cluster test is about scheduling: the tiny config with four fusion methods, without the extra baselines
+# and the landscape, and a stage 2 long enough (a few seconds) that a cancel lands between its first member
+# and its last.
+METHODS = ["bomf", "swa", "greedy_soup", "best_member"]
 CLUSTER_CONFIG = {"tasks": ["rte"], "baselines": {"methods": []}, "figures": {"landscape": {"enabled": False}},
-                  "finetune": {"epochs": 30}}
+                  "finetune": {"epochs": 30}, "fusion": {"methods": METHODS}, "export": {"methods": ["bomf"]}}
 RUN = Path("results/rte/tiny/seed0")
 RESUME_STATE = RUN / "members.resume" / STATE_FILE
 
@@ -138,8 +140,7 @@ def test_gpu_rules_received_a_gpu(runs):
     logs = runs["cluster"] / "logs"
     gpu_logs = [*logs.glob("rte/tiny/seed0/hpo/round*/trial*.log"), logs / "rte/tiny/seed0/finetune.log",
                 *logs.glob("rte/tiny/seed0/fusion/*.log"), *logs.glob("rte/tiny/seed0/test/*.log")]
-    methods = len(tiny_config(Path("."))["fusion"]["methods"])
-    assert len(gpu_logs) == 4 + 1 + 2 * methods
+    assert len(gpu_logs) == 4 + 1 + 2 * len(METHODS)
     for path in gpu_logs:
         assert re.match(r"CUDA_VISIBLE_DEVICES=\d", path.read_text()), path
     assert (logs / "data/rte.log").read_text().splitlines()[0] == "CUDA_VISIBLE_DEVICES="
@@ -148,7 +149,7 @@ def test_gpu_rules_received_a_gpu(runs):
 def test_cluster_outputs_equal_local_outputs(runs):
     assert runs["local_run"].returncode == 0, runs["local_run"].stderr[-5000:]
     cluster, local = runs["cluster"] / RUN, runs["local"] / RUN
-    for method in tiny_config(Path("."))["fusion"]["methods"]:
+    for method in METHODS:
         a, b = (json.loads((root / f"test/{method}.json").read_text()) for root in (cluster, local))
         assert a["test"] == b["test"] and a["predictions"] == b["predictions"], method
         wa, wb = (json.loads((root / f"fusion/{method}/weights.json").read_text())["weights"] for root in (cluster, local))

@@ -25,6 +25,11 @@ def _scores(scores: dict) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
 
 
+def _settings(values: dict) -> str:
+    return ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                     for name, value in values.items())
+
+
 def _how_chosen(selected: SelectedModel, fusion_dir: Path, members: list[str], selection: str) -> list[str]:
     if selected.merge is not None:
         merge = dict(selected.merge)
@@ -48,7 +53,7 @@ def _how_chosen(selected: SelectedModel, fusion_dir: Path, members: list[str], s
     if selected.stored is not None:
         return [f"The `{selected.stored}` state stage 2 kept beside its members: the exponential moving average "
                 "of its weights from the first member on (finetune.ema_decay)."]
-    return [f"A single fine-tuned checkpoint (step {selected.step}) of a fine-tune with {selected.params}."]
+    return [f"A single checkpoint (step {selected.step}) of its own fine-tune ({_settings(selected.params)})."]
 
 
 def model_card(task: str, model: str, seed: int, source: str, model_class: str, members_dir, fusion_dir,
@@ -72,14 +77,16 @@ def model_card(task: str, model: str, seed: int, source: str, model_class: str, 
         "checkpoints of one fine-tuning run.", "",
         "## Source", "",
         f"- Base model: `{source}`",
-        f"- Members: {len(names)} checkpoints of one fine-tune (seed {manifest['seed']}, hyperparameters "
-        f"{manifest['hyperparameters']}) at steps {manifest['steps']}",
+        f"- Members: {len(names)} checkpoints of one fine-tune (seed {manifest['seed']}; "
+        f"{_settings(manifest['hyperparameters'])}) at steps {', '.join(map(str, manifest['steps']))}",
         *(f"  - `{name}` sha256 `{checksum}`" for name, checksum in manifest["members"].items()), "",
         "## How it was chosen", "", *_how_chosen(selected, fusion_dir, names, selection), "",
         "## Scores", "",
-        f"- Validation (what chose it; {selected.selected_on}): {_scores(selected.validation)}",
-        f"- Test ({test['test_size']} examples, never seen by any selection): {_scores(test['test'])}",
-        *(["- **Oracle**: chosen on the test split itself; an upper bound, not a method."] if selected.oracle else []),
+        f"- Validation: {_scores(selected.validation)}",
+        f"- Test ({test['test_size']} examples): {_scores(test['test'])}",
+        "",
+        "**Oracle**: chosen on the test split itself; an upper bound, not a method." if selected.oracle else
+        "Chosen on validation alone: the test split was read only to score it.",
         "",
         "## Reproduce", "",
         f"Made by `{command['command']}` (started {command['time']}, commit {command['commit']}).", "",

@@ -16,12 +16,17 @@ PACKAGES = ("torch", "transformers", "peft", "botorch", "gpytorch", "snakemake",
             "pandas", "safetensors", "tokenizers")
 
 
+# The checkout this code runs from: its commit is the code's, whatever directory the jobs run in.
+CODE_DIR = Path(__file__).resolve().parent
+
+
 def git_commit() -> str | None:
-    """The working directory's commit, with ``-dirty`` when tracked files differ from it; None outside git."""
+    """The code's commit, with ``-dirty`` when tracked files differ from it; None outside git."""
+    git = ["git", "-C", str(CODE_DIR)]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -62,7 +67,7 @@ def log_command(path: str | Path, argv: list[str]) -> None:
     """Append the Snakemake command that started a run (UTC time, commit, arguments) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\t{git_commit()}\t" \
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\t{git_commit() or 'unknown'}\t" \
            f"{shlex.join(['snakemake', *argv[1:]])}\n"
     with path.open("a") as log:
         log.write(line)

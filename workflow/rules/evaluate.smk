@@ -20,7 +20,7 @@ rule evaluate:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=16000,  # the members are stacked, as for fuse
         runtime=60,
     params:
         settings=settings("optim.eval_batch_size"),
@@ -44,7 +44,7 @@ rule export:
         "../../envs/bomf.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=16000,
         runtime=60,
     params:
         settings=settings("fusion.selection"),
