@@ -155,6 +155,8 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     published = tmp_path / "published"
     publish(tmp_path / "results", published / "results")
     assert not list(published.rglob("*.safetensors")) and not list(published.rglob("*.jsonl"))
+    # Of an exported model only its card is kept.
+    assert {p.name for p in (published / "results/export/rte/tiny/seed0/bomf").iterdir()} == {"README.md"}
     rules = list(REBUILD_RULES)
     rebuilt = snakemake(published, config, "all", "--allowed-rules", *rules, "--forcerun", *rules)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]

@@ -1,8 +1,8 @@
 """Stage 3 and its baselines: fusing members θ(w) = Σ wᵢθᵢ, w on the simplex, or merging their task vectors.
 
 ``MemberStack`` owns the hard part (members stacked once on the device, mixing as one matmul into a
-preallocated buffer); ``FusionObjective`` writes a point (simplex weights, or a ``merging.Merge``) into one
-preallocated model and scores it; a fusion method is a small function registered by name that decides which
+preallocated buffer); ``FusionObjective`` writes a point (simplex weights, a ``merging.Merge`` of task vectors,
+or a ``Stored`` state such as the EMA) into one preallocated model and scores it; a fusion method is a small function registered by name that decides which
 point to use. What a method chose is recorded, never a model: every reader rebuilds it from the members.
 """
 
@@ -94,7 +94,7 @@ class MemberStack:
 
     def parameters(self, point: "torch.Tensor | Merge | Stored") -> torch.Tensor:
         """The flat parameters of a point, in the preallocated buffer (overwritten by the next call): Σ wᵢθᵢ of
-        simplex weights, or a task-vector merge."""
+        simplex weights, a task-vector merge, or a stored state."""
         if isinstance(point, Merge):
             if self.base is None:
                 raise ValueError(f"{point.method} merges task vectors: the stack needs the base model")
@@ -207,6 +207,7 @@ METHODS: dict[str, Callable[[FusionContext], FusionResult]] = {}
 # them, so editing one reruns only the methods that read it.
 PARAMETERS: dict[str, tuple[str, ...]] = {}
 BO_PARAMETERS = ("acquisition", "initial_points", "evaluations", "selection", "mc_samples", "restarts", "raw_samples")
+# Each task-vector merge's grid: its hyperparameter -> the fusion.* setting listing the values tried.
 MERGE_GRIDS = {"task_arithmetic": {"scale": "merge_scales"},
                "ties": {"density": "ties_densities", "scale": "merge_scales"},
                "dare": {"drop_rate": "dare_drop_rates", "scale": "merge_scales"}}
@@ -338,16 +339,16 @@ def _merge_search(ctx: FusionContext, method: str, fixed: dict | None = None) ->
     return FusionResult(candidates[best][0], {"history": history})
 
 
-@register("task_arithmetic", ("merge_scales",))
+@register("task_arithmetic", tuple(MERGE_GRIDS["task_arithmetic"].values()))
 def task_arithmetic(ctx: FusionContext) -> FusionResult:
     return _merge_search(ctx, "task_arithmetic")
 
 
-@register("ties", ("merge_scales", "ties_densities"))
+@register("ties", tuple(MERGE_GRIDS["ties"].values()))
 def ties_merging(ctx: FusionContext) -> FusionResult:
     return _merge_search(ctx, "ties")
 
 
-@register("dare", ("merge_scales", "dare_drop_rates"))
+@register("dare", tuple(MERGE_GRIDS["dare"].values()))
 def dare_merging(ctx: FusionContext) -> FusionResult:
     return _merge_search(ctx, "dare", {"seed": ctx.seed})

@@ -65,15 +65,14 @@ class Run:
 
         return load_tokenizer(self.model_spec["source"])
 
-    def splits(self, data_dir, names, max_train: int | None = None, tokenizer=None) -> dict:
-        """The named splits of ``data_dir``, encoded for the task's kind (with the model's tokenizer unless one
-        is given); ``max_train``: a seeded subsample of train (stage-1 trials)."""
+    def splits(self, data_dir, names, max_train: int | None = None) -> dict:
+        """The named splits of ``data_dir``, encoded for the task's kind with the model's tokenizer;
+        ``max_train``: a seeded subsample of train (stage-1 trials)."""
         splits = {name: read_jsonl(Path(data_dir) / f"{name}.jsonl") for name in names}
         if max_train is not None and len(splits["train"]) > max_train:
             splits["train"] = random.Random(self.config["data"]["split_seed"]).sample(splits["train"], max_train)
-        tokenizer, max_length = tokenizer if tokenizer is not None else self.tokenizer, self.model_spec["max_length"]
-        return {name: self.kind.encode(self.task, examples, tokenizer, max_length, self.config, name)
-                for name, examples in splits.items()}
+        return {name: self.kind.encode(self.task, examples, self.tokenizer, self.model_spec["max_length"], self.config,
+                                       name) for name, examples in splits.items()}
 
     def load_model(self):
         """A fresh model of the task's kind (seeded by the run's seed: heads and adapters draw from torch's RNG)."""
