@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bomf.fusion import METHODS, PARAMETERS, FusionContext, FusionObjective, MemberStack, point_of
+from bomf.fusion import METHODS, PARAMETERS, FusionContext, FusionObjective, MemberStack
+from bomf.points import point_of
 from bomf.journal import JournaledObjective
 from bomf.merging import MERGES, Merge
 from bomf.records import SelectedModel

@@ -1,40 +1,31 @@
 """Stage 3 and its baselines: fusing members θ(w) = Σ wᵢθᵢ, w on the simplex, or merging their task vectors.
 
 ``MemberStack`` owns the hard part (members stacked once on the device, mixing as one matmul into a
-preallocated buffer); ``FusionObjective`` writes a point (simplex weights, a ``merging.Merge`` of task vectors,
-or a ``Stored`` state such as the EMA) into one preallocated model and scores it; a fusion method is a small function registered by name that decides which
-point to use. What a method chose is recorded, never a model: every reader rebuilds it from the members.
+preallocated buffer); ``FusionObjective`` writes a point (``points``: simplex weights, a task-vector merge, or
+a stored state such as the EMA) into one preallocated model and scores it; a fusion method is a small
+function registered by name that decides which point to use. What a method chose is recorded, never a
+model: every reader rebuilds it from the members.
 """
 
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from .journal import JournaledObjective
 from .merging import Merge
 from .metrics import ranking_key
 from .models import load_member_state
+from .points import Stored
 from .splits import SplitData, autocast
 from .tasks import TaskSpec
 
-if TYPE_CHECKING:
-    from .journal import JournaledObjective
-
 SIMPLEX_TOLERANCE = 1e-6
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A state stage 2 kept beside its members (``members.load_stored``: the EMA of its trajectory), as a
-    point: it mixes nothing."""
-
-    name: str
 
 
 def check_simplex(weights: torch.Tensor, count: int) -> None:
@@ -148,26 +139,6 @@ class FusionObjective:
         return self.model
 
 
-def point_record(point: "torch.Tensor | Merge | Stored") -> dict:
-    """A point as JSON: the records.SelectedModel field that holds it (also its key in a fusion journal)."""
-    if isinstance(point, Merge):
-        return {"merge": point.record()}
-    if isinstance(point, Stored):
-        return {"stored": point.name}
-    return {"weights": torch.as_tensor(point).double().tolist()}
-
-
-def point_of(selected) -> "torch.Tensor | Merge | Stored | None":
-    """The point a method's record (records.SelectedModel) holds; None for a model not fused from members."""
-    if selected.merge is not None:
-        return Merge.from_record(selected.merge)
-    if selected.stored is not None:
-        return Stored(selected.stored)
-    if selected.weights is not None:
-        return torch.tensor(selected.weights, dtype=torch.float64)
-    return None
-
-
 def one_hot(index: int, count: int) -> torch.Tensor:
     weights = torch.zeros(count, dtype=torch.float64)
     weights[index] = 1.0
@@ -176,7 +147,7 @@ def one_hot(index: int, count: int) -> torch.Tensor:
 
 @dataclass
 class FusionContext:
-    objective: "FusionObjective | JournaledObjective"  # a journaled one replays an interrupted run's evaluations
+    objective: FusionObjective | JournaledObjective  # a journaled one replays an interrupted run's evaluations
     config: dict  # the method's declared settings of the `fusion` section (PARAMETERS)
     seed: int
 

@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from .fusion import point_record
 from .io import write_jsonl
+from .points import point_record
 
 
 class JournaledObjective:

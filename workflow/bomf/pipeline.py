@@ -203,7 +203,7 @@ def selected_model(run: Run, members_dir, fusion_dir):
     outer-loop baseline kept. No fused model is stored (one per method would outweigh the members)."""
     from safetensors.torch import load_file
 
-    from .fusion import point_of
+    from .points import point_of
     from .models import load_member_state
 
     selected = SelectedModel.read(fusion_dir)
@@ -224,7 +224,8 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
     from . import members
-    from .fusion import METHODS, FusionContext, point_record
+    from .fusion import METHODS, FusionContext
+    from .points import point_record
     from .journal import JournaledObjective
 
     run = Run(config, task, model, seed)
