@@ -28,7 +28,8 @@ def test_minilm_learns_sst2_and_bomf_is_at_least_the_best_member(tmp_path):
     for method in ("bomf", "best_member"):
         pipeline.fuse(config, "sst2", "minilm", 0, data, run / "members", method, run / "fusion" / method,
                       run / "fusion" / f"{method}.journal.jsonl")
-    pipeline.evaluate_test(config, "sst2", "minilm", 0, "bomf", data, run / "fusion/bomf", run / "test/bomf.json")
+    pipeline.evaluate_test(config, "sst2", "minilm", 0, "bomf", data, run / "members", run / "fusion/bomf",
+                           run / "test/bomf.json")
 
     test = read_json(run / "test/bomf.json")
     majority = max(Counter(e["label"] for e in read_jsonl(data / "test.jsonl")).values()) / test["test_size"]
