@@ -336,14 +336,13 @@ def summarise_run(test_files: list, out_csv, out_provenance) -> None:
 def _save_selected(out_dir, record: SelectedModel, extra: dict | None = None, state: dict | None = None) -> None:
     """How a method chose its model (validation scores, its point), any extra tables, and for an outer-loop
     baseline the checkpoint it kept (``state``, a member state)."""
-    from safetensors.torch import save_file
+    from .members import save_state_file
 
     out_dir = Path(out_dir)
     for name, frame in (extra or {}).items():
         write_csv(out_dir / f"{name}.csv", frame)
     if state is not None:
-        with atomic_path(out_dir / MODEL_STATE_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
+        save_state_file(state, out_dir / MODEL_STATE_FILE)
     record.write(out_dir, environment())
 
 
