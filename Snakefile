@@ -35,5 +35,5 @@ rule all:
             f"{EXPORT}/{method}".format(**run)
             for run in RUNS
             for method in config["export"]["methods"]
-            if method in run_methods(config, run["seed"])
+            if method in run_methods(config, run)
         ],

@@ -134,7 +134,8 @@ BAD_CONFIGS = [
          "fusion.selection: unknown rule 'median'"),
     case("empty-seeds", lambda c, t: c.update(seeds=[]), "config field 'seeds': [] should be non-empty"),
     case("duplicate-seeds", lambda c, t: c.update(seeds=[0, 0]), "config field 'seeds': [0, 0] has non-unique"),
-    case("empty-tasks", lambda c, t: c.update(tasks=[]), "config field 'tasks': [] should be non-empty"),
+    case("empty-tasks", lambda c, t: c.update(tasks=[]), "tasks: empty while models is not, so nothing would be"),
+    case("nothing-to-run", lambda c, t: c.update(tasks=[], models=[]), "tasks, models: nothing to run"),
     case("unknown-fusion-method", lambda c, t: c["fusion"]["methods"].append("fisher_merge"),
          "fusion.methods: unknown method 'fisher_merge'"),
     case("ema-without-its-average", lambda c, t: c["finetune"].update(ema_decay=None),
@@ -235,10 +236,11 @@ def test_outer_loop_baselines_run_on_the_outer_seeds_only():
     config["baselines"]["outer_seeds"] = [1]
     validate_config(config)
     fusion = config["fusion"]["methods"]
-    assert run_methods(config, 0) == [*fusion, "oracle_subset"]
-    assert run_methods(config, "1") == [*fusion, "grid_finetune", "hpbo_full", "oracle_subset"]  # a wildcard
+    seed0, seed1 = {"model": "minilm", "seed": 0}, {"model": "minilm", "seed": "1"}  # a wildcard's string
+    assert run_methods(config, seed0) == [*fusion, "oracle_subset"]
+    assert run_methods(config, seed1) == [*fusion, "grid_finetune", "hpbo_full", "oracle_subset"]
     config["baselines"]["outer_seeds"] = None
-    assert run_methods(config, 0) == run_methods(config, 1)
+    assert run_methods(config, seed0) == run_methods(config, seed1)
 
 
 def test_regression_custom_task_validates(tmp_path):

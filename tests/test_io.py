@@ -30,3 +30,23 @@ def test_a_failed_write_leaves_nothing(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_publish_keeps_small_records_and_merges_command_logs(tmp_path):
+    """Runs made in two checkouts published into one directory: both keep their commands, in time order; weights
+    stay behind."""
+    from bomf.publish import publish
+
+    for name, lines in (("a", ["2026-01-01T00:00:00Z\tc1\tsnakemake x", "2026-01-03T00:00:00Z\tc2\tsnakemake a"]),
+                        ("b", ["2026-01-01T00:00:00Z\tc1\tsnakemake x", "2026-01-02T00:00:00Z\tc2\tsnakemake b"])):
+        run = tmp_path / name / "mrpc/minilm/seed0"
+        (run / "members").mkdir(parents=True)
+        (run / "summary.csv").write_text(f"method\n{name}\n")
+        (run / "members/member00.safetensors").write_bytes(b"weights")
+        (tmp_path / name / "commands.log").write_text("".join(f"{line}\n" for line in lines))
+        publish(tmp_path / name, tmp_path / "published")
+    published = tmp_path / "published"
+    assert [line.split("\t")[2] for line in (published / "commands.log").read_text().splitlines()] == [
+        "snakemake x", "snakemake b", "snakemake a"]
+    assert (published / "mrpc/minilm/seed0/summary.csv").read_text() == "method\nb\n"
+    assert not list(published.rglob("*.safetensors"))

@@ -155,12 +155,14 @@ def check_semantics(config: dict) -> None:
     """Everything the schema cannot check, on a schema-valid config with its defaults filled in; raises one
     ConfigError listing every problem found."""
     problems = [
+        *check_runs(config),
         *check_tasks(config),
         *check_custom_tasks(config["custom_tasks"]),
         *check_custom_task_files(config),
         *check_glue_files(config),
         *check_text_task_files(config),
         *check_models(config),
+        *check_imported_runs(config),
         *check_search_space(config["hpo"]["space"]),
         *check_member_steps(config),
         *check_fusion(config),
@@ -177,12 +179,32 @@ def _builtin_tasks() -> dict:
     return BUILTIN_TASKS
 
 
+def run_tasks(config: dict) -> list[str]:
+    """The tasks of every run: those fine-tuned (tasks), then those of imported runs."""
+    imported = [entry["task"] for entry in config["imported_runs"].values()]
+    return list(dict.fromkeys([*config["tasks"], *imported]))
+
+
+def check_runs(config: dict) -> list[str]:
+    tasks, models = config["tasks"], config["models"]
+    if bool(tasks) != bool(models):
+        given, empty = ("tasks", "models") if tasks else ("models", "tasks")
+        return [f"{empty}: empty while {given} is not, so nothing would be fine-tuned; list both, or empty both "
+                f"and name imported runs under imported_runs"]
+    if not tasks and not config["imported_runs"]:
+        return ["tasks, models: nothing to run; list the tasks and models to fine-tune, or name the checkpoints "
+                "to fuse under imported_runs"]
+    return []
+
+
 def check_tasks(config: dict) -> list[str]:
     builtin = _builtin_tasks()
     known = [*builtin, *config["custom_tasks"]]
-    return [f"tasks: unknown task '{name}'; the built-in tasks are {', '.join(builtin)}, and other tasks must "
+    wheres = [("tasks", name) for name in config["tasks"]]
+    wheres += [(f"imported_runs.{run}.task", entry["task"]) for run, entry in config["imported_runs"].items()]
+    return [f"{where}: unknown task '{name}'; the built-in tasks are {', '.join(builtin)}, and other tasks must "
             f"be defined under custom_tasks{_listed(config['custom_tasks'])}"
-            for name in config["tasks"] if name not in known]
+            for where, name in wheres if name not in known]
 
 
 def _listed(names) -> str:
@@ -219,7 +241,7 @@ def check_custom_task_files(config: dict) -> list[str]:
     values themselves are checked when the data job reads them."""
     problems = []
     for name, task in config["custom_tasks"].items():
-        if name not in config["tasks"]:
+        if name not in run_tasks(config):
             continue
         for split in ("train", "test"):
             where, path = f"custom_tasks.{name}.{split}", Path(task[split])
@@ -266,7 +288,7 @@ def check_glue_files(config: dict) -> list[str]:
     from .tasks import GLUE_FORMATS
 
     glue_dir = config["data"]["glue_dir"]
-    requested = [name for name in config["tasks"] if name in GLUE_FORMATS]
+    requested = [name for name in run_tasks(config) if name in GLUE_FORMATS]
     if glue_dir is None or not requested:
         return []
     if not Path(glue_dir).is_dir():
@@ -283,7 +305,7 @@ def check_text_task_files(config: dict) -> list[str]:
     from .readers import TEXT_SOURCES
 
     problems = []
-    for name in config["tasks"]:
+    for name in run_tasks(config):
         if name not in TEXT_SOURCES:
             continue
         key = TEXT_SOURCES[name][0]
@@ -304,19 +326,25 @@ def check_models(config: dict) -> list[str]:
                 for name in config["models"] if name not in catalog]
     for name in config["models"]:
         if name in catalog:
-            problems += check_model_kind(name, catalog[name], config)
+            problems += check_model_kind(name, catalog[name], config, config["tasks"])
             problems += check_model_source(name, catalog[name], grid_frozen_layers(config))
     return problems
 
 
-def check_model_kind(name: str, model: dict, config: dict) -> list[str]:
-    """Causal-LM kinds (generation) fine-tune with LoRA; encoder kinds (the others) in full."""
+def _model_family(config: dict, task: str) -> str | None:
+    """"encoder" or "causal_lm" for a known task, else None (check_tasks names it)."""
     from .kinds import kind_of
     from .tasks import get_task
 
+    if task not in _builtin_tasks() and task not in config["custom_tasks"]:
+        return None
+    return kind_of(get_task(task, config["custom_tasks"])).model_family
+
+
+def check_model_kind(name: str, model: dict, config: dict, tasks: list[str]) -> list[str]:
+    """Causal-LM kinds (generation) fine-tune with LoRA; encoder kinds (the others) in full."""
     where = f"model_catalog.{name}"
-    families = {task: kind_of(get_task(task, config["custom_tasks"])).model_family for task in config["tasks"]
-                if task in _builtin_tasks() or task in config["custom_tasks"]}
+    families = {task: _model_family(config, task) for task in tasks if _model_family(config, task)}
     causal_lm = [task for task, family in families.items() if family == "causal_lm"]
     encoder = [task for task, family in families.items() if family == "encoder"]
     problems = []
@@ -376,6 +404,30 @@ def check_model_source(name: str, model: dict, grid_frozen: list[int] = ()) -> l
     return problems
 
 
+def check_imported_runs(config: dict) -> list[str]:
+    """Each imported run's name, task, base model and checkpoint directories (``bomf.checkpoints``: what can be
+    said without reading a tensor; the import job checks the tensors before any fusion)."""
+    from .checkpoints import check_imported_run
+
+    catalog = config["model_catalog"]
+    problems = []
+    for name, entry in config["imported_runs"].items():
+        where = f"imported_runs.{name}"
+        if name in catalog:
+            problems.append(f"{where}: '{name}' is a model_catalog entry's name, and an imported run's name stands "
+                            f"where a model's does in its paths; give the run another name")
+        base = entry["base"]
+        if base not in catalog:
+            problems.append(f"{where}.base: '{base}' is not in model_catalog (known: {', '.join(catalog)}); add the "
+                            f"model the checkpoints were fine-tuned from there")
+        else:
+            problems += check_model_kind(base, catalog[base], config, [entry["task"]])
+            problems += check_model_source(base, catalog[base])
+        problems += check_imported_run(name, entry, _model_family(config, entry["task"]),
+                                       config["figures"]["landscape"]["enabled"])
+    return problems
+
+
 def check_search_space(space: dict) -> list[str]:
     problems = []
     for name, bounds in space.items():
@@ -395,7 +447,7 @@ def check_member_steps(config: dict) -> list[str]:
     from .settings import member_steps
 
     max_train = config["data"]["max_train"]
-    if max_train is None:
+    if max_train is None or not config["tasks"]:
         return []
     finetune = config["finetune"]
     largest_batch = config["hpo"]["space"]["batch_size"]["high"]
@@ -415,6 +467,7 @@ def check_member_steps(config: dict) -> list[str]:
 
 
 def check_fusion(config: dict) -> list[str]:
+    from .checkpoints import find_checkpoints
     from .fusion import METHODS
     from .selection import SELECTION_RULES
 
@@ -429,23 +482,27 @@ def check_fusion(config: dict) -> list[str]:
     if fusion["selection"] not in SELECTION_RULES:
         problems.append(f"fusion.selection: unknown rule '{fusion['selection']}'; registered rules are "
                         f"{', '.join(SELECTION_RULES)}")
-    initial = fusion["initial_points"] or config["finetune"]["members"]
-    if initial > fusion["evaluations"]:
-        implied = "" if fusion["initial_points"] else " (null: one per finetune.members)"
-        problems.append(f"fusion.initial_points: {initial}{implied} exceeds fusion.evaluations "
-                        f"({fusion['evaluations']}), which counts the initial points; lower it or raise "
-                        f"fusion.evaluations")
+    # null initial points: one per member, finetune.members for stage 2, each imported run's checkpoints.
+    if fusion["initial_points"] is not None:
+        initial = [(fusion["initial_points"], "")]
+    else:
+        initial = [(config["finetune"]["members"], " (null: one per finetune.members)")] if config["tasks"] else []
+        initial += [(len(find_checkpoints(entry["members"])), f" (null: one per checkpoint of imported_runs.{name})")
+                    for name, entry in config["imported_runs"].items()]
+    problems += [f"fusion.initial_points: {count}{implied} exceeds fusion.evaluations ({fusion['evaluations']}), "
+                 f"which counts the initial points; lower it or raise fusion.evaluations"
+                 for count, implied in initial if count > fusion["evaluations"]]
     return problems
 
 
 def check_figures(config: dict) -> list[str]:
     landscape = config["figures"]["landscape"]
     if not landscape["enabled"]:
-        return []
+        return []  # imported runs' member counts: check_imported_runs
     problems = []
     if landscape["low"] >= landscape["high"]:
         problems.append(f"figures.landscape: low ({landscape['low']}) must be below high ({landscape['high']})")
-    if config["finetune"]["members"] < 3:
+    if config["tasks"] and config["finetune"]["members"] < 3:
         problems.append(f"figures.landscape: the plane needs three members, finetune.members is "
                         f"{config['finetune']['members']}; raise it or set figures.landscape.enabled: false")
     return problems

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 HINT = ("train longer (finetune.epochs, hpo.epochs), on more data (data.max_train, hpo.max_train), or search a "
-        "wider learning-rate range (hpo.space.learning_rate)")
+        "wider learning-rate range (hpo.space.learning_rate); an imported run's checkpoints: fine-tune them longer "
+        "or on more data")
 
 
 def constant_predictions(predictions: Sequence, labels: Sequence) -> bool:

@@ -30,12 +30,15 @@ def _settings(values: dict) -> str:
                      for name, value in values.items())
 
 
-def _how_chosen(selected: SelectedModel, fusion_dir: Path, members: list[str], selection: str) -> list[str]:
+def _how_chosen(selected: SelectedModel, fusion_dir: Path, members: list[str], selection: str,
+                imported: bool) -> list[str]:
     if selected.merge is not None:
         merge = dict(selected.merge)
         method = merge.pop("method")
         grid = pd.read_csv(fusion_dir / "history.csv")
-        return [f"Task-vector merge `{method}` of the members (θ₀ + λ·τ, θ₀ the model stage 2 started from), "
+        base = ("the base model, with the members' mean where the fine-tune's initialisation is unknown" if imported
+                else "the model stage 2 started from")
+        return [f"Task-vector merge `{method}` of the members (θ₀ + λ·τ, θ₀ {base}), "
                 f"its hyperparameters chosen on validation from a grid of {len(grid)}: "
                 + ", ".join(f"{name} = {value}" for name, value in merge.items()) + "."]
     if selected.weights is not None:
@@ -64,6 +67,16 @@ def model_card(task: str, model: str, seed: int, source: str, model_class: str, 
     selected = SelectedModel.read(fusion_dir)
     test = read_json(test_file)
     names = list(manifest["members"])
+    imported = manifest.get("imported")
+    if imported:
+        origin = [f"- Members: {len(names)} checkpoints of the user's own fine-tune, imported (checked against the "
+                  f"base and the task) at steps {', '.join(map(str, manifest['steps']))}",
+                  *(f"  - `{name}` from `{directory}`, sha256 `{checksum}`"
+                    for (name, checksum), directory in zip(manifest["members"].items(), imported))]
+    else:
+        origin = [f"- Members: {len(names)} checkpoints of one fine-tune (seed {manifest['seed']}; "
+                  f"{_settings(manifest['hyperparameters'])}) at steps {', '.join(map(str, manifest['steps']))}",
+                  *(f"  - `{name}` sha256 `{checksum}`" for name, checksum in manifest["members"].items())]
     load = (f"from transformers import {model_class}\n"
             f"model = {model_class}.from_pretrained(\"<this directory>\")")
     if adapter:
@@ -77,10 +90,8 @@ def model_card(task: str, model: str, seed: int, source: str, model_class: str, 
         "checkpoints of one fine-tuning run.", "",
         "## Source", "",
         f"- Base model: `{source}`",
-        f"- Members: {len(names)} checkpoints of one fine-tune (seed {manifest['seed']}; "
-        f"{_settings(manifest['hyperparameters'])}) at steps {', '.join(map(str, manifest['steps']))}",
-        *(f"  - `{name}` sha256 `{checksum}`" for name, checksum in manifest["members"].items()), "",
-        "## How it was chosen", "", *_how_chosen(selected, fusion_dir, names, selection), "",
+        *origin, "",
+        "## How it was chosen", "", *_how_chosen(selected, fusion_dir, names, selection, bool(imported)), "",
         "## Scores", "",
         f"- Validation: {_scores(selected.validation)}",
         f"- Test ({test['test_size']} examples): {_scores(test['test'])}",

@@ -234,3 +234,11 @@ def load_stored(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     directory = Path(directory)
     stored = read_json(directory / "members.json").get("stored", {})
     return {name: _verified_state(directory / entry["file"], entry["sha256"]) for name, entry in stored.items()}
+
+
+def load_base(directory: str | Path) -> dict[str, torch.Tensor] | None:
+    """θ₀ of the task-vector merges where it is stored beside the members (members.json ``base``: imported
+    members, whose fine-tune's start is not the run's own model), verified; None for stage 2's members."""
+    directory = Path(directory)
+    base = read_json(directory / "members.json").get("base")
+    return _verified_state(directory / base["file"], base["sha256"]) if base else None

@@ -20,6 +20,7 @@ from .kinds import TaskKind, kind_of
 from .layout import TABLE_NAMES, prepared_model_dir
 from .records import MODEL_STATE_FILE, SelectedModel
 from .runtime import tell_user
+from .settings import catalog_name
 from .sources import is_gguf
 from .tasks import TaskSpec, get_task
 
@@ -46,11 +47,16 @@ class Run:
         return kind_of(self.task)
 
     @cached_property
+    def catalog_name(self) -> str:
+        """The model_catalog entry of the model (an imported run's: its base)."""
+        return catalog_name(self.config, self.model_name)
+
+    @cached_property
     def model_spec(self) -> dict:
         """The catalog entry; a GGUF source is replaced by its converted checkpoint (see ``prepare_model``)."""
-        spec = self.config["model_catalog"][self.model_name]
+        spec = self.config["model_catalog"][self.catalog_name]
         if is_gguf(spec["source"]):
-            return {**spec, "source": str(prepared_model_dir(self.config["output_dir"], self.model_name))}
+            return {**spec, "source": str(prepared_model_dir(self.config["output_dir"], self.catalog_name))}
         return spec
 
     @cached_property
@@ -74,11 +80,12 @@ class Run:
         return {name: self.kind.encode(self.task, examples, self.tokenizer, self.model_spec["max_length"], self.config,
                                        name) for name, examples in splits.items()}
 
-    def load_model(self):
-        """A fresh model of the task's kind (seeded by the run's seed: heads and adapters draw from torch's RNG)."""
+    def load_model(self, seed: int | None = None):
+        """A fresh model of the task's kind, seeded by the run's seed (or ``seed``): heads and adapters draw
+        from torch's RNG."""
         from .runtime import seed_everything
 
-        seed_everything(self.seed)
+        seed_everything(self.seed if seed is None else seed)
         return self.kind.load_model(self.model_spec, self.task)
 
 
@@ -159,7 +166,6 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
 def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir) -> None:
     """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
     from . import members
-    from .diagnostics import identical_members_message
     from .settings import hyperparameters
 
     run = Run(config, task, model, seed)
@@ -167,26 +173,45 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
     data = run.splits(data_dir, ("train", "val"))
     trajectory = members.run_finetune(run.model_spec, run.task, data, hp, config["optim"], config["finetune"],
                                       seed, run.device, out_dir, staging_dir)
+    _members_written(run, trajectory, out_dir)
+
+
+def member_stack(run: Run, members_dir):
+    """The members stacked on the device (every checksum verified first), with the model they were fine-tuned
+    from as the task vectors' base (imported members: the θ₀ stored beside them) and the states stage 2 kept
+    beside them (the EMA), and that model (fresh, to load fusions into)."""
+    from . import members
+    from .fusion import MemberStack
+    from .models import member_state
+
+    model = run.load_model()
+    base = members.load_base(members_dir)
+    stack = MemberStack(members.load_members(members_dir), run.device,
+                        base=member_state(model) if base is None else base, stored=members.load_stored(members_dir))
+    return stack, model
+
+
+def import_members(config: dict, task: str, model: str, seed: int, data_dir, out_dir) -> None:
+    """Stage 2 for an imported run: the user's checkpoints, checked and scored on validation, become its
+    members (``bomf.checkpoints``)."""
+    from .checkpoints import find_checkpoints, import_checkpoints
+
+    run = Run(config, task, model, seed)
+    directories = find_checkpoints(config["imported_runs"][model]["members"])
+    validation = run.splits(data_dir, ("val",))["val"]
+    _members_written(run, trajectory=import_checkpoints(run, directories, validation, out_dir), out_dir=out_dir)
+
+
+def _members_written(run: Run, trajectory, out_dir) -> None:
+    """What stage 2 and the import leave beside the members, and a word if the members cannot be told apart."""
+    from .diagnostics import identical_members_message
+
     write_json(Path(out_dir) / "environment.json", environment())
     print(trajectory.to_string(index=False))
     metric = run.task.primary_metric
     warning = identical_members_message(list(trajectory[f"val_{metric}"]), metric)
     if warning:
         tell_user(warning)
-
-
-def member_stack(run: Run, members_dir):
-    """The stage-2 members stacked on the device (every checksum verified first), with the model they were
-    fine-tuned from as the task vectors' base and the states stage 2 kept beside them (the EMA), and that
-    model (fresh, to load fusions into)."""
-    from . import members
-    from .fusion import MemberStack
-    from .models import member_state
-
-    model = run.load_model()
-    stack = MemberStack(members.load_members(members_dir), run.device, base=member_state(model),
-                        stored=members.load_stored(members_dir))
-    return stack, model
 
 
 def member_objective(run: Run, data_dir, members_dir, split: str = "val") -> "FusionObjective":

@@ -23,6 +23,7 @@ REBUILD_RULES = ("summarise_run", "paper_tables", "plot_landscape", "plot_pareto
 # Tokenizers and model configs live in these directories (weights are .safetensors, data splits .jsonl,
 # both left behind by suffix); members/ keeps its trajectory.csv and members.json.
 SKIPPED_DIRECTORIES = {"members.resume", "model", "adapter", "models"}
+COMMANDS_LOG = "commands.log"  # each line: time, commit, command (bomf.provenance.log_command)
 
 
 def _kept(relative: Path) -> bool:
@@ -38,11 +39,18 @@ def small_outputs(root: str | Path) -> list[Path]:
 
 
 def publish(source: str | Path, destination: str | Path) -> list[Path]:
-    """Copy ``small_outputs(source)`` to ``destination`` (same relative paths, timestamps kept)."""
+    """Copy ``small_outputs(source)`` to ``destination`` (same relative paths, timestamps kept). A commands.log
+    already there is merged with the source's, line by line in time order: runs made in separate checkouts
+    each keep their commands."""
     copied = small_outputs(source)
     for relative in copied:
         target = Path(destination) / relative
         target.parent.mkdir(parents=True, exist_ok=True)
+        if relative.name == COMMANDS_LOG and target.is_file():
+            lines = {*target.read_text(encoding="utf-8").splitlines(),
+                     *(Path(source) / relative).read_text(encoding="utf-8").splitlines()}
+            target.write_text("".join(f"{line}\n" for line in sorted(lines)), encoding="utf-8")
+            continue
         shutil.copy2(Path(source) / relative, target)
     return copied
 

@@ -53,15 +53,35 @@ def member_steps(total_steps: int, count: int, start_fraction: float) -> list[in
 
 # Baselines that wrap whole fine-tunes around stage 2 (baselines.outer_seeds can restrict them to some seeds).
 OUTER_LOOP_BASELINES = ("grid_finetune", "hpbo_full")
+# What imported members (a user's own checkpoints) cannot give: the average stage 2 keeps, and fine-tunes.
+NEEDS_STAGE_2 = ("ema", *OUTER_LOOP_BASELINES)
 
 
-def run_methods(config: dict, seed: int) -> list[str]:
-    """The methods one run of ``seed`` evaluates: each gets a fusion/<method>/ directory, a test evaluation and
-    a row in the tables."""
+def config_runs(config: dict) -> list[dict]:
+    """Every run as the wildcards of its directory: each (task, model, seed) of tasks x models x seeds, then
+    each imported run (its name in the place of the model)."""
+    trained = [{"task": t, "model": m, "seed": s} for t in config["tasks"] for m in config["models"]
+               for s in config["seeds"]]
+    return trained + [{"task": entry["task"], "model": name, "seed": entry["seed"]}
+                      for name, entry in config["imported_runs"].items()]
+
+
+def catalog_name(config: dict, model: str) -> str:
+    """The model_catalog entry a run's model stands for: itself, or an imported run's base."""
+    imported = config.get("imported_runs", {}).get(model)
+    return imported["base"] if imported else model
+
+
+def run_methods(config: dict, run) -> list[str]:
+    """The methods one run (a mapping with its model and seed) evaluates: each gets a fusion/<method>/
+    directory, a test evaluation and a row in the tables."""
     outer_seeds = config["baselines"]["outer_seeds"]
-    return [*config["fusion"]["methods"],
-            *(m for m in config["baselines"]["methods"]
-              if m not in OUTER_LOOP_BASELINES or outer_seeds is None or int(seed) in outer_seeds)]
+    methods = [*config["fusion"]["methods"],
+               *(m for m in config["baselines"]["methods"]
+                 if m not in OUTER_LOOP_BASELINES or outer_seeds is None or int(run["seed"]) in outer_seeds)]
+    if run["model"] in config["imported_runs"]:
+        return [m for m in methods if m not in NEEDS_STAGE_2]
+    return methods
 
 
 def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
@@ -70,8 +90,8 @@ def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
 
     ``keys`` are sections (``"finetune"``) or single values (``"optim.eval_batch_size"``). A job with a task
     wildcard also gets the task's custom_tasks entry (if it is one) and its kind's section (qa, generation);
-    one with a model wildcard gets the model's catalog entry and output_dir (a GGUF model's converted copy
-    lies there)."""
+    one with a model wildcard gets the model's catalog entry (an imported run's: its base's, and its
+    imported_runs entry) and output_dir (a GGUF model's converted copy lies there)."""
     from .kinds import kind_of
     from .tasks import get_task
 
@@ -91,7 +111,10 @@ def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
             settings[kind_section] = config[kind_section]
     model = wildcards.get("model")
     if model is not None:
-        settings["model_catalog"] = {model: config["model_catalog"][model]}
+        name = catalog_name(config, model)
+        settings["model_catalog"] = {name: config["model_catalog"][name]}
+        if model in config["imported_runs"]:
+            settings["imported_runs"] = {model: config["imported_runs"][model]}
         settings["output_dir"] = config["output_dir"]
     return canonical(settings)
 

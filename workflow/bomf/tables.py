@@ -52,6 +52,7 @@ STAGE_LABELS = {
     "hpo_full": "Stage 1: BO on the full model",
     "grid": "Grid fine-tunes",
     "finetune": "Stage 2: fine-tune",
+    "import": "Stage 2: imported checkpoints (checked, scored)",
     "fusion": "Stage 3: fusion, all methods",
     "test": "Test evaluation",
     "landscape": "Loss/metric landscape",

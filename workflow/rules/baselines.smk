@@ -105,8 +105,8 @@ rule oracle_subset:
     input:
         model=prepared_model,
         data=multiext(f"{OUT}/data/{{task}}/", "val.jsonl", "test.jsonl"),
-        members=rules.finetune.output.members,
-        manifest=rules.finetune.output.manifest,
+        members=member_files,
+        manifest=MANIFEST,
     output:
         directory(f"{RUN}/fusion/oracle_subset"),
     log:

@@ -1,12 +1,14 @@
 from snakemake.utils import min_version
 
+import re
 import sys
 
 from bomf.config import ConfigError, validate_config
 from bomf.provenance import log_command
 from bomf.fusion import PARAMETERS
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
-from bomf.settings import canonical, job_settings, run_methods
+from bomf.checkpoints import find_checkpoints
+from bomf.settings import canonical, catalog_name, config_runs, job_settings, run_methods
 from bomf.sources import is_gguf
 
 min_version("9.0")
@@ -33,11 +35,27 @@ RUN = f"{OUT}/{RUN_DIR}"
 LOG = f"logs/{RUN_DIR}"
 BENCH = f"{OUT}/{BENCHMARK_DIR}/{RUN_DIR}"
 EXPORT = f"{OUT}/{EXPORT_DIRECTORY}/{RUN_DIR}"
-# Every (task, model, seed) combination, as the wildcards of one run.
-RUNS = [{"task": t, "model": m, "seed": s} for t in config["tasks"] for m in config["models"] for s in config["seeds"]]
+# Every run as its wildcards: each (task, model, seed) combination, then each imported run (a user's own
+# checkpoints as members, under its name in the place of the model).
+RUNS = config_runs(config)
 HPO_ROUNDS = config["hpo"]["rounds"]
 HPO_TRIALS = config["hpo"]["trials_per_round"]
 MEMBERS = config["finetune"]["members"]
+# Each imported run's checkpoint directories, in training-step order (found when the workflow is parsed).
+IMPORTED = {name: find_checkpoints(entry["members"]) for name, entry in config["imported_runs"].items()}
+MANIFEST = f"{RUN}/members/members.json"
+
+
+def import_rule_name(name):
+    """The import rule of an imported run (a rule name is an identifier)."""
+    identifier = re.sub(r"\W", "_", name)
+    return f"import_members_{identifier}"
+
+
+def member_files(wildcards):
+    """A run's member files: finetune.members from stage 2, or one per checkpoint of an imported run."""
+    count = len(IMPORTED[wildcards.model]) if wildcards.model in IMPORTED else MEMBERS
+    return [f"{RUN}/members/{MEMBER_FILE.format(index=k)}".format(**dict(wildcards.items())) for k in range(count)]
 
 
 def settings(*keys):
@@ -54,7 +72,7 @@ def fusion_settings(wildcards):
 
 def method_files(pattern):
     """``pattern`` (with {method} and the run wildcards) for every method of every run."""
-    return [pattern.format(**run, method=m) for run in RUNS for m in run_methods(config, run["seed"])]
+    return [pattern.format(**run, method=m) for run in RUNS for m in run_methods(config, run)]
 
 
 wildcard_constraints:
@@ -81,8 +99,9 @@ def earlier_trials(wildcards):
 
 def prepared_model(wildcards):
     """A GGUF model's converted checkpoint (rule prepare_model), read by every job that loads the model."""
-    source = config["model_catalog"][wildcards.model]["source"]
-    return [str(prepared_model_dir(OUT, wildcards.model) / "config.json")] if is_gguf(source) else []
+    name = catalog_name(config, wildcards.model)
+    source = config["model_catalog"][name]["source"]
+    return [str(prepared_model_dir(OUT, name) / "config.json")] if is_gguf(source) else []
 
 
 # ---- baselines (baselines.smk)
@@ -102,21 +121,22 @@ LANDSCAPE = config["figures"]["landscape"]
 LANDSCAPE_METHODS = [m for m in ("swa", "bomf") if m in config["fusion"]["methods"]]
 
 
-def run_figures(seed):
-    """The figure files of one run that this config asks for (format placeholders: task, model, seed)."""
+def run_figures(run):
+    """The figure files of one run (its wildcards) that this config asks for (format placeholders: task, model,
+    seed)."""
     names = []
     if LANDSCAPE["enabled"]:
         names.append("landscape")
     if "bomf" in config["fusion"]["methods"]:
         names.append("pareto")
-    if "grid_finetune" in run_methods(config, seed):
+    if "grid_finetune" in run_methods(config, run):
         names += ["alignment", "correlation"]
     return [f"{FIG}/{name}.{ext}" for name in names for ext in ("png", "pdf")]
 
 
-def cost_only_outputs(seed):
-    """Outputs of one run that no table reads but whose benchmark files the cost table reports."""
+def cost_only_outputs(run):
+    """Outputs of one run (its wildcards) that no table reads but whose benchmark files the cost table reports."""
     return [
         *([f"{RUN}/landscape/grid.csv"] if LANDSCAPE["enabled"] else []),
-        *([f"{RUN}/grid/grid.csv"] if "grid_finetune" in run_methods(config, seed) else []),
+        *([f"{RUN}/grid/grid.csv"] if "grid_finetune" in run_methods(config, run) else []),
     ]

@@ -6,8 +6,8 @@ rule evaluate:
         model=prepared_model,
         data=f"{OUT}/data/{{task}}/test.jsonl",
         # A method's model is rebuilt from the members and its record (no fused model is stored).
-        members=rules.finetune.output.members,
-        manifest=rules.finetune.output.manifest,
+        members=member_files,
+        manifest=MANIFEST,
         fusion=f"{RUN}/fusion/{{method}}",
     output:
         f"{RUN}/test/{{method}}.json",
@@ -32,8 +32,8 @@ rule evaluate:
 rule export:
     input:
         model=prepared_model,
-        members=rules.finetune.output.members,
-        manifest=rules.finetune.output.manifest,
+        members=member_files,
+        manifest=MANIFEST,
         fusion=f"{RUN}/fusion/{{method}}",
         test=rules.evaluate.output,
     output:
@@ -57,7 +57,7 @@ rule export:
 # One (task, model, seed) run end to end: `snakemake results/rte/minilm/seed0/summary.csv`.
 rule summarise_run:
     input:
-        lambda w: expand(f"{RUN}/test/{{method}}.json", method=run_methods(config, w.seed), **w),
+        lambda w: expand(f"{RUN}/test/{{method}}.json", method=run_methods(config, dict(w.items())), **w),
     output:
         summary=f"{RUN}/summary.csv",
         provenance=f"{RUN}/provenance.json",
@@ -79,7 +79,7 @@ rule paper_tables:
         tests=method_files(f"{RUN}/test/{{method}}.json"),
         fusion=method_files(f"{RUN}/fusion/{{method}}"),
         # Jobs whose benchmark files the cost table reads, beyond those the test results need.
-        costs=[path.format(**run) for run in RUNS for path in cost_only_outputs(run["seed"])],
+        costs=[path.format(**run) for run in RUNS for path in cost_only_outputs(run)],
     output:
         [
             report(TABLES.format(name=name, ext="csv"), caption=f"../report/{name}.rst", category="Tables")

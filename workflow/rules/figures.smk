@@ -8,8 +8,8 @@ rule landscape:
     input:
         model=prepared_model,
         data=f"{OUT}/data/{{task}}/val.jsonl",
-        members=rules.finetune.output.members,
-        manifest=rules.finetune.output.manifest,
+        members=member_files,
+        manifest=MANIFEST,
         fusion=expand(f"{RUN}/fusion/{{method}}", method=LANDSCAPE_METHODS, allow_missing=True),
     output:
         multiext(f"{RUN}/landscape/", "grid.csv", "points.csv", "plane.json"),
@@ -107,4 +107,4 @@ rule plot_grid:
 
 rule paper_figures:
     input:
-        [path.format(**run) for run in RUNS for path in run_figures(run["seed"])],
+        [path.format(**run) for run in RUNS for path in run_figures(run)],

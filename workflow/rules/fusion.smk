@@ -6,8 +6,8 @@ rule fuse:
     input:
         model=prepared_model,
         data=f"{OUT}/data/{{task}}/val.jsonl",
-        members=rules.finetune.output.members,
-        manifest=rules.finetune.output.manifest,
+        members=member_files,
+        manifest=MANIFEST,
     output:
         directory(f"{RUN}/fusion/{{method}}"),
     log:
