@@ -174,6 +174,22 @@ def test_mismatched_checkpoints_are_named_by_file_and_tensor(tmp_path, tiny_mode
     assert not out.exists()  # nothing written
 
 
+def test_checkpoints_of_another_tokenizer_are_refused(tmp_path, tiny_model_dir, mrpc_trainer_run):
+    """Members that agree with each other but not with the base model's vocabulary."""
+    from transformers import AutoTokenizer
+
+    from bomf.pipeline import import_members
+
+    for step in TRAINER_STEPS:
+        copy_dir = shutil.copytree(mrpc_trainer_run / f"trainer/checkpoint-{step}", tmp_path / f"checkpoint-{step}")
+        tokenizer = AutoTokenizer.from_pretrained(copy_dir)
+        tokenizer.add_tokens(["<new-token>"])
+        tokenizer.save_pretrained(copy_dir)
+    config = validate_config(imported_config(tiny_model_dir, [str(tmp_path / "checkpoint-*")]))
+    with pytest.raises(CheckpointError, match="checkpoint-4: its tokenizer's vocabulary differs from the base model's"):
+        import_members(config, "mrpc", "trainer-run", 0, mrpc_trainer_run / "results/data/mrpc", tmp_path / "out")
+
+
 @pytest.mark.slow
 def test_end_to_end_trainer_checkpoints(tmp_path, tiny_model_dir, mrpc_trainer_run):
     """A user's Trainer checkpoints, named in config only, through `snakemake all`: every method that applies,

@@ -136,7 +136,7 @@ def _names(names: list[str]) -> str:
 
 
 def _head_names(expected: dict) -> set[str]:
-    """The tensors of the task's head: those whose first dimension is the output size of the last layer."""
+    """The tensors of the task's head, by the names transformers gives heads (classifier, qa_outputs, score)."""
     return {name for name in expected if name.startswith(("classifier.", "qa_outputs.", "score."))}
 
 
@@ -149,7 +149,7 @@ def consistency_problems(directories: list[Path], base_config: dict) -> list[str
     """Architecture and tokenizer files the same in every checkpoint: config.json's model_type and architectures
     (also against the base model's), and byte-identical tokenizer files."""
     problems = []
-    first_tokenizer, first = None, None
+    first_tokenizer, first_architectures = None, None
     for directory in directories:
         config_file = directory / "config.json"
         if config_file.is_file():
@@ -157,11 +157,11 @@ def consistency_problems(directories: list[Path], base_config: dict) -> list[str
             if config.get("model_type") != base_config.get("model_type"):
                 problems.append(f"{config_file}: model_type {config.get('model_type')!r}, the base model's is "
                                 f"{base_config.get('model_type')!r}")
-            if first is None:
-                first = (config_file, config.get("architectures"))
-            elif config.get("architectures") != first[1]:
+            if first_architectures is None:
+                first_architectures = (config_file, config.get("architectures"))
+            elif config.get("architectures") != first_architectures[1]:
                 problems.append(f"{config_file}: architectures {config.get('architectures')} differ from "
-                                f"{first[0]}'s {first[1]}")
+                                f"{first_architectures[0]}'s {first_architectures[1]}")
         digests = file_digests(directory, TOKENIZER_FILES)
         if not digests:
             continue
