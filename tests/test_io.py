@@ -50,3 +50,19 @@ def test_publish_keeps_small_records_and_merges_command_logs(tmp_path):
         "snakemake x", "snakemake b", "snakemake a"]
     assert (published / "mrpc/minilm/seed0/summary.csv").read_text() == "method\nb\n"
     assert not list(published.rglob("*.safetensors"))
+
+
+def test_publish_keeps_to_the_finished_runs(tmp_path):
+    """--run: a finished run's records, benchmarks, figures and data record, while another run is still going."""
+    from bomf.publish import publish
+
+    source = tmp_path / "results"
+    files = ["sst2/minilm/seed0/summary.csv", "benchmarks/sst2/minilm/seed0/finetune.tsv", "benchmarks/data/sst2.tsv",
+             "figures/sst2/minilm/seed0/pareto.png", "data/sst2/split.json", "export/sst2/minilm/seed0/bomf/README.md",
+             "commands.log", "cola/minilm/seed1/hpo/round0/trial0.json", "benchmarks/cola/minilm/seed1/hpo.tsv",
+             "data/cola/split.json", "sst2/minilm/seed1/hpo/best.json", "tables/table1_main.md"]
+    for name in files:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("x\n")
+    copied = publish(source, tmp_path / "published", ["sst2/minilm/seed0"])
+    assert sorted(map(str, copied)) == sorted(files[:7])

@@ -1,7 +1,10 @@
 """Copy a finished pipeline's small outputs — the records a result is read from — to a directory that is
 committed, leaving every weight, tokenizer and data split behind.
 
-    python -m bomf.publish <output_dir of a run> <committed directory>
+    python -m bomf.publish <output_dir of a run> <committed directory> [--run <task>/<model>/seed<seed> ...]
+
+``--run`` keeps to the named runs (their records, benchmark files, figures, exported cards, their tasks' data
+split records) and commands.log: a run finished while others still run in the same output directory.
 
 What is kept (tables, figures, per-run CSV/JSON records, Snakemake benchmark files, commands.log, the exported
 models' cards) is enough
@@ -14,7 +17,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .layout import EXPORT_DIRECTORY
+from .layout import BENCHMARK_DIR, EXPORT_DIRECTORY
 
 SUFFIXES = (".csv", ".json", ".tsv", ".png", ".md", ".tex", ".log")
 # The rules that read only such records: with Snakemake limited to them, the tables, figures and summaries are
@@ -32,17 +35,28 @@ def _kept(relative: Path) -> bool:
     return relative.suffix in SUFFIXES and not SKIPPED_DIRECTORIES & set(relative.parts[:-1])
 
 
-def small_outputs(root: str | Path) -> list[Path]:
-    """The files under ``root`` worth committing, relative to it, sorted."""
+def _of_runs(relative: Path, runs: list[str]) -> bool:
+    """A file of one of ``runs`` (each "<task>/<model>/seed<seed>"), of their tasks' data, or commands.log."""
+    path = relative.as_posix()
+    prefixes = [f"{top}{run}/" for run in runs for top in ("", f"{BENCHMARK_DIR}/", f"{EXPORT_DIRECTORY}/",
+                                                            "figures/")]
+    prefixes += [f"{top}data/{run.split('/')[0]}{end}" for run in runs
+                 for top, end in (("", "/"), (f"{BENCHMARK_DIR}/", ".tsv"))]
+    return path == COMMANDS_LOG or path.startswith(tuple(prefixes))
+
+
+def small_outputs(root: str | Path, runs: list[str] | None = None) -> list[Path]:
+    """The files under ``root`` worth committing (of ``runs`` only, if given), relative to it, sorted."""
     root = Path(root)
-    return sorted(path.relative_to(root) for path in root.rglob("*") if path.is_file() and _kept(path.relative_to(root)))
+    kept = (path.relative_to(root) for path in root.rglob("*") if path.is_file() and _kept(path.relative_to(root)))
+    return sorted(relative for relative in kept if runs is None or _of_runs(relative, runs))
 
 
-def publish(source: str | Path, destination: str | Path) -> list[Path]:
-    """Copy ``small_outputs(source)`` to ``destination`` (same relative paths, timestamps kept). A commands.log
-    already there is merged with the source's, line by line in time order: runs made in separate checkouts
-    each keep their commands."""
-    copied = small_outputs(source)
+def publish(source: str | Path, destination: str | Path, runs: list[str] | None = None) -> list[Path]:
+    """Copy ``small_outputs(source, runs)`` to ``destination`` (same relative paths, timestamps kept). A
+    commands.log already there is merged with the source's, line by line in time order: runs made in separate
+    checkouts each keep their commands."""
+    copied = small_outputs(source, runs)
     for relative in copied:
         target = Path(destination) / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -59,8 +73,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="a pipeline's output_dir")
     parser.add_argument("destination", type=Path, help="where the small outputs go (same layout)")
+    parser.add_argument("--run", action="append", dest="runs", metavar="TASK/MODEL/seedN",
+                        help="only this finished run (repeatable); commands.log always")
     args = parser.parse_args()
-    copied = publish(args.source, args.destination)
+    copied = publish(args.source, args.destination, args.runs)
     size = sum((args.destination / path).stat().st_size for path in copied)
     print(f"{len(copied)} files, {size / 2**20:.1f} MiB -> {args.destination}")
     rules = " ".join(REBUILD_RULES)
