@@ -102,6 +102,11 @@ def test_imported_run_config_names_each_problem(tmp_path, tiny_model_dir, mrpc_t
     assert f"'{tmp_path / 'empty'}' holds no model.safetensors" in message
     assert f"'{tmp_path / 'adapter'}' holds an adapter, but task mrpc fuses whole fine-tuned models" in message
     assert f"'{tmp_path / 'missing'}' is not a directory" in message
+    trainer_output = mrpc_trainer_run / "trainer"
+    assert f"'{trainer_output}' holds no model.safetensors or model.safetensors.index.json nor " \
+           f"adapter_model.safetensors; it holds Trainer checkpoints (checkpoint-4, checkpoint-8, checkpoint-12, ...): " \
+           f"name them, e.g. '{trainer_output / 'checkpoint-*'}'" in problems(
+               lambda run, c: run.update(members=[str(trainer_output)]))
     assert "imported_runs.trainer-run.base: 'roberta' is not in model_catalog" in problems(
         lambda run, c: run.update(base="roberta"))
     assert "imported_runs.trainer-run.task: unknown task 'paraphrase'" in problems(

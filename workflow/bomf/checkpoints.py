@@ -80,8 +80,11 @@ def check_imported_run(name: str, entry: dict, family: str | None, landscape: bo
             continue
         kind = weights_kind(path)
         if kind is None:
-            problems.append(f"{where}: '{path}' holds no {' or '.join(FULL_WEIGHTS)} nor {ADAPTER_WEIGHTS} (a "
-                            f"save_pretrained or Trainer checkpoint-* directory, saved as safetensors)")
+            inside = [p.name for p in find_checkpoints([str(path / "checkpoint-*")]) if p.is_dir()]
+            hint = (f"; it holds Trainer checkpoints ({', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''}): "
+                    f"name them, e.g. '{path / 'checkpoint-*'}'" if inside else
+                    " (a save_pretrained or Trainer checkpoint-* directory, saved as safetensors)")
+            problems.append(f"{where}: '{path}' holds no {' or '.join(FULL_WEIGHTS)} nor {ADAPTER_WEIGHTS}{hint}")
         elif expected is not None and kind != expected:
             what = ("PEFT LoRA adapters (adapter_model.safetensors)" if expected == "adapter"
                     else "whole fine-tuned models (model.safetensors)")
