@@ -247,6 +247,7 @@ def import_checkpoints(run, directories: list[Path], validation, out_dir) -> "pd
     unknown = {name: torch.zeros_like(t) for name, t in initial.items() if not torch.equal(t, reseeded[name])}
     out_dir = Path(out_dir)
     checksums, rows = {}, []
+    # Each checkpoint is read again here rather than kept from the checks: one state in memory at a time.
     for index, directory in enumerate(directories):
         state = {name: t.to(torch.float32) if t.is_floating_point() else t
                  for name, t in read_checkpoint(directory).items()}

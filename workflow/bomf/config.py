@@ -239,9 +239,9 @@ def check_custom_task_files(config: dict) -> list[str]:
     """The files of every requested custom task: present, with the named columns, and train larger than the
     validation set carved out of it. Cheap (a header and a row count), so it runs before any job; the
     values themselves are checked when the data job reads them."""
-    problems = []
+    problems, requested = [], run_tasks(config)
     for name, task in config["custom_tasks"].items():
-        if name not in run_tasks(config):
+        if name not in requested:
             continue
         for split in ("train", "test"):
             where, path = f"custom_tasks.{name}.{split}", Path(task[split])
@@ -344,7 +344,7 @@ def _model_family(config: dict, task: str) -> str | None:
 def check_model_kind(name: str, model: dict, config: dict, tasks: list[str]) -> list[str]:
     """Causal-LM kinds (generation) fine-tune with LoRA; encoder kinds (the others) in full."""
     where = f"model_catalog.{name}"
-    families = {task: _model_family(config, task) for task in tasks if _model_family(config, task)}
+    families = {task: family for task in tasks if (family := _model_family(config, task))}
     causal_lm = [task for task, family in families.items() if family == "causal_lm"]
     encoder = [task for task, family in families.items() if family == "encoder"]
     problems = []
