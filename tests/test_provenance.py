@@ -24,6 +24,31 @@ def test_the_commit_is_the_codes_whatever_the_working_directory(tmp_path, monkey
     assert provenance({})["commit"] in (head, f"{head}-dirty")
 
 
+def test_only_changed_code_makes_the_commit_dirty(tmp_path, monkeypatch):
+    """A run writes into the committed results/cpu/ records while it runs: that is not a code change."""
+    import bomf.provenance
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    code = tmp_path / "workflow" / "bomf"
+    code.mkdir(parents=True)
+    (code / "fusion.py").write_text("weights = 1\n")
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    (tmp_path / "results" / "cpu" / "commands.log").write_text("first\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "code and records")
+    head = git("rev-parse", "HEAD")
+    monkeypatch.setattr(bomf.provenance, "CODE_DIR", code)
+
+    (tmp_path / "results" / "cpu" / "commands.log").write_text("first\nsecond\n")
+    assert provenance({})["commit"] == head
+    (code / "fusion.py").write_text("weights = 2\n")
+    assert provenance({})["commit"] == f"{head}-dirty"
+
+
 def test_code_outside_git_has_an_unknown_commit(tmp_path, monkeypatch):
     import bomf.provenance
 

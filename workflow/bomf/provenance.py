@@ -20,14 +20,21 @@ PACKAGES = ("torch", "transformers", "peft", "botorch", "gpytorch", "snakemake",
 CODE_DIR = Path(__file__).resolve().parent
 
 
+# Tracked files that a run writes (the committed records under results/cpu/) are not code: they leave the
+# commit clean.
+PIPELINE_OUTPUTS = "results"
+
+
 def git_commit() -> str | None:
-    """The code's commit, with ``-dirty`` when tracked files differ from it; None outside git."""
+    """The code's commit, with ``-dirty`` when tracked files outside the pipeline's outputs differ from it;
+    None outside git."""
     git = ["git", "-C", str(CODE_DIR)]
     try:
         commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                                 check=True).stdout.strip()
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                f":(top,exclude){PIPELINE_OUTPUTS}"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
