@@ -20,9 +20,10 @@ from pathlib import Path
 from .layout import BENCHMARK_DIR, EXPORT_DIRECTORY
 
 SUFFIXES = (".csv", ".json", ".tsv", ".png", ".md", ".tex", ".log")
-# The rules that read only such records: with Snakemake limited to them, the tables, figures and summaries are
-# rebuilt from a committed directory (snakemake all --allowed-rules ... --forcerun ...).
-REBUILD_RULES = ("summarise_run", "paper_tables", "plot_landscape", "plot_pareto", "plot_grid", "paper_figures", "all")
+# The rules that read only such records: with Snakemake limited to them, the tables and figures are rebuilt
+# from a committed directory (snakemake all --allowed-rules ... --forcerun ...). Not summarise_run: each run's
+# summary.csv and provenance.json stay as the run wrote them, naming the commit that made it.
+REBUILD_RULES = ("paper_tables", "plot_landscape", "plot_pareto", "plot_grid", "paper_figures", "all")
 # Tokenizers and model configs live in these directories (weights are .safetensors, data splits .jsonl,
 # both left behind by suffix); members/ keeps its trajectory.csv and members.json.
 SKIPPED_DIRECTORIES = {"members.resume", "model", "adapter", "models"}
