@@ -6,8 +6,8 @@ import pytest
 
 from bomf.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
 from bomf.costs import cost_table, read_benchmarks
-from bomf.tables import (METHOD_LABELS, Table, ablation_table, discrepancy_table, latex_escape, main_table,
-                         outer_bo_table, selection_table)
+from bomf.tables import (METHOD_LABELS, Table, ablation_table, all_metrics_table, discrepancy_table, latex_escape,
+                         main_table, outer_bo_table, selection_table)
 
 LABELS = np.array([0, 1] * 20)
 
@@ -239,6 +239,35 @@ def test_discrepancy_table_reads_validation_loss_and_error():
     assert "| RTE | 0.950 ± 0.071 | **0.800** | **21.00 ± 0.00** | 22.00 |" in table.markdown
     assert "| STS-B (MSE loss) | – | **0.600** | – | **10.00** |" in table.markdown
     assert "1 − correlation" in table.markdown
+
+
+def test_a_method_run_on_fewer_seeds_is_shown_but_not_ranked():
+    # grid_finetune ran on seed 0 only (baselines.outer_seeds): its one-seed mean must not outrank three-seed means.
+    records = [record("rte", method, seed, score + seed / 100) for seed in range(3)
+               for method, score in (("bomf", 0.70), ("swa", 0.68), ("best_member", 0.60))]
+    records.append(record("rte", "grid_finetune", 0, 0.90))
+    table, _ = main_table(records, ["grid_finetune", "best_member", "swa", "bomf"], resamples=10)
+    for column in ("rte", "avg"):
+        assert cell(table, "grid_finetune", column)["mark"] == ""
+        assert cell(table, "grid_finetune", column)["seeds"] == 1
+        assert cell(table, "bomf", column)["mark"] == "best"
+        assert cell(table, "swa", column)["mark"] == "second"
+    assert "| Fine-tune, grid hyperparameters (no BO) | 90.00 | 90.00 |" in table.markdown
+    metrics = all_metrics_table(records, ["grid_finetune", "swa", "bomf"])
+    assert set(metrics.frame.loc[metrics.frame["method"] == "grid_finetune", "mark"]) == {""}
+    assert set(metrics.frame.loc[metrics.frame["method"] == "bomf", "mark"]) == {"best"}
+
+
+def test_outer_bo_table_compares_every_method_on_the_outer_loop_seeds_only():
+    records = [record("rte", method, seed, score + seed / 10) for seed in range(3)
+               for method, score in (("bomf", 0.60), ("swa", 0.58))]
+    records += [record("rte", "grid_finetune", 0, 0.62), record("rte", "hpbo_full", 0, 0.55)]
+    outer = outer_bo_table(records)
+    assert set(outer.frame["seeds"]) == {1}
+    assert cell(outer, "bomf", "rte")["mean"] == pytest.approx(60.0)
+    assert cell(outer, "grid_finetune", "rte")["mark"] == "best"
+    assert cell(outer, "bomf", "rte")["mark"] == "second"
+    assert "outer_seeds" in outer.markdown
 
 
 def test_ablation_and_outer_bo_tables_use_their_methods_and_labels():

@@ -16,6 +16,7 @@ import pandas as pd
 from .diagnostics import run_message, run_warnings
 from .io import write_csv, write_text
 from .metrics import REGRESSION_METRICS
+from .settings import OUTER_LOOP_BASELINES
 from .stats import bomf_comparisons
 
 METHOD_LABELS = {
@@ -65,8 +66,9 @@ METRIC_LABELS = {"accuracy": "Acc.", "f1": "F1", "mcc": "MCC", "pearson": "Pears
 MAIN_CAPTION = (
     "Test-split primary metric (×100) per method, mean ± sample std over seeds (no ± with one seed). "
     "Avg: the mean over tasks taken per seed, then summarised; shown only for a method with every task in "
-    "every seed. Bold: best, underlined: second best per column among non-oracle rows (equal shown values "
-    "share a place). Every selection step used only the validation split carved out of train. "
+    "every seed. Bold: best, underlined: second best per column among non-oracle rows run on all of that "
+    "column's seeds (equal shown values share a place; a method run on fewer seeds, such as an outer-loop "
+    "baseline limited to baselines.outer_seeds, is shown unmarked: its mean is over other runs). Every selection step used only the validation split carved out of train. "
     f"{METHOD_LABELS['oracle_subset']} picks its uniform subset of members on the test split itself: an "
     "upper bound, not a method, and never highlighted.")
 SIGNIFICANCE_CAPTION = (
@@ -90,8 +92,9 @@ OUTER_BO_CAPTION = (
     "Effect of the outer (stage-1) hyperparameter BO: test primary metric (×100), mean ± sample std over "
     "seeds. Grid: learning rate and batch size from a plain grid of full fine-tunes, best checkpoint, no BO. "
     "Full-model BO: stage-1 BO run on the full model instead of the proxy, then a fine-tune, best "
-    "checkpoint. Every other row uses the hyperparameters of stage-1 BO on the proxy. Avg as in Table 1; "
-    "bold: best, underlined: second best.")
+    "checkpoint. Every other row uses the hyperparameters of stage-1 BO on the proxy. Every row is over the "
+    "seeds the grid or full-model BO ran on (baselines.outer_seeds), so each column compares the same runs. "
+    "Avg as in Table 1; bold: best, underlined: second best.")
 SELECTION_CAPTION = (
     "Selection overfitting and the gap to the oracle. Validation − test: a method's validation primary "
     "metric minus its test primary metric (×100), mean ± sample std over seeds; every method chooses on the "
@@ -102,7 +105,7 @@ SELECTION_CAPTION = (
 ALL_METRICS_CAPTION = (
     "Every test metric of each task (×100) and the test loss, per method: mean ± sample std over seeds (the "
     "layout of the paper's SQuAD 2.0, SAMSum and E2E tables). Bold: best, underlined: second best per column "
-    "among non-oracle rows (loss: lowest). Loss: cross-entropy (classification; start/end positions for "
+    "among non-oracle rows run on all of the task's seeds (loss: lowest). Loss: cross-entropy (classification; start/end positions for "
     "extractive QA; per token of the reference for generation), MSE for regression. SAMSum and E2E from the "
     "local copies have no train split: train and validation are carved out of their validation (SAMSum) or "
     "dev (E2E) split, the official test split is the test set; SQuAD 2.0 from the local dev articles is "
@@ -222,6 +225,14 @@ def _marks(values: Mapping, decimals: int, lower_is_better: bool = False, places
     return {key: ("best", "second")[ranked.index(value)] for key, value in shown.items() if value in ranked}
 
 
+def _on_every_seed(seeds_of: Mapping[str, frozenset]) -> set[str]:
+    """The non-oracle methods run on every seed any of them ran on: only their means are comparable, so only
+    they are marked (a baseline run on one seed would otherwise rank against others' three-seed means)."""
+    methods = [m for m in seeds_of if m not in ORACLE_METHODS]
+    every = frozenset().union(*(seeds_of[m] for m in methods))
+    return {m for m in methods if seeds_of[m] == every}
+
+
 # ------------------------------------------------------------------------------------------------- records
 
 def _summary(values: Iterable[float]) -> tuple[float, float, int]:
@@ -287,18 +298,22 @@ def _leaderboard(records: Sequence[dict], methods: Sequence[str], labels: Mappin
         metric_of = scores.groupby("task")["metric"].first()
         present = [m for m in _row_order(methods) if m in set(scores["method"])]
         summaries: dict[tuple[str, str], tuple[float, float, int]] = {}
+        seeds_of: dict[tuple[str, str], frozenset] = {}
         for method in present:
             ours = scores[scores["method"] == method]
             per_seed = ours.pivot(index="seed", columns="task", values="test_score")
             for task in per_seed.columns:
                 summaries[method, task] = _summary(per_seed[task].dropna())
+                seeds_of[method, task] = frozenset(per_seed[task].dropna().index)
             # Averaged over tasks per seed, so the spread is of the seed-level average.
             if set(per_seed.columns) == set(tasks) and not per_seed.isna().any(axis=None):
                 summaries[method, "avg"] = _summary(per_seed.mean(axis=1))
+                seeds_of[method, "avg"] = frozenset(per_seed.index)
         columns = [*tasks, "avg"]
-        marks = {column: _marks({m: summaries[m, column][0] for m in present
-                                 if m not in ORACLE_METHODS and (m, column) in summaries}, decimals=2)
-                 for column in columns}
+        marks = {}
+        for column in columns:
+            ranked = _on_every_seed({m: seeds for (m, c), seeds in seeds_of.items() if c == column})
+            marks[column] = _marks({m: summaries[m, column][0] for m in ranked}, decimals=2)
         rows = []
         for method in present:
             cells = []
@@ -373,7 +388,11 @@ def ablation_table(records: Sequence[dict]) -> Table:
 
 
 def outer_bo_table(records: Sequence[dict]) -> Table:
-    """Table 4: hyperparameters from a grid or from full-model BO vs every method on proxy-BO hyperparameters."""
+    """Table 4: hyperparameters from a grid or from full-model BO vs every method on proxy-BO hyperparameters,
+    all on the runs the outer-loop baselines have (they usually run on fewer seeds than the rest)."""
+    outer_runs = {(r["model"], r["task"], r["seed"]) for r in records if r["method"] in OUTER_LOOP_BASELINES}
+    if outer_runs:
+        records = [r for r in records if (r["model"], r["task"], r["seed"]) in outer_runs]
     return _leaderboard(records, OUTER_BO_METHODS, METHOD_LABELS, OUTER_BO_CAPTION, "tab:bomf-outer-bo")
 
 
@@ -392,8 +411,8 @@ def all_metrics_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
         columns = {**{m: (100.0, 2, False) for m in metrics}, "loss": (1.0, 3, True)}
         summaries = {(method, column): _summary(scale * r["test"][column] for r in ours if r["method"] == method)
                      for method in present for column, (scale, _, _) in columns.items()}
-        marks = {column: _marks({m: summaries[m, column][0] for m in present if m not in ORACLE_METHODS},
-                                decimals, lower_is_better=lower)
+        ranked = _on_every_seed({m: frozenset(r["seed"] for r in ours if r["method"] == m) for m in present})
+        marks = {column: _marks({m: summaries[m, column][0] for m in ranked}, decimals, lower_is_better=lower)
                  for column, (_, decimals, lower) in columns.items()}
         rows = []
         for method in present:
