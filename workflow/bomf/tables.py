@@ -68,7 +68,8 @@ MAIN_CAPTION = (
     "Avg: the mean over tasks taken per seed, then summarised; shown only for a method with every task in "
     "every seed. Bold: best, underlined: second best per column among non-oracle rows run on all of that "
     "column's seeds (equal shown values share a place; a method run on fewer seeds, such as an outer-loop "
-    "baseline limited to baselines.outer_seeds, is shown unmarked: its mean is over other runs). Every selection step used only the validation split carved out of train. "
+    "baseline limited to baselines.outer_seeds, is shown unmarked: its mean is over other runs). Every "
+    "selection step used only the validation split carved out of train. "
     f"{METHOD_LABELS['oracle_subset']} picks its uniform subset of members on the test split itself: an "
     "upper bound, not a method, and never highlighted.")
 SIGNIFICANCE_CAPTION = (
@@ -105,9 +106,10 @@ SELECTION_CAPTION = (
 ALL_METRICS_CAPTION = (
     "Every test metric of each task (×100) and the test loss, per method: mean ± sample std over seeds (the "
     "layout of the paper's SQuAD 2.0, SAMSum and E2E tables). Bold: best, underlined: second best per column "
-    "among non-oracle rows run on all of the task's seeds (loss: lowest). Loss: cross-entropy (classification; start/end positions for "
-    "extractive QA; per token of the reference for generation), MSE for regression. SAMSum and E2E from the "
-    "local copies have no train split: train and validation are carved out of their validation (SAMSum) or "
+    "among non-oracle rows run on all of the task's seeds (loss: lowest). Loss: cross-entropy "
+    "(classification; start/end positions for extractive QA; per token of the reference for generation), MSE "
+    "for regression. SAMSum and E2E from the local copies have no train split: train and validation are "
+    "carved out of their validation (SAMSum) or "
     "dev (E2E) split, the official test split is the test set; SQuAD 2.0 from the local dev articles is "
     "split by article into train, validation and test (see each task's results/data/<task>/split.json).")
 
