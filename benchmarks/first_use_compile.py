@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/first_use_compile.py
 Each step is a fresh process with TORCH_EXTENSIONS_DIR pointed at a new temporary directory, so the
 machine's own cache (~/.cache/torch_extensions) is neither used nor touched:
   import      - ``import botorch.acquisition.multi_objective.logei`` alone (the baseline every BO job pays)
-  cold build  - ``python -m bomf.warmup`` on the empty cache: import + compile
+  cold build  - ``python -m bomf.fuse.warmup`` on the empty cache: import + compile
   warm load   - the same again: import + load of the cached library
 Compile cost = cold build - import.
 """
@@ -32,8 +32,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCH_EXTENSIONS_DIR": cache}
         imported, _ = timed(["-c", IMPORT], env)
-        cold, cold_out = timed(["-m", "bomf.warmup"], env)
-        warm, warm_out = timed(["-m", "bomf.warmup"], env)
+        cold, cold_out = timed(["-m", "bomf.fuse.warmup"], env)
+        warm, warm_out = timed(["-m", "bomf.fuse.warmup"], env)
     print(f"{'step':<12}{'process wall s':>16}")
     print(f"{'import':<12}{imported:>16.1f}")
     print(f"{'cold build':<12}{cold:>16.1f}   {cold_out}")

@@ -1,7 +1,7 @@
 """Stage 1's proxy against the full model: trial time, and whether the proxy ranks hyperparameters the same.
 
 At each hyperparameter point (learning rates log-spaced over [--lr-low, --lr-high] × batch sizes) a
-stage-1 trial (``bomf.hpo.run_trial``: seeded model, ``fine_tune``, validation every epoch, score = best
+stage-1 trial (``bomf.train.hpo.run_trial``: seeded model, ``fine_tune``, validation every epoch, score = best
 validation accuracy) is run twice on the real all-MiniLM-L6-v2 and SST-2: with the proxy (config.yaml's
 minilm entry: lowest ``proxy_frozen_layers`` = 3 of 6 layers frozen; embeddings, upper layers and head
 train) and with the full model; the optim section is config.yaml's too. Proxy and full trials alternate,
@@ -25,12 +25,12 @@ import torch
 import yaml
 from scipy.stats import spearmanr
 
-from bomf.data import make_splits
-from bomf.hpo import run_trial
-from bomf.models import load_tokenizer
-from bomf.readers import read_glue_tsv
-from bomf.sequence import SequenceData
-from bomf.tasks import GLUE_TASKS
+from bomf.tasks.data import make_splits
+from bomf.train.hpo import run_trial
+from bomf.tasks.models import load_tokenizer
+from bomf.tasks.readers import read_glue_tsv
+from bomf.tasks.sequence import SequenceData
+from bomf.tasks.registry import GLUE_TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = REPO.parent / "shared" / "data" / "glue"

@@ -1,4 +1,4 @@
-"""Sample efficiency of stage 3: qLogNEHVI (bomf.mobo.run_mobo, pipeline defaults) against random
+"""Sample efficiency of stage 3: qLogNEHVI (bomf.fuse.mobo.run_mobo, pipeline defaults) against random
 Dirichlet(1) search on the same 15 synthetic members and conflicting objectives (bo_overhead.Conflicting).
 
 Run: .venv/bin/python benchmarks/sample_efficiency.py [--seeds 3] [--evaluations 45]
@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bo_overhead import MEMBERS, Conflicting
-from bomf import mobo
+from bomf.fuse import mobo
 
 warnings.filterwarnings("ignore")
 CONFIG = {"acquisition": "qLogNEHVI", "initial_points": MEMBERS, "selection": "best_metric",

@@ -4,7 +4,7 @@ Both sides fine-tune the real all-MiniLM-L6-v2 SST-2 classifier (same seed, so t
 SST-2 subsample, with the same batch size, epochs, AdamW settings (config.yaml's optim section: weight
 decay 0.1 off biases and LayerNorm weights, eps 1e-6, betas (0.9, 0.98), linear schedule with 20 % warmup,
 no gradient clipping), dynamic padding of each batch to its own longest example, fp32 on CPU, and no
-evaluation, checkpointing or logging during training. Ours is ``bomf.training.fine_tune``; theirs is
+evaluation, checkpointing or logging during training. Ours is ``bomf.train.training.fine_tune``; theirs is
 ``Trainer.train`` with ``DataCollatorWithPadding``.
 
 Each side runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own; sides alternate
@@ -48,8 +48,8 @@ def peak_rss_bytes() -> int:
 def load_data(args):
     import random
 
-    from bomf.readers import read_glue_tsv
-    from bomf.tasks import GLUE_TASKS
+    from bomf.tasks.readers import read_glue_tsv
+    from bomf.tasks.registry import GLUE_TASKS
 
     task = GLUE_TASKS["sst2"]
     examples = read_glue_tsv(task, args.glue_dir / "SST-2" / "train.tsv")
@@ -60,8 +60,8 @@ def run_side(args) -> dict:
     """One side in this process: load, train, measure."""
     import torch
 
-    from bomf.models import load_tokenizer
-    from bomf.sequence import load_classifier
+    from bomf.tasks.models import load_tokenizer
+    from bomf.tasks.sequence import load_classifier
     from bomf.runtime import seed_everything
 
     if args.threads:
@@ -74,8 +74,8 @@ def run_side(args) -> dict:
     model.register_forward_pre_hook(lambda module, a, kw: tokens.append(kw["input_ids"].numel()), with_kwargs=True)
     if args.side == "ours":
         from bomf.settings import OptimConfig, hyperparameters
-        from bomf.sequence import SequenceData
-        from bomf.training import fine_tune
+        from bomf.tasks.sequence import SequenceData
+        from bomf.train.training import fine_tune
 
         train = SequenceData(examples, tokenizer, args.max_length, task)
         hp = hyperparameters(OPTIM, {"learning_rate": args.learning_rate, "batch_size": args.batch_size})
@@ -154,7 +154,7 @@ def main() -> None:
           f"{threads} torch threads, {args.repeats} runs per side in ABBA order (median)")
     print(f"{'side':<26} {'s (runs)':>30} {'examples/s':>11} {'padded tok':>11} {'tok/s':>7} {'peak RSS MiB':>13} "
           f"{'+ in training':>14}")
-    for name, row in (("bomf.training.fine_tune", ours), ("transformers.Trainer", theirs)):
+    for name, row in (("bomf.train.training.fine_tune", ours), ("transformers.Trainer", theirs)):
         runs_text = f"{row['seconds']:.2f} ({', '.join(map(str, row['all']))})"
         print(f"{name:<26} {runs_text:>30} {row['throughput']:>11.1f} {row['tokens']:>11,} {row['tokens_per_s']:>7.0f} "
               f"{row['peak'] / 2**20:>13.0f} "

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from bomf.baselines import best_run, candidate_subsets, grid_points, oracle_subset, train_keeping_best
-from bomf.fusion import FusionObjective, MemberStack, uniform
+from bomf.fuse.baselines import best_run, candidate_subsets, grid_points, oracle_subset, train_keeping_best
+from bomf.fuse.fusion import FusionObjective, MemberStack, uniform
 from bomf.metrics import ranking_key
-from bomf.models import load_tokenizer
-from bomf.readers import read_glue_tsv
-from bomf.sequence import SequenceData, load_classifier
-from bomf.tasks import GLUE_TASKS
+from bomf.tasks.models import load_tokenizer
+from bomf.tasks.readers import read_glue_tsv
+from bomf.tasks.sequence import SequenceData, load_classifier
+from bomf.tasks.registry import GLUE_TASKS
 from conftest import GLUE_DIR
 
 RTE = GLUE_TASKS["rte"]

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from conftest import REPO, fill_data_placeholders
 
-from bomf.config import ConfigError, validate_config
-from bomf.settings import job_settings, run_methods
+from bomf.config import ConfigError, job_settings, validate_config
+from bomf.settings import run_methods
 
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SHIPPED_CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "tests" / "configs").glob("*.yaml"))

@@ -1,8 +1,8 @@
 """A run that learned nothing says so: in the job's output, summary.csv and the main table's caption."""
 
-from bomf.diagnostics import (HINT, constant_predictions, identical_members_message, run_message, run_warnings,
+from bomf.report.diagnostics import (HINT, constant_predictions, identical_members_message, run_message, run_warnings,
                               tied_trials_message)
-from bomf.tables import main_table, run_summary
+from bomf.report.tables import main_table, run_summary
 
 
 def record(method, predictions, labels, score, task="mrpc", seed=0):

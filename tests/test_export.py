@@ -2,7 +2,7 @@
 
 import pytest
 
-from bomf.export import last_command, model_card
+from bomf.report.export import last_command, model_card
 from bomf.io import write_json
 from bomf.records import SelectedModel
 

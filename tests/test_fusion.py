@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from bomf.fusion import (METHODS, FusionContext, FusionObjective, FusionResult, MemberStack, check_simplex,
+from bomf.fuse.fusion import (METHODS, FusionContext, FusionObjective, FusionResult, MemberStack, check_simplex,
                          one_hot)
 from bomf.metrics import ranking_key
-from bomf.mobo import sobol_simplex, weight_columns
-from bomf.sequence import load_classifier
-from bomf.tasks import GLUE_TASKS
+from bomf.fuse.mobo import sobol_simplex, weight_columns
+from bomf.tasks.sequence import load_classifier
+from bomf.tasks.registry import GLUE_TASKS
 
 RTE = GLUE_TASKS["rte"]
 CPU = torch.device("cpu")
@@ -371,7 +371,7 @@ def test_single_objective_bo_chooses_by_its_one_objective(objective, method, sea
 def test_a_methods_search_cost_leaves_out_the_members(objective, method, searched):
     """weights.json's ``evaluations``: the objective calls a method made beyond scoring the members (which
     every method shares), i.e. the fused models its search evaluated."""
-    from bomf.journal import JournaledObjective
+    from bomf.fuse.journal import JournaledObjective
 
     journaled = JournaledObjective(objective)
     context = FusionContext(journaled, {**BO_CONFIG, "learned_soup_epochs": 1, "learned_soup_lr": 0.05}, seed=0)

@@ -10,10 +10,10 @@ import pytest
 import sacrebleu
 import torch
 
-from bomf.generation import IGNORE, GenerationData, _first_line
-from bomf.readers import read_e2e_csv, read_samsum
-from bomf.tasks import DataError
-from bomf.text_metrics import EXAMPLE_METRICS
+from bomf.tasks.generation import IGNORE, GenerationData, _first_line
+from bomf.tasks.readers import read_e2e_csv, read_samsum
+from bomf.tasks.registry import DataError
+from bomf.tasks.text_metrics import EXAMPLE_METRICS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAMSUM_DIR, E2E_DIR = DATA / "samsum", DATA / "e2e"

@@ -14,7 +14,7 @@ from conftest import TINY_CONFIG, TINY_GENERATION_CONFIG, tiny_config
 from safetensors.torch import load_file, save_file
 from test_pipeline import FIGURES, TABLES, snakemake
 
-from bomf.checkpoints import CheckpointError, find_checkpoints
+from bomf.train.checkpoints import CheckpointError, find_checkpoints
 from bomf.config import ConfigError, validate_config
 from bomf.io import read_jsonl
 
@@ -201,8 +201,8 @@ def test_end_to_end_trainer_checkpoints(tmp_path, tiny_model_dir, mrpc_trainer_r
     tables, figures and an exported model that scores its recorded test metrics."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from bomf.sequence import SequenceData
-    from bomf.tasks import GLUE_TASKS
+    from bomf.tasks.sequence import SequenceData
+    from bomf.tasks.registry import GLUE_TASKS
 
     fusion = ["bomf", "swa", "best_member", "ema", "task_arithmetic"]
     config = imported_config(tiny_model_dir, [str(mrpc_trainer_run / "trainer/checkpoint-*")],
@@ -246,8 +246,8 @@ def test_peft_adapters_become_members_and_ship(tmp_path, tiny_llama_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bomf import pipeline
-    from bomf.generation import GenerationData
-    from bomf.tasks import get_task
+    from bomf.tasks.generation import GenerationData
+    from bomf.tasks.registry import get_task
 
     config = tiny_config(tiny_llama_dir, TINY_GENERATION_CONFIG, tasks=["e2e"])
     data = prepared_data(tmp_path, config, "e2e")

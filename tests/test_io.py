@@ -35,7 +35,7 @@ def test_a_failed_write_leaves_nothing(tmp_path):
 def test_publish_keeps_small_records_and_merges_command_logs(tmp_path):
     """Runs made in two checkouts published into one directory: both keep their commands, in time order; weights
     stay behind."""
-    from bomf.publish import publish
+    from bomf.report.publish import publish
 
     for name, lines in (("a", ["2026-01-01T00:00:00Z\tc1\tsnakemake x", "2026-01-03T00:00:00Z\tc2\tsnakemake a"]),
                         ("b", ["2026-01-01T00:00:00Z\tc1\tsnakemake x", "2026-01-02T00:00:00Z\tc2\tsnakemake b"])):
@@ -54,7 +54,7 @@ def test_publish_keeps_small_records_and_merges_command_logs(tmp_path):
 
 def test_publish_keeps_to_the_finished_runs(tmp_path):
     """--run: a finished run's records, benchmarks, figures and data record, while another run is still going."""
-    from bomf.publish import publish
+    from bomf.report.publish import publish
 
     source = tmp_path / "results"
     files = ["sst2/minilm/seed0/summary.csv", "benchmarks/sst2/minilm/seed0/finetune.tsv", "benchmarks/data/sst2.tsv",

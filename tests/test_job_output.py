@@ -14,7 +14,7 @@ def run_job(tmp_path, body: str) -> subprocess.CompletedProcess:
         sys.path.insert(0, {str(REPO / 'workflow')!r})
         from types import SimpleNamespace
         from bomf.runtime import job, tell_user
-        from bomf.tasks import DataError
+        from bomf.tasks.registry import DataError
         with job(SimpleNamespace(log=[{str(tmp_path / 'job.log')!r}], threads=1)):
     """) + textwrap.indent(textwrap.dedent(body), "    ")
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

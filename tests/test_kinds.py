@@ -8,35 +8,60 @@ import pytest
 import yaml
 from conftest import REPO
 
-from bomf.kinds import KINDS, kind_of
-from bomf.splits import SplitData
-from bomf.tasks import BUILTIN_TASKS
+from bomf.tasks.kinds import KINDS, kind_of
+from bomf.tasks.splits import SplitData
+from bomf.tasks.registry import BUILTIN_TASKS
 
 PACKAGE = REPO / "workflow" / "bomf"
 
 
+# The method's order: a sub-package imports only itself, those before it, and the top-level leaves.
+LAYERS = ("tasks", "train", "fuse", "report")
+# The top-level modules that drive the sub-packages (the jobs, the config check): nothing of bomf imports them.
+ROOTS = {"pipeline", "config"}
+
+
+def _module(path: Path) -> str:
+    """A module's dotted name below bomf (a package's __init__: the package)."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module(path): path for path in PACKAGE.rglob("*.py")}
+PACKAGES = {_module(path) for path in PACKAGE.rglob("__init__.py")} - {""}
+
+
 def _imports(path: Path) -> set[str]:
     """The bomf modules a module imports anywhere in it (function-level imports included)."""
+    package = _module(path).split(".")[:-1] if path.name != "__init__.py" else _module(path).split(".")
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:  # from .x import y
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import x, y
-                found.update(alias.name for alias in node.names)
-            elif node.module and node.module.split(".")[0] == "bomf" and "." in node.module:
-                found.add(node.module.split(".")[1])
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:  # from .x import y, from ..x import y, from . import x
+            base = package[:len(package) - (node.level - 1)]
+            target = ".".join([*base, *node.module.split(".")]) if node.module else ".".join(base)
+        elif node.module and node.module.split(".")[0] == "bomf" and "." in node.module:
+            target = node.module.partition(".")[2]
+        else:
+            continue
+        if target in PACKAGES or not target:  # from .fuse import baselines: the module baselines
+            found.update(f"{target}.{alias.name}".lstrip(".") for alias in node.names)
+        else:
+            found.add(target)
     return found
 
 
+GRAPH = {module: _imports(path) for module, path in MODULES.items()}
+
+
 def test_the_package_has_no_import_cycle():
-    graph = {path.stem: _imports(path) for path in PACKAGE.glob("*.py")}
-    assert all(target in graph for targets in graph.values() for target in targets)
+    assert all(target in GRAPH for targets in GRAPH.values() for target in targets)
     state: dict[str, str] = {}
 
     def visit(module: str, trail: list[str]) -> None:
         state[module] = "open"
-        for target in sorted(graph[module]):
+        for target in sorted(GRAPH[module]):
             if state.get(target) == "open":
                 cycle = trail[trail.index(target):] + [target]
                 pytest.fail(f"import cycle: {' -> '.join(cycle)}")
@@ -44,14 +69,34 @@ def test_the_package_has_no_import_cycle():
                 visit(target, [*trail, target])
         state[module] = "done"
 
-    for module in sorted(graph):
+    for module in sorted(GRAPH):
         if module not in state:
             visit(module, [module])
 
 
+def _layer(module: str) -> int | None:
+    """The module's place in LAYERS (None: a top-level module)."""
+    package = module.split(".")[0]
+    return LAYERS.index(package) if "." in module or package in LAYERS else None
+
+
+def test_the_sub_packages_import_only_downwards():
+    assert set(LAYERS) == PACKAGES
+    wrong = []
+    for module, targets in GRAPH.items():
+        for target in targets:
+            if target in ROOTS and module not in ROOTS:
+                wrong.append(f"{module} imports {target}, which drives the package")
+            elif _layer(module) is None and module not in ROOTS and _layer(target) is not None:
+                wrong.append(f"the top-level leaf {module} imports {target}")
+            elif _layer(module) is not None and _layer(target) is not None and _layer(target) > _layer(module):
+                wrong.append(f"{module} imports {target}, a later stage")
+    assert not wrong, wrong
+
+
 def test_leaf_modules_import_nothing_of_bomf():
-    assert _imports(PACKAGE / "tasks.py") == set()
-    assert _imports(PACKAGE / "readers.py") == {"tasks"}
+    assert GRAPH["tasks.registry"] == set()
+    assert GRAPH["tasks.readers"] == {"tasks.registry"}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_TASKS))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bomf.metrics import METRICS, REGRESSION_METRICS, ROW_METRICS, compute_metrics, ranking_key
-from bomf.tasks import GLUE_TASKS
+from bomf.tasks.registry import GLUE_TASKS
 
 # predictions / labels: TP = 2 (rows 0, 3), TN = 1 (row 1), FP = 1 (row 2), FN = 1 (row 4)
 PRED = np.array([1, 0, 1, 1, 0])

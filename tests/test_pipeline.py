@@ -13,8 +13,8 @@ import yaml
 from conftest import REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, write_tiny_config
 
 from bomf.layout import TABLE_NAMES
-from bomf.mobo import weight_columns
-from bomf.publish import REBUILD_RULES, publish
+from bomf.fuse.mobo import weight_columns
+from bomf.report.publish import REBUILD_RULES, publish
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
@@ -215,8 +215,8 @@ def check_export(workdir: Path, task: str, method: str) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from bomf.io import read_jsonl
-    from bomf.sequence import SequenceData
-    from bomf.tasks import GLUE_TASKS
+    from bomf.tasks.sequence import SequenceData
+    from bomf.tasks.registry import GLUE_TASKS
 
     run, export = workdir / "results" / task / "tiny/seed0", workdir / "results/export" / task / "tiny/seed0" / method
     test = json.loads((run / "test" / f"{method}.json").read_text())
@@ -346,8 +346,8 @@ def check_lora_export(workdir: Path, task: str, base_dir: Path, test: dict) -> N
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bomf.io import read_jsonl
-    from bomf.kinds import kind_of
-    from bomf.tasks import get_task
+    from bomf.tasks.kinds import kind_of
+    from bomf.tasks.registry import get_task
 
     export = workdir / "results/export" / task / "tiny/seed0/bomf"
     settings = yaml.safe_load((workdir / "config.yaml").read_text())

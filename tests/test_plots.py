@@ -12,10 +12,10 @@ from matplotlib.collections import PathCollection
 from matplotlib.contour import ContourSet
 from matplotlib.patches import Polygon, Rectangle
 
-from bomf import plots
-from bomf.landscape import grid_points
-from bomf.mobo import weight_columns
-from bomf.plots import (alignment_figure, correlation_figure, error_label, landscape_figure, pareto_figure,
+from bomf.report import plots
+from bomf.fuse.landscape import grid_points
+from bomf.fuse.mobo import weight_columns
+from bomf.report.plots import (alignment_figure, correlation_figure, error_label, landscape_figure, pareto_figure,
                         run_title)
 
 TITLE = run_title("rte", "tiny", 0)

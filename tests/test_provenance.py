@@ -2,7 +2,7 @@
 
 import subprocess
 
-from bomf.provenance import log_command, provenance
+from bomf.report.provenance import log_command, provenance
 from conftest import REPO
 
 
@@ -26,7 +26,7 @@ def test_the_commit_is_the_codes_whatever_the_working_directory(tmp_path, monkey
 
 def test_only_changed_code_makes_the_commit_dirty(tmp_path, monkeypatch):
     """A run writes into the committed results/cpu/ records while it runs: that is not a code change."""
-    import bomf.provenance
+    import bomf.report.provenance
 
     def git(*args):
         return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,
@@ -41,7 +41,7 @@ def test_only_changed_code_makes_the_commit_dirty(tmp_path, monkeypatch):
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "code and records")
     head = git("rev-parse", "HEAD")
-    monkeypatch.setattr(bomf.provenance, "CODE_DIR", code)
+    monkeypatch.setattr(bomf.report.provenance, "CODE_DIR", code)
 
     (tmp_path / "results" / "cpu" / "commands.log").write_text("first\nsecond\n")
     assert provenance({})["commit"] == head
@@ -50,9 +50,9 @@ def test_only_changed_code_makes_the_commit_dirty(tmp_path, monkeypatch):
 
 
 def test_code_outside_git_has_an_unknown_commit(tmp_path, monkeypatch):
-    import bomf.provenance
+    import bomf.report.provenance
 
-    monkeypatch.setattr(bomf.provenance, "CODE_DIR", tmp_path)
+    monkeypatch.setattr(bomf.report.provenance, "CODE_DIR", tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert provenance({})["commit"] is None
     log_command(tmp_path / "commands.log", ["snakemake", "all"])

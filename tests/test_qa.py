@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bomf.models import load_tokenizer
+from bomf.tasks.models import load_tokenizer
 from bomf.sources import resolve_model_source
-from bomf.qa import QAData
-from bomf.readers import read_squad_json
-from bomf.tasks import DataError
-from bomf.text_metrics import EXAMPLE_METRICS, normalize_answer
+from bomf.tasks.qa import QAData
+from bomf.tasks.readers import read_squad_json
+from bomf.tasks.registry import DataError
+from bomf.tasks.text_metrics import EXAMPLE_METRICS, normalize_answer
 
 DEV_PART = Path(__file__).resolve().parents[1].parent / "shared/data/squad_v2/dev_part.json"
 CPU = torch.device("cpu")

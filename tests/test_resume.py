@@ -20,16 +20,16 @@ import pandas as pd
 import pytest
 import torch
 
-import bomf.members
-import bomf.mobo
+import bomf.train.members
+import bomf.fuse.mobo
 from bomf.io import read_json
-from bomf.members import StaleStateError, member_path, run_finetune
-from bomf.journal import JournaledObjective
-from bomf.mobo import run_mobo
-from bomf.models import load_tokenizer
-from bomf.readers import read_glue_tsv
-from bomf.sequence import SequenceData
-from bomf.tasks import GLUE_TASKS
+from bomf.train.members import StaleStateError, member_path, run_finetune
+from bomf.fuse.journal import JournaledObjective
+from bomf.fuse.mobo import run_mobo
+from bomf.tasks.models import load_tokenizer
+from bomf.tasks.readers import read_glue_tsv
+from bomf.tasks.sequence import SequenceData
+from bomf.tasks.registry import GLUE_TASKS
 from bomf.settings import Hyperparameters
 from conftest import GLUE_DIR, write_tiny_config
 from test_pipeline import SNAKEMAKE
@@ -67,7 +67,7 @@ def finetune(source, rte, out_dir: Path, config: dict, hp=HP) -> pd.DataFrame:
 
 def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, monkeypatch, hp=HP) -> dict:
     """A fine-tune stopped right after its ``states``-th resumable state; returns that state's JSON."""
-    write, written = bomf.members.write_training_state, []
+    write, written = bomf.train.members.write_training_state, []
 
     def write_then_stop(*args):
         write(*args)
@@ -76,7 +76,7 @@ def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, 
             raise Interrupted
 
     with monkeypatch.context() as patch:
-        patch.setattr(bomf.members, "write_training_state", write_then_stop)
+        patch.setattr(bomf.train.members, "write_training_state", write_then_stop)
         with pytest.raises(Interrupted):
             finetune(source, rte, out_dir, config, hp)
     assert not (out_dir / "members.json").exists()
@@ -118,7 +118,7 @@ def test_resumed_finetune_is_bit_identical(tiny_model_dir, rte, tmp_path, monkey
     assert manifest == expected_manifest  # the same member checksums: bit-identical members
     assert trajectory == expected_trajectory
     assert not staging.exists()
-    assert all(bomf.members.sha256(out_dir / name) == digest for name, digest in manifest["members"].items())
+    assert all(bomf.train.members.sha256(out_dir / name) == digest for name, digest in manifest["members"].items())
 
 
 def flip_a_byte(path: Path) -> None:
@@ -161,7 +161,7 @@ def test_state_of_another_run_raises_when_read(tiny_model_dir, rte, tmp_path, mo
     interrupted_finetune(tiny_model_dir, rte, out_dir, finetune_config(), 1, monkeypatch)
     identity = read_json(out_dir.with_suffix(".resume") / "state.json")["identity"]
     with pytest.raises(StaleStateError, match="different seed"):
-        bomf.members.read_training_state(out_dir.with_suffix(".resume"), {**identity, "seed": 1})
+        bomf.train.members.read_training_state(out_dir.with_suffix(".resume"), {**identity, "seed": 1})
 
 
 @pytest.mark.parametrize("method", ["swa", "bomf"])
@@ -255,14 +255,14 @@ def uninterrupted_search():
 def test_resumed_search_replays_its_journal(tmp_path, monkeypatch, capsys, uninterrupted_search, done):
     """``done`` evaluations (2 Sobol points, then BO) are journaled before the kill; the rerun replays them,
     proposes only the remaining BO points and evaluates only those."""
-    journal = tmp_path / "bomf.journal.jsonl"
+    journal = tmp_path / "bomf.fuse.journal.jsonl"
     with pytest.raises(Interrupted):
         search(journal, Synthetic(stop_after=done))
     assert len(journal.read_text().splitlines()) == 1 + done
 
     proposals = []
-    propose = bomf.mobo.propose
-    monkeypatch.setattr(bomf.mobo, "propose", lambda *args: proposals.append(args) or propose(*args))
+    propose = bomf.fuse.mobo.propose
+    monkeypatch.setattr(bomf.fuse.mobo, "propose", lambda *args: proposals.append(args) or propose(*args))
     objective = Synthetic()
     resumed = JournaledObjective(objective, journal, IDENTITY)
     history, _ = run_mobo(resumed, MEMBER_SCORES, SEARCH, 0)
@@ -282,7 +282,7 @@ def test_resumed_search_replays_its_journal(tmp_path, monkeypatch, capsys, unint
 def test_stale_journal_is_dropped(tmp_path, capsys, uninterrupted_search):
     """A journal whose weights are not those asked for (here: another seed's Sobol points) is dropped from
     the first mismatch on, and its file rewritten; every point is evaluated."""
-    journal = tmp_path / "bomf.journal.jsonl"
+    journal = tmp_path / "bomf.fuse.journal.jsonl"
     with pytest.raises(Interrupted):
         search(journal, Synthetic(stop_after=3), seed=1)
     capsys.readouterr()
@@ -295,7 +295,7 @@ def test_stale_journal_is_dropped(tmp_path, capsys, uninterrupted_search):
 
 
 def test_journal_of_other_inputs_and_torn_lines(tmp_path, capsys):
-    journal = tmp_path / "bomf.journal.jsonl"
+    journal = tmp_path / "bomf.fuse.journal.jsonl"
     with pytest.raises(Interrupted):
         search(journal, Synthetic(stop_after=3))
     lines = journal.read_text().splitlines(keepends=True)
@@ -389,7 +389,7 @@ def kill_job_when(process: subprocess.Popen, workdir: Path, script: str, ready, 
 
 
 def journal_lines(workdir: Path) -> int:
-    journal = workdir / RUN / "fusion/bomf.journal.jsonl"
+    journal = workdir / RUN / "fusion/bomf.fuse.journal.jsonl"
     return journal.read_text().count("\n") if journal.is_file() else 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from bomf.members import STATE_FILE
+from bomf.train.members import STATE_FILE
 from conftest import REPO, write_tiny_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bomf.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
-from bomf.costs import cost_table, read_benchmarks
-from bomf.tables import (METHOD_LABELS, Table, ablation_table, all_metrics_table, discrepancy_table, latex_escape,
+from bomf.report.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
+from bomf.report.costs import cost_table, read_benchmarks
+from bomf.report.tables import (METHOD_LABELS, Table, ablation_table, all_metrics_table, discrepancy_table, latex_escape,
                          main_table, outer_bo_table, selection_table)
 
 LABELS = np.array([0, 1] * 20)

@@ -8,16 +8,18 @@ import pytest
 import torch
 from conftest import DATA_PLACEHOLDERS, smollm2_gguf
 
-from bomf import pipeline, tables
-from bomf.data import prepare_task_data
-from bomf.fusion import MemberStack
-from bomf.generation import GenerationData
+from bomf import pipeline
+
+from bomf.report import tables
+from bomf.tasks.data import prepare_task_data
+from bomf.fuse.fusion import MemberStack
+from bomf.tasks.generation import GenerationData
 from bomf.io import read_jsonl
-from bomf.kinds import kind_of
-from bomf.models import load_member_state, load_tokenizer, member_state, save_model
-from bomf.stats import bomf_comparisons
-from bomf.tasks import TEXT_TASKS, DataError
-from bomf.text_metrics import EXAMPLE_METRICS
+from bomf.tasks.kinds import kind_of
+from bomf.tasks.models import load_member_state, load_tokenizer, member_state, save_model
+from bomf.report.stats import bomf_comparisons
+from bomf.tasks.registry import TEXT_TASKS, DataError
+from bomf.tasks.text_metrics import EXAMPLE_METRICS
 
 CPU = torch.device("cpu")
 LOCAL = {"squad_v2_file": str(DATA_PLACEHOLDERS["SQUAD_FILE"]), "samsum_dir": str(DATA_PLACEHOLDERS["SAMSUM_DIR"]),

@@ -8,15 +8,15 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from bomf.io import read_json, write_json
-from bomf.members import (MemberIntegrityError, load_members, load_stored, member_path, run_finetune, save_member,
+from bomf.train.members import (MemberIntegrityError, load_members, load_stored, member_path, run_finetune, save_member,
                           sha256)
-from bomf.models import encoder_layers, freeze_lower_layers, load_tokenizer, trainable_fraction
-from bomf.readers import read_glue_tsv
-from bomf.sequence import SequenceData, load_classifier
+from bomf.tasks.models import encoder_layers, freeze_lower_layers, load_tokenizer, trainable_fraction
+from bomf.tasks.readers import read_glue_tsv
+from bomf.tasks.sequence import SequenceData, load_classifier
 from bomf.runtime import seed_everything
 from bomf.settings import Hyperparameters, OptimConfig, hyperparameters, member_steps
-from bomf.tasks import GLUE_TASKS
-from bomf.training import _accumulate_gradients, fine_tune, warmup_schedule
+from bomf.tasks.registry import GLUE_TASKS
+from bomf.train.training import _accumulate_gradients, fine_tune, warmup_schedule
 from conftest import GLUE_DIR
 
 RTE, STSB = GLUE_TASKS["rte"], GLUE_TASKS["stsb"]

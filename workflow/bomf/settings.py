@@ -84,41 +84,6 @@ def run_methods(config: dict, run) -> list[str]:
     return methods
 
 
-def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
-    """The part of the config one job reads, handed to it through ``params:``: Snakemake reruns a job whose
-    params changed, so editing a value reruns exactly the jobs that read it.
-
-    ``keys`` are sections (``"finetune"``) or single values (``"optim.eval_batch_size"``). A job with a task
-    wildcard also gets the task's custom_tasks entry (if it is one) and its kind's section (qa, generation);
-    one with a model wildcard gets the model's catalog entry (an imported run's: its base's, and its
-    imported_runs entry) and output_dir (a GGUF model's converted copy lies there)."""
-    from .kinds import kind_of
-    from .tasks import get_task
-
-    settings: dict = {}
-    for key in keys:
-        section, _, name = key.partition(".")
-        if name:
-            settings.setdefault(section, {})[name] = config[section][name]
-        else:
-            settings[section] = config[section]
-    task = wildcards.get("task")
-    if task is not None:
-        custom = config["custom_tasks"]
-        settings["custom_tasks"] = {task: custom[task]} if task in custom else {}
-        kind_section = kind_of(get_task(task, custom)).settings_section
-        if kind_section:
-            settings[kind_section] = config[kind_section]
-    model = wildcards.get("model")
-    if model is not None:
-        name = catalog_name(config, model)
-        settings["model_catalog"] = {name: config["model_catalog"][name]}
-        if model in config["imported_runs"]:
-            settings["imported_runs"] = {model: config["imported_runs"][model]}
-        settings["output_dir"] = config["output_dir"]
-    return canonical(settings)
-
-
 def canonical(value):
     """``value`` with every mapping's keys sorted: Snakemake compares params as text, so the order keys were
     written in a config file must not count as a change."""

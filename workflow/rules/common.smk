@@ -3,13 +3,13 @@ from snakemake.utils import min_version
 import re
 import sys
 
-from bomf.config import ConfigError, validate_config
-from bomf.provenance import log_command
-from bomf.fusion import PARAMETERS
+from bomf.config import ConfigError, job_settings, validate_config
+from bomf.fuse.fusion import PARAMETERS
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
-from bomf.checkpoints import find_checkpoints
-from bomf.settings import canonical, catalog_name, config_runs, job_settings, run_methods
+from bomf.report.provenance import log_command
+from bomf.settings import canonical, catalog_name, config_runs, run_methods
 from bomf.sources import is_gguf
+from bomf.train.checkpoints import find_checkpoints
 
 min_version("9.0")
 
@@ -59,13 +59,13 @@ def member_files(wildcards):
 
 
 def settings(*keys):
-    """A job's ``params.settings``: the config it reads (bomf.settings.job_settings), so that an edit reruns
+    """A job's ``params.settings``: the config it reads (bomf.config.job_settings), so that an edit reruns
     exactly the jobs that read the edited value. Scripts read this, never snakemake.config."""
     return lambda wildcards: job_settings(config, dict(wildcards.items()), keys)
 
 
 def fusion_settings(wildcards):
-    """A fusion job reads the fusion.* settings its method declares (bomf.fusion.PARAMETERS) and no others."""
+    """A fusion job reads the fusion.* settings its method declares (bomf.fuse.fusion.PARAMETERS) and no others."""
     declared = PARAMETERS.get(wildcards.method, ())
     return job_settings(config, dict(wildcards.items()), ("optim.eval_batch_size", *(f"fusion.{p}" for p in declared)))
 

@@ -1,7 +1,7 @@
 """Copy a finished pipeline's small outputs — the records a result is read from — to a directory that is
 committed, leaving every weight, tokenizer and data split behind.
 
-    python -m bomf.publish <output_dir of a run> <committed directory> [--run <task>/<model>/seed<seed> ...]
+    python -m bomf.report.publish <output_dir of a run> <committed directory> [--run <task>/<model>/seed<seed> ...]
 
 ``--run`` keeps to the named runs (their records, benchmark files, figures, exported cards, their tasks' data
 split records) and commands.log: a run finished while others still run in the same output directory.
@@ -17,7 +17,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .layout import BENCHMARK_DIR, EXPORT_DIRECTORY
+from ..layout import BENCHMARK_DIR, EXPORT_DIRECTORY
 
 SUFFIXES = (".csv", ".json", ".tsv", ".png", ".md", ".tex", ".log")
 # The rules that read only such records: with Snakemake limited to them, the tables and figures are rebuilt
@@ -27,7 +27,7 @@ REBUILD_RULES = ("paper_tables", "plot_landscape", "plot_pareto", "plot_grid", "
 # Tokenizers and model configs live in these directories (weights are .safetensors, data splits .jsonl,
 # both left behind by suffix); members/ keeps its trajectory.csv and members.json.
 SKIPPED_DIRECTORIES = {"members.resume", "model", "adapter", "models"}
-COMMANDS_LOG = "commands.log"  # each line: time, commit, command (bomf.provenance.log_command)
+COMMANDS_LOG = "commands.log"  # each line: time, commit, command (bomf.report.provenance.log_command)
 
 
 def _kept(relative: Path) -> bool:

@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 
 from .fusion import FusionObjective, uniform
-from .metrics import ranking_key
-from .kinds import kind_of
-from .models import freeze_lower_layers, load_member_state, member_state
-from .runtime import seed_everything
-from .settings import OptimConfig, hyperparameters, member_steps
-from .training import fine_tune
+from ..metrics import ranking_key
+from ..tasks.kinds import kind_of
+from ..tasks.models import freeze_lower_layers, load_member_state, member_state
+from ..runtime import seed_everything
+from ..settings import OptimConfig, hyperparameters, member_steps
+from ..train.training import fine_tune
 
 
 def grid_points(grid: dict) -> list[dict]:

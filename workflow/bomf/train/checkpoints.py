@@ -209,10 +209,10 @@ def import_checkpoints(run, directories: list[Path], validation, out_dir) -> "pd
     import pandas as pd
     import torch
 
-    from .io import write_csv, write_json
+    from ..io import write_csv, write_json
     from .members import member_path, save_state_file
-    from .models import is_lora, load_member_state, member_state
-    from .sources import resolve_model_source
+    from ..tasks.models import is_lora, load_member_state, member_state
+    from ..sources import resolve_model_source
 
     model = run.load_model()
     initial = member_state(model)

@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from .io import atomic_path, read_json, write_csv, write_json
-from .layout import MEMBER_FILE
-from .kinds import kind_of
-from .models import member_state
-from .runtime import seed_everything
-from .settings import OptimConfig, member_steps
+from ..io import atomic_path, read_json, write_csv, write_json
+from ..layout import MEMBER_FILE
+from ..tasks.kinds import kind_of
+from ..tasks.models import member_state
+from ..runtime import seed_everything
+from ..settings import OptimConfig, member_steps
 from .training import ExponentialAverage, TrainingState, fine_tune
 
 STATE_FILE = "state.json"  # written last: the commit point of a training state

@@ -1,4 +1,4 @@
-"""Build BoTorch's fused qLogNEHVI C++ kernel ahead of time: ``python -m bomf.warmup``.
+"""Build BoTorch's fused qLogNEHVI C++ kernel ahead of time: ``python -m bomf.fuse.warmup``.
 
 BoTorch 0.18.1 compiles ``botorch/csrc/logei_fused.cpp`` with ``torch.utils.cpp_extension.load`` (``-O3
 -march=native``, through ninja) the first time a qLogEHVI/qLogNEHVI acquisition is built in a process

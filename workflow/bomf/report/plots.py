@@ -159,7 +159,7 @@ def pareto_figure(history: pd.DataFrame, output_prefix, *, primary_metric: str, 
     point. Right: hypervolume vs evaluation.
 
     ``history``: evaluation, source (member | sobol | bo), loss, <primary_metric>, finite, hypervolume,
-    pareto, chosen (the BO history of ``bomf.mobo.run_mobo``).
+    pareto, chosen (the BO history of ``bomf.fuse.mobo.run_mobo``).
     """
     figure = _figure(12, 5)
     front_ax, volume_ax = figure.subplots(1, 2)

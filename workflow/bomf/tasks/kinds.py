@@ -16,8 +16,8 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-from .metrics import METRICS, REGRESSION_METRICS
-from .tasks import TaskSpec
+from ..metrics import METRICS, REGRESSION_METRICS
+from .registry import TaskSpec
 
 
 @dataclass(frozen=True)

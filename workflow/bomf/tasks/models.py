@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .sources import resolve_model_source
+from ..sources import resolve_model_source
 
 
 def convert_gguf(source: str, out_dir: str | Path) -> None:

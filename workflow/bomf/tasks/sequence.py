@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .metrics import compute_metrics
+from ..metrics import compute_metrics
 from .models import freeze_lower_layers
-from .sources import resolve_model_source
+from ..sources import resolve_model_source
 from .splits import SplitData
-from .tasks import TaskSpec
+from .registry import TaskSpec
 
 
 class SequenceData(SplitData):

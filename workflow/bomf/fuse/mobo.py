@@ -33,7 +33,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch.quasirandom import SobolEngine
 
 from .journal import JournaledObjective
-from .runtime import seed_everything, torch_threads
+from ..runtime import seed_everything, torch_threads
 from .selection import SELECTION_RULES
 from .warmup import prepare_fused_kernel
 
@@ -173,7 +173,7 @@ def propose(X: torch.Tensor, Y: torch.Tensor, reference: torch.Tensor, config: d
             # prune_baseline as BoTorch does, on PRUNE_SAMPLES posterior samples instead of its 2,048 (~0.3 s)
             baseline = prune_inferior_points_multi_objective(surrogate, X, reference,
                                                              num_samples=config.get("prune_samples", PRUNE_SAMPLES))
-            prepare_fused_kernel()  # qLogNEHVI loads BoTorch's fused kernel (bomf.warmup)
+            prepare_fused_kernel()  # qLogNEHVI loads BoTorch's fused kernel (bomf.fuse.warmup)
             acquisition = ACQUISITIONS[config["acquisition"]](
                 model=surrogate, ref_point=reference.tolist(), X_baseline=baseline, prune_baseline=False,
                 sampler=sampler)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .metrics import ranking_key
+from ..metrics import ranking_key
 
 if TYPE_CHECKING:
     import pandas as pd

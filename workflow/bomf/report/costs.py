@@ -1,5 +1,5 @@
 """Table 5, the cost table: Snakemake's benchmark files read back by stage and method (the rendering is
-``bomf.tables``')."""
+``bomf.report.tables``')."""
 
 import re
 import warnings
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .layout import RUN_DIR
+from ..layout import RUN_DIR
 from .tables import METHOD_LABELS, STAGE_LABELS, TASK_LABELS, Table, _Number, _render, _Section, _sort_key
 
 COST_CAPTION = (

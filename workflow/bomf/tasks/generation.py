@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .sources import resolve_model_source
+from ..sources import resolve_model_source
 from .splits import SplitData
-from .tasks import TaskSpec
+from .registry import TaskSpec
 from .text_metrics import EXAMPLE_METRICS
 
 IGNORE = -100  # label of tokens the loss skips (prompt and padding), as transformers expects

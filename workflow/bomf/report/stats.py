@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .metrics import ROW_METRICS
+from ..metrics import ROW_METRICS
 
 COMPARISON_COLUMNS = ["model", "task", "metric", "comparison", "baseline", "difference", "ci_low", "ci_high",
                       "p_value", "seeds", "examples", "resamples"]
@@ -59,7 +59,7 @@ def score_resamples(predictions: Mapping[int, np.ndarray], labels: np.ndarray, m
         def score_all(values: np.ndarray) -> tuple[float, np.ndarray]:
             return float(rows(values[None], labels[None])[0]), rows(values[indices], labels[indices])
     else:  # a text metric, imported only here: rouge_score and sacrebleu stay out of GLUE table jobs
-        from .text_metrics import EXAMPLE_METRICS
+        from ..tasks.text_metrics import EXAMPLE_METRICS
 
         aggregate = EXAMPLE_METRICS[metric].aggregate
         labels = np.zeros(len(indices[0]))

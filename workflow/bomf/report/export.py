@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import read_json
-from .records import SelectedModel
+from ..io import read_json
+from ..records import SelectedModel
 
 BO_METHODS = ("bomf", "bo_metric", "bo_loss")
 

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .models import load_member_state, member_names
-from .settings import Hyperparameters, OptimConfig
-from .splits import SplitData, autocast
-from .tasks import TaskSpec
+from ..tasks.models import load_member_state, member_names
+from ..settings import Hyperparameters, OptimConfig
+from ..tasks.splits import SplitData, autocast
+from ..tasks.registry import TaskSpec
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparameters, optim: OptimConfig, device) -> torch.optim.Optimizer:

@@ -19,11 +19,11 @@ from torch import nn
 
 from .journal import JournaledObjective
 from .merging import Merge
-from .metrics import ranking_key
-from .models import load_member_state
+from ..metrics import ranking_key
+from ..tasks.models import load_member_state
 from .points import Stored
-from .splits import SplitData, autocast
-from .tasks import TaskSpec
+from ..tasks.splits import SplitData, autocast
+from ..tasks.registry import TaskSpec
 
 SIMPLEX_TOLERANCE = 1e-6
 

@@ -4,10 +4,10 @@
 import random
 from pathlib import Path
 
-from .io import write_json, write_jsonl
-from .runtime import tell_user
+from ..io import write_json, write_jsonl
+from ..runtime import tell_user
 from .readers import TEXT_SOURCES, load_raw_splits
-from .tasks import TaskSpec
+from .registry import TaskSpec
 
 SPLITS = ("train", "val", "test")
 

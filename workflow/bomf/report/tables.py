@@ -1,5 +1,5 @@
 """The paper's result tables as pure functions: evaluation records in, a ``Table`` out (Table 5, the cost
-table from benchmark files, is ``bomf.costs``).
+table from benchmark files, is ``bomf.report.costs``).
 
 A ``Table`` holds a long-form frame (the CSV) and its Markdown and LaTeX renderings; ``Table.write(prefix)``
 writes prefix.csv, prefix.md and prefix.tex. The LaTeX is a ``table`` float of booktabs tabulars, one per
@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .diagnostics import run_message, run_warnings
-from .io import write_csv, write_text
-from .metrics import REGRESSION_METRICS
-from .settings import OUTER_LOOP_BASELINES
+from ..io import write_csv, write_text
+from ..metrics import REGRESSION_METRICS
+from ..settings import OUTER_LOOP_BASELINES
 from .stats import bomf_comparisons
 
 METHOD_LABELS = {

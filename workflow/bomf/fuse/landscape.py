@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from .fusion import FusionObjective, MemberStack, one_hot
-from .models import load_member_state
+from ..tasks.models import load_member_state
 
 GRAM_BLOCK_ELEMENTS = 1 << 22  # float64 elements per block of columns (32 MiB) while accumulating the Gram
 AFFINE_TOLERANCE = 1e-6

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from .io import write_jsonl
+from ..io import write_jsonl
 from .points import point_record
 
 
