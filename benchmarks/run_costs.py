@@ -20,8 +20,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
-from bomf.config import validate_config  # noqa: E402
-from bomf.report.costs import read_benchmarks  # noqa: E402
+from bomf.config import validate_config
+from bomf.report.costs import read_benchmarks
 
 BO_METHODS = ("bomf", "bo_metric", "bo_loss")
 
@@ -30,9 +30,9 @@ def mixing_seconds(workdir: Path, run: str, config: dict, model: str, task: str,
     """Median seconds of one Σwᵢθᵢ written into the evaluation model, on the run's members."""
     import torch
 
-    from bomf.train import members
     from bomf.fuse.fusion import MemberStack
     from bomf.pipeline import Run
+    from bomf.train import members
 
     torch.set_num_threads(1)  # as the fusion jobs run (threads: 1)
     stack = MemberStack(members.load_members(workdir / run / "members"), torch.device("cpu"))

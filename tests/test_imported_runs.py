@@ -14,9 +14,9 @@ from conftest import TINY_CONFIG, TINY_GENERATION_CONFIG, tiny_config
 from safetensors.torch import load_file, save_file
 from test_pipeline import FIGURES, TABLES, snakemake
 
-from bomf.train.checkpoints import CheckpointError, find_checkpoints
 from bomf.config import ConfigError, validate_config
 from bomf.io import read_jsonl
+from bomf.train.checkpoints import CheckpointError, find_checkpoints
 
 TRAINER_STEPS = (4, 8, 12, 16)  # 64 training pairs, batch 8, 2 epochs, a checkpoint every 4 steps
 
@@ -201,8 +201,8 @@ def test_end_to_end_trainer_checkpoints(tmp_path, tiny_model_dir, mrpc_trainer_r
     tables, figures and an exported model that scores its recorded test metrics."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from bomf.tasks.sequence import SequenceData
     from bomf.tasks.registry import GLUE_TASKS
+    from bomf.tasks.sequence import SequenceData
 
     fusion = ["bomf", "swa", "best_member", "ema", "task_arithmetic"]
     config = imported_config(tiny_model_dir, [str(mrpc_trainer_run / "trainer/checkpoint-*")],

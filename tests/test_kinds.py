@@ -9,8 +9,8 @@ import yaml
 from conftest import REPO
 
 from bomf.tasks.kinds import KINDS, kind_of
-from bomf.tasks.splits import SplitData
 from bomf.tasks.registry import BUILTIN_TASKS
+from bomf.tasks.splits import SplitData
 
 PACKAGE = REPO / "workflow" / "bomf"
 

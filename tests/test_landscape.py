@@ -7,11 +7,11 @@ import torch
 from bomf.fuse import landscape
 from bomf.fuse.fusion import FusionObjective, MemberStack, one_hot
 from bomf.fuse.landscape import (LandscapePlane, default_members, evaluate_landscape, evaluate_points, grid_points,
-                            member_gram, member_points, projected_points)
+                                 member_gram, member_points, projected_points)
 from bomf.tasks.models import load_tokenizer
 from bomf.tasks.readers import read_glue_tsv
-from bomf.tasks.sequence import SequenceData, load_classifier
 from bomf.tasks.registry import GLUE_TASKS
+from bomf.tasks.sequence import SequenceData, load_classifier
 from conftest import GLUE_DIR
 
 RTE = GLUE_TASKS["rte"]

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bomf.fuse.fusion import METHODS, PARAMETERS, FusionContext, FusionObjective, MemberStack
-from bomf.fuse.points import point_of
+from bomf.fuse.fusion import FusionContext, FusionObjective, METHODS, MemberStack, PARAMETERS
 from bomf.fuse.journal import JournaledObjective
 from bomf.fuse.merging import MERGES, Merge
+from bomf.fuse.points import point_of
 from bomf.records import SelectedModel
 from test_fusion import CPU, RTE, make_model, perturbed
 

@@ -12,18 +12,18 @@ import torch
 import yaml
 from conftest import REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, write_tiny_config
 
-from bomf.layout import TABLE_NAMES
 from bomf.fuse.mobo import weight_columns
 from bomf.report.publish import REBUILD_RULES, publish
+from bomf.report.tables import TABLES
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
                   "last_member", "ema", "task_arithmetic", "ties", "dare"]
 METHODS = [*FUSION_METHODS, "grid_finetune", "hpbo_full", "oracle_subset"]
-RULES = {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select", "finetune", "fuse", "evaluate",
+RULES = {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select", "finetune", "fuse", "evaluate_test",
          "summarise_run", "grid_trial", "grid_trial_full", "grid_collect", "grid_finetune", "hpbo_full",
-         "oracle_subset", "landscape", "plot_landscape", "plot_pareto", "plot_grid", "paper_tables", "export", "all"}
-TABLES = list(TABLE_NAMES)
+         "oracle_subset", "loss_landscape", "plot_landscape", "plot_pareto", "plot_grid", "paper_tables",
+         "export_model", "all"}
 FIGURES = ["landscape", "pareto", "alignment", "correlation"]
 
 
@@ -48,14 +48,14 @@ def test_the_split_audit_fails_a_job_that_opens_the_test_split(tmp_path):
     env = {**os.environ, **audit_environment(tmp_path)}
     scripts = tmp_path / ".snakemake" / "scripts"  # where Snakemake puts a job's script
     scripts.mkdir(parents=True)
-    for script, expected in (("fuse.py", 1), ("evaluate.py", 0)):
+    for script, expected in (("fuse.py", 1), ("evaluate_test.py", 0)):
         (scripts / f"tmpabc.{script}").write_text(f"open({str(split)!r}).read()\n")
         result = subprocess.run([sys.executable, str(scripts / f"tmpabc.{script}")], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == expected, result.stderr
         assert ("PermissionError: audit: fuse.py may not open the test split" in result.stderr) == bool(expected)
     log = Path(env["BOMF_AUDIT_LOG"]).read_text().splitlines()
-    assert [line.split("\t")[:2] for line in log] == [["DENIED", "fuse.py"], ["allowed", "evaluate.py"]]
+    assert [line.split("\t")[:2] for line in log] == [["DENIED", "fuse.py"], ["allowed", "evaluate_test.py"]]
 
 
 def test_dry_run_plans_every_stage(tmp_path, tiny_model_dir):
@@ -109,7 +109,7 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     # No selection step read the test split: only the test evaluations and the oracle opened it.
     opened = [line.split("\t") for line in Path(audit["BOMF_AUDIT_LOG"]).read_text().splitlines()]
     assert {(verdict, script) for verdict, script, _, _ in opened} == {
-        ("allowed", "evaluate.py"), ("allowed", "oracle_subset.py")}, opened  # the data job writes via a rename
+        ("allowed", "evaluate_test.py"), ("allowed", "oracle_subset.py")}, opened  # the data job writes via a rename
 
     tables = tmp_path / "results/tables"
     for name in TABLES:
@@ -135,13 +135,14 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
 
     # The config is each job's input: an edit reruns exactly the jobs that read the edited value.
     every_rule = RULES - {"all"}
-    bo_outputs = {"fuse": 6, "evaluate": 6, "landscape": 2, "plot_landscape": 2, "plot_pareto": 2, "export": 2,
-                  "summarise_run": 2, "paper_tables": 1, "all": 1}  # 3 BO methods x 2 tasks, and what reads them
+    bo_outputs = {"fuse": 6, "evaluate_test": 6, "loss_landscape": 2, "plot_landscape": 2, "plot_pareto": 2,
+                  "export_model": 2, "summarise_run": 2, "paper_tables": 1, "all": 1}  # 3 BO methods x 2 tasks, and what reads them
     edits = {"fusion.evaluations": (("fusion", "evaluations"), 5, bo_outputs),
              "figures.landscape.size": (("figures", "landscape", "size"), 3,
-                                        {"landscape": 2, "plot_landscape": 2, "paper_tables": 1, "all": 1}),
+                                        {"loss_landscape": 2, "plot_landscape": 2, "paper_tables": 1, "all": 1}),
              "fusion.learned_soup_lr": (("fusion", "learned_soup_lr"), 0.1,
-                                        {"fuse": 2, "evaluate": 2, "summarise_run": 2, "paper_tables": 1, "all": 1}),
+                                        {"fuse": 2, "evaluate_test": 2, "summarise_run": 2, "paper_tables": 1,
+                                         "all": 1}),
              "tables.bootstrap_resamples": (("tables", "bootstrap_resamples"), 300, {"paper_tables": 1, "all": 1})}
     for name, (path, value, expected) in edits.items():
         assert scheduled_jobs(tmp_path, edited_config(config, tmp_path / f"{name}.yaml", path, value)) == expected, name
@@ -215,8 +216,8 @@ def check_export(workdir: Path, task: str, method: str) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from bomf.io import read_jsonl
-    from bomf.tasks.sequence import SequenceData
     from bomf.tasks.registry import GLUE_TASKS
+    from bomf.tasks.sequence import SequenceData
 
     run, export = workdir / "results" / task / "tiny/seed0", workdir / "results/export" / task / "tiny/seed0" / method
     test = json.loads((run / "test" / f"{method}.json").read_text())

@@ -12,11 +12,11 @@ from matplotlib.collections import PathCollection
 from matplotlib.contour import ContourSet
 from matplotlib.patches import Polygon, Rectangle
 
-from bomf.report import plots
 from bomf.fuse.landscape import grid_points
 from bomf.fuse.mobo import weight_columns
+from bomf.report import plots
 from bomf.report.plots import (alignment_figure, correlation_figure, error_label, landscape_figure, pareto_figure,
-                        run_title)
+                               run_title)
 
 TITLE = run_title("rte", "tiny", 0)
 PNG_SIGNATURE = b"\x89PNG"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bomf.tasks.models import load_tokenizer
 from bomf.sources import resolve_model_source
+from bomf.tasks.models import load_tokenizer
 from bomf.tasks.qa import QAData
 from bomf.tasks.readers import read_squad_json
 from bomf.tasks.registry import DataError

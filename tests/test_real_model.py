@@ -3,7 +3,7 @@ SST-2 examples ends clearly above the majority class, and BOMF's chosen point is
 validation. Stages 2 and 3 and the test evaluation run in-process through the pipeline's job functions."""
 
 import copy
-import json
+import math
 from collections import Counter
 
 import pytest
@@ -13,6 +13,7 @@ from conftest import GLUE_DIR, REPO
 from bomf import pipeline
 from bomf.config import validate_config
 from bomf.io import read_json, read_jsonl
+from bomf.records import HpoChoice
 
 
 @pytest.mark.slow
@@ -22,8 +23,8 @@ def test_minilm_learns_sst2_and_bomf_is_at_least_the_best_member(tmp_path):
     validate_config(config)
     data, run = tmp_path / "data", tmp_path / "run"
     pipeline.prepare_data(config, "sst2", data)
-    (run / "hpo").mkdir(parents=True)
-    (run / "hpo/best.json").write_text(json.dumps({"params": {"learning_rate": 1e-4, "batch_size": 16}}))
+    HpoChoice({"learning_rate": 1e-4, "batch_size": 16}, score=math.nan, loss=math.nan, metric="accuracy", trials=0,
+              warning=None).write(run / "hpo/best.json")
     pipeline.finetune(config, "sst2", "minilm", 0, data, run / "hpo/best.json", run / "members", run / "members.resume")
     for method in ("bomf", "best_member"):
         pipeline.fuse(config, "sst2", "minilm", 0, data, run / "members", method, run / "fusion" / method,

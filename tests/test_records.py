@@ -1,8 +1,10 @@
 """The typed JSON records jobs hand to each other."""
 
 import json
+import math
 
-from bomf.records import SELECTED_MODEL_FILE, SelectedModel
+from bomf.records import (HPO_CHOICE_FILE, MEMBER_MANIFEST_FILE, SELECTED_MODEL_FILE, HpoChoice, MemberManifest,
+                          SelectedModel, Suggestion)
 
 
 def test_selected_model_round_trips_and_writes_only_what_applies(tmp_path):
@@ -18,3 +20,30 @@ def test_selected_model_round_trips_and_writes_only_what_applies(tmp_path):
     grid.write(tmp_path / "grid", {})
     assert "weights" not in json.loads((tmp_path / "grid" / SELECTED_MODEL_FILE).read_text())
     assert SelectedModel.read(tmp_path / "grid") == grid
+
+
+def test_member_manifest_round_trips_and_writes_the_import_fields_only_for_imported_members(tmp_path):
+    trained = MemberManifest({"member00.safetensors": "a" * 64}, [8], {"learning_rate": 1e-4}, 0, "base",
+                             {"ema": {"file": "ema.safetensors", "sha256": "b" * 64}})
+    trained.write(tmp_path / "trained")
+    written = json.loads((tmp_path / "trained" / MEMBER_MANIFEST_FILE).read_text())
+    assert list(written) == ["members", "steps", "hyperparameters", "seed", "source", "stored"]
+    assert MemberManifest.read(tmp_path / "trained") == trained
+
+    imported = MemberManifest({"member00.safetensors": "a" * 64}, [500], {}, 0, "base", {}, imported=["ckpt-500"],
+                              base={"file": "base.safetensors", "sha256": "c" * 64})
+    imported.write(tmp_path / "imported")
+    assert json.loads((tmp_path / "imported" / MEMBER_MANIFEST_FILE).read_text())["imported"] == ["ckpt-500"]
+    assert MemberManifest.read(tmp_path / "imported") == imported
+
+
+def test_stage_1_records_round_trip(tmp_path):
+    suggestion = Suggestion(1, based_on=4, points=[{"learning_rate": 1e-4, "batch_size": 16}])
+    suggestion.write(tmp_path / "round1" / "suggest.json")
+    assert Suggestion.read(tmp_path / "round1" / "suggest.json") == suggestion
+
+    choice = HpoChoice({"learning_rate": 1e-4, "batch_size": 16}, 0.8, math.nan, "accuracy", 8, None)
+    choice.write(tmp_path / HPO_CHOICE_FILE)
+    read = HpoChoice.read(tmp_path / HPO_CHOICE_FILE)
+    assert (read.params, read.score, read.metric, read.trials, read.warning) == (choice.params, 0.8, "accuracy", 8, None)
+    assert math.isnan(read.loss)

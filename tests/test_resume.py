@@ -20,17 +20,17 @@ import pandas as pd
 import pytest
 import torch
 
-import bomf.train.members
 import bomf.fuse.mobo
-from bomf.io import read_json
-from bomf.train.members import StaleStateError, member_path, run_finetune
+import bomf.train.members
 from bomf.fuse.journal import JournaledObjective
 from bomf.fuse.mobo import run_mobo
+from bomf.io import read_json
+from bomf.settings import Hyperparameters
 from bomf.tasks.models import load_tokenizer
 from bomf.tasks.readers import read_glue_tsv
-from bomf.tasks.sequence import SequenceData
 from bomf.tasks.registry import GLUE_TASKS
-from bomf.settings import Hyperparameters
+from bomf.tasks.sequence import SequenceData
+from bomf.train.members import StaleStateError, member_path, run_finetune
 from conftest import GLUE_DIR, write_tiny_config
 from test_pipeline import SNAKEMAKE
 

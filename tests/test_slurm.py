@@ -30,9 +30,9 @@ if not CLUSTER_UP:
     pytest.skip("no live SLURM cluster (start one with: sudo bash tests/slurm/start.sh)", allow_module_level=True)
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "all", "--snakefile", str(REPO / "Snakefile")]
-GPU_RULES = {"hpo_trial", "finetune", "fuse", "evaluate"}
+GPU_RULES = {"hpo_trial", "finetune", "fuse", "evaluate_test"}
 CLUSTER_RULES = GPU_RULES | {"prepare_data", "hpo_suggest", "hpo_select", "summarise_run", "paper_tables",
-                             "plot_pareto", "export"}
+                             "plot_pareto", "export_model"}
 # The cluster test is about scheduling: the tiny config with four fusion methods, without the extra baselines
 # and the landscape, and a stage 2 long enough (a few seconds) that a cancel lands between its first member
 # and its last.

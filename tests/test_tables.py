@@ -4,10 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bomf.report.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
+from conftest import REPO
+
 from bomf.report.costs import cost_table, read_benchmarks
-from bomf.report.tables import (METHOD_LABELS, Table, ablation_table, all_metrics_table, discrepancy_table, latex_escape,
-                         main_table, outer_bo_table, selection_table)
+from bomf.report.render import METHOD_LABELS, Table, latex_escape
+from bomf.report.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
+from bomf.report.tables import (TABLES, TableInputs, ablation_table, all_metrics_table, discrepancy_table, main_table,
+                                outer_bo_table, selection_table)
 
 LABELS = np.array([0, 1] * 20)
 
@@ -299,6 +302,15 @@ def test_write_creates_csv_markdown_and_latex(tmp_path):
     assert [p.name for p in paths] == ["table1_main.csv", "table1_main.md", "table1_main.tex"]
     pd.testing.assert_frame_equal(pd.read_csv(paths[0]), table.frame, check_dtype=False)
     assert paths[1].read_text() == table.markdown and paths[2].read_text() == table.latex
+
+
+def test_every_table_has_its_report_caption_and_builds_from_the_records():
+    captions = {path.stem for path in (REPO / "workflow" / "report").glob("table*.rst")}
+    assert set(TABLES) == captions
+    inputs = TableInputs([record("rte", "swa", 0, 0.7), record("rte", "bomf", 0, 0.8)], ["swa", "bomf"],
+                         resamples=10, benchmarks=read_benchmarks(REPO / "no-such-directory"), evaluations={})
+    for name, build in TABLES.items():
+        assert isinstance(build(inputs), Table), name
 
 
 # ------------------------------------------------------------------------------------------------- cost

@@ -10,15 +10,15 @@ from conftest import DATA_PLACEHOLDERS, smollm2_gguf
 
 from bomf import pipeline
 
-from bomf.report import tables
-from bomf.tasks.data import prepare_task_data
 from bomf.fuse.fusion import MemberStack
-from bomf.tasks.generation import GenerationData
 from bomf.io import read_jsonl
+from bomf.report import tables
+from bomf.report.stats import bomf_comparisons
+from bomf.tasks.data import prepare_task_data
+from bomf.tasks.generation import GenerationData
 from bomf.tasks.kinds import kind_of
 from bomf.tasks.models import load_member_state, load_tokenizer, member_state, save_model
-from bomf.report.stats import bomf_comparisons
-from bomf.tasks.registry import TEXT_TASKS, DataError
+from bomf.tasks.registry import DataError, TEXT_TASKS
 from bomf.tasks.text_metrics import EXAMPLE_METRICS
 
 CPU = torch.device("cpu")

@@ -7,15 +7,16 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from bomf.io import read_json, write_json
-from bomf.train.members import (MemberIntegrityError, load_members, load_stored, member_path, run_finetune, save_member,
-                          sha256)
-from bomf.tasks.models import encoder_layers, freeze_lower_layers, load_tokenizer, trainable_fraction
-from bomf.tasks.readers import read_glue_tsv
-from bomf.tasks.sequence import SequenceData, load_classifier
+from bomf.io import read_json
+from bomf.records import MemberManifest
 from bomf.runtime import seed_everything
 from bomf.settings import Hyperparameters, OptimConfig, hyperparameters, member_steps
+from bomf.tasks.models import encoder_layers, freeze_lower_layers, load_tokenizer, trainable_fraction
+from bomf.tasks.readers import read_glue_tsv
 from bomf.tasks.registry import GLUE_TASKS
+from bomf.tasks.sequence import SequenceData, load_classifier
+from bomf.train.members import (MemberIntegrityError, load_members, load_stored, member_path, run_finetune, save_member,
+                                sha256)
 from bomf.train.training import _accumulate_gradients, fine_tune, warmup_schedule
 from conftest import GLUE_DIR
 
@@ -294,7 +295,8 @@ def _members(directory, source, count=3):
         path = member_path(directory, index)
         checksums[path.name] = save_member(model, path)
         states.append({k: v.clone() for k, v in model.state_dict().items()})
-    write_json(directory / "members.json", {"members": checksums})
+    MemberManifest(checksums, steps=list(range(count)), hyperparameters={}, seed=0, source=str(source), stored={}
+                   ).write(directory)
     return states, checksums
 
 

@@ -10,11 +10,11 @@ import os
 import sys
 
 _LOG = os.environ.get("BOMF_AUDIT_LOG")
-_ALLOWED = {"evaluate.py": "r", "oracle_subset.py": "r", "prepare_data.py": "w"}
+_ALLOWED = {"evaluate_test.py": "r", "oracle_subset.py": "r", "prepare_data.py": "w"}
 
 
 def _script() -> str | None:
-    """The job's script name (evaluate.py, ...); None for a process that is not a job (Snakemake itself reads
+    """The job's script name (evaluate_test.py, ...); None for a process that is not a job (Snakemake itself reads
     the split's bytes for its metadata)."""
     path = sys.argv[0] if sys.argv and sys.argv[0] else ""
     name = os.path.basename(path)

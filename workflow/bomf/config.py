@@ -465,9 +465,9 @@ def check_member_steps(config: dict) -> list[str]:
 
 
 def check_fusion(config: dict) -> list[str]:
-    from .train.checkpoints import find_checkpoints
     from .fuse.fusion import METHODS
     from .fuse.selection import SELECTION_RULES
+    from .train.checkpoints import find_checkpoints
 
     fusion = config["fusion"]
     problems = [f"fusion.methods: unknown method '{method}'; registered methods are {', '.join(METHODS)}"

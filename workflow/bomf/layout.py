@@ -18,7 +18,3 @@ def prepared_model_dir(output_dir: str, model: str) -> Path:
     """Where the prepare_model rule writes a GGUF model converted to an ordinary checkpoint."""
     return Path(output_dir) / "models" / model
 
-
-# The files the paper_tables job writes, <output_dir>/tables/<name>.{csv,md,tex}, in the order it builds them.
-TABLE_NAMES = ("table1_main", "table1_significance", "table2_discrepancy", "table3_ablation", "table4_outer_bo",
-               "table5_cost", "table6_all_metrics", "table7_selection")

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
-from .tasks.kinds import TaskKind, kind_of
-from .layout import TABLE_NAMES, prepared_model_dir
-from .records import MODEL_STATE_FILE, SelectedModel
+from .layout import prepared_model_dir
+from .records import HpoChoice, MODEL_STATE_FILE, MemberManifest, SelectedModel, Suggestion
 from .runtime import tell_user
 from .settings import catalog_name
 from .sources import is_gguf
+from .tasks.kinds import TaskKind, kind_of
 from .tasks.registry import TaskSpec, get_task
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_file
     section = config["hpo"]
     points = hpo.suggest(section["space"], trials, section["trials_per_round"], round_index, seed,
                          section["acquisition"])
-    write_json(out, {"round": round_index, "based_on": len(trials), "points": points})
+    Suggestion(round_index, based_on=len(trials), points=points).write(out)
     print(f"round {round_index}: {points}")
 
 
@@ -135,7 +135,7 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
     from .train import hpo
 
     run = Run(config, task, model, seed)
-    params = read_json(suggest_file)["points"][trial_index]
+    params = Suggestion.read(suggest_file).points[trial_index]
     data = run.splits(data_dir, ("train", "val"), max_train=config["hpo"]["max_train"])
     record = hpo.run_trial(run.model_spec, run.task, data, params, config["optim"], search == "hpo",
                            config["hpo"]["epochs"], seed, run.device)
@@ -146,8 +146,8 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
 def hpo_select(trial_files: list, out_csv, out_best) -> None:
     import pandas as pd
 
-    from .report.diagnostics import tied_trials_message
     from .fuse.selection import best_trial
+    from .report.diagnostics import tied_trials_message
 
     trials = [read_json(path) for path in trial_files]
     rows = [{"trial": Path(path).parent.name + "/" + Path(path).stem, **t["params"], "score": t["score"],
@@ -158,18 +158,18 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
     warning = tied_trials_message(trials)
     if warning:
         tell_user(warning)
-    write_json(out_best, {"params": best["params"], "score": best["score"], "loss": best.get("loss", math.nan),
-                          "metric": best["metric"], "trials": len(trials), "warning": warning})
+    HpoChoice(best["params"], best["score"], best.get("loss", math.nan), best["metric"], len(trials),
+              warning).write(out_best)
     print(f"best of {len(trials)} trials: {best['params']} score {best['score']:.4f}")
 
 
 def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir) -> None:
     """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
-    from .train import members
     from .settings import hyperparameters
+    from .train import members
 
     run = Run(config, task, model, seed)
-    hp = hyperparameters(config["optim"], read_json(best_file)["params"])
+    hp = hyperparameters(config["optim"], HpoChoice.read(best_file).params)
     data = run.splits(data_dir, ("train", "val"))
     trajectory = members.run_finetune(run.model_spec, run.task, data, hp, config["optim"], config["finetune"],
                                       seed, run.device, out_dir, staging_dir)
@@ -180,9 +180,9 @@ def member_stack(run: Run, members_dir):
     """The members stacked on the device (every checksum verified first), with the model they were fine-tuned
     from as the task vectors' base (imported members: the θ₀ stored beside them) and the states stage 2 kept
     beside them (the EMA), and that model (fresh, to load fusions into)."""
-    from .train import members
     from .fuse.fusion import MemberStack
     from .tasks.models import member_state
+    from .train import members
 
     model = run.load_model()
     base = members.load_base(members_dir)
@@ -248,10 +248,10 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
-    from .train import members
-    from .fuse.fusion import METHODS, FusionContext
-    from .fuse.points import point_record
+    from .fuse.fusion import FusionContext, METHODS
     from .fuse.journal import JournaledObjective
+    from .fuse.points import point_record
+    from .train import members
 
     run = Run(config, task, model, seed)
     scorer, section = member_objective(run, data_dir, members_dir), run.kind.settings_section
@@ -260,7 +260,7 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     identity = {"method": method, "seed": seed, "fusion": settings, "source": run.model_spec["source"],
                 "max_length": run.model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
                 "scoring": {section: config[section]} if section else {},
-                "members": read_json(Path(members_dir) / "members.json")["members"],
+                "members": MemberManifest.read(members_dir).members,
                 "validation": members.sha256(Path(data_dir) / "val.jsonl")}
     objective = JournaledObjective(scorer, journal, identity)
     context = FusionContext(objective, settings, seed)
@@ -303,8 +303,8 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
 def export_model(config: dict, task: str, model: str, seed: int, method: str, members_dir, fusion_dir, test_file,
                  commands_log, out_dir) -> None:
     """A method's model as a self-contained Hugging Face directory with its model card."""
-    from .report.export import last_command, model_card
     from .io import write_text
+    from .report.export import last_command, model_card
     from .tasks.models import is_lora, save_model
 
     run = Run(config, task, model, seed)
@@ -321,25 +321,20 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
                  out_provenance) -> None:
     """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
     evaluations each method used) and the Snakemake benchmark files under ``benchmark_root``."""
-    from .report import costs, tables
+    from .report.costs import read_benchmarks
     from .report.provenance import provenance
+    from .report.tables import TABLES, TableInputs
 
     records = [read_json(path) for path in test_files]
-    methods = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
     evaluations = {(r["task"], r["model"], r["seed"], r["method"]): SelectedModel.read(d).evaluations
                    for r, d in zip(records, fusion_dirs)}
-    main, significance = tables.main_table(records, methods, resamples=config["tables"]["bootstrap_resamples"])
-    built = {"table1_main": main, "table1_significance": significance,
-             "table2_discrepancy": tables.discrepancy_table(records), "table3_ablation": tables.ablation_table(records),
-             "table4_outer_bo": tables.outer_bo_table(records),
-             "table5_cost": costs.cost_table(costs.read_benchmarks(benchmark_root), evaluations),
-             "table6_all_metrics": tables.all_metrics_table(records, methods),
-             "table7_selection": tables.selection_table(records, methods)}
-    assert tuple(built) == TABLE_NAMES, "bomf.layout.TABLE_NAMES lists the files the rule declares"
-    for name, table in built.items():
-        table.write(Path(out_dir) / name)
+    inputs = TableInputs(records, methods=[*config["fusion"]["methods"], *config["baselines"]["methods"]],
+                         resamples=config["tables"]["bootstrap_resamples"],
+                         benchmarks=read_benchmarks(benchmark_root), evaluations=evaluations)
+    for name, build in TABLES.items():
+        build(inputs).write(Path(out_dir) / name)
     write_json(out_provenance, provenance(config))
-    print(main.markdown)
+    print(inputs.main[0].markdown)
 
 
 def summarise_run(test_files: list, out_csv, out_provenance) -> None:
@@ -423,7 +418,7 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     print(f"grid fine-tune: {record['params']} step {record['best_step']}, validation {record['best']}")
 
 
-def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir) -> None:
+def hpbo_full(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir) -> None:
     """The HPBO-full baseline: a fine-tune with the hyperparameters stage-1 BO found on the full model (not
     the proxy); its best validation checkpoint."""
     import pandas as pd
@@ -431,7 +426,7 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
     from .fuse import baselines
 
     run = Run(config, task, model, seed)
-    params = read_json(best_file)["params"]
+    params = HpoChoice.read(best_file).params
     data = run.splits(data_dir, ("train", "val"))
     record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
                                                       config["finetune"], 0, seed, run.device)
@@ -440,7 +435,7 @@ def hpbo_full_finetune(config: dict, task: str, model: str, seed: int, data_dir,
     print(f"HPBO-full: {params} step {record['best_step']}, validation {record['best']}")
 
 
-def oracle(config: dict, task: str, model: str, seed: int, data_dir, members_dir, out_dir) -> None:
+def oracle_subset(config: dict, task: str, model: str, seed: int, data_dir, members_dir, out_dir) -> None:
     """The oracle best subset, chosen on the TEST split (labelled as such everywhere it appears)."""
     from .fuse import baselines
     from .fuse.fusion import FusionObjective

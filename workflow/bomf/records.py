@@ -1,14 +1,81 @@
-"""Typed records of the JSON files jobs hand to each other, so each is written in one place with one shape."""
+"""Typed records of the JSON files jobs hand to each other, so each is written in one place with one shape,
+and their file names (the rules read them from here)."""
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .io import read_json, write_json
 
+SUGGESTION_FILE = "suggest.json"  # in round<r>/ of a run's stage-1 search directory (hpo/, hpo_full/)
+HPO_CHOICE_FILE = "best.json"  # in a run's stage-1 search directory
+MEMBER_MANIFEST_FILE = "members.json"  # in a run's members/ directory
 SELECTED_MODEL_FILE = "weights.json"  # in a method's fusion directory
 # The checkpoint an outer-loop baseline kept (its member state), beside its record: the only fused-model
 # weights a run stores, since every other method's model is rebuilt from the members and its record.
 MODEL_STATE_FILE = "model.safetensors"
+
+
+def _written(record) -> dict:
+    """A record as JSON: the fields it has (None: a field this kind of record leaves out)."""
+    return {key: value for key, value in asdict(record).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One stage-1 BO round's hyperparameter points, each trained by one hpo_trial job."""
+
+    round: int
+    based_on: int  # trials of earlier rounds the suggestion saw
+    points: list[dict]
+
+    def write(self, path: str | Path) -> None:
+        write_json(path, _written(self))
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Suggestion":
+        return cls(**read_json(path))
+
+
+@dataclass(frozen=True)
+class HpoChoice:
+    """The best stage-1 trial (``bomf.fuse.selection.best_trial``): stage 2, or the HPBO-full baseline, trains
+    with its hyperparameters."""
+
+    params: dict
+    score: float
+    loss: float
+    metric: str
+    trials: int  # trials it was chosen from
+    warning: str | None  # why the choice is doubtful (tied trials), or None
+
+    def write(self, path: str | Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: str | Path) -> "HpoChoice":
+        return cls(**read_json(path))
+
+
+@dataclass(frozen=True)
+class MemberManifest:
+    """What stage 2, or the import of a user's checkpoints, wrote beside the members: read by every job that
+    loads them (each member verified against its checksum) and by the exported model's card."""
+
+    members: dict[str, str]  # member file name -> SHA-256, in training order
+    steps: list[int]  # each member's optimizer step
+    hyperparameters: dict  # what stage 2 trained with ({} for imported members)
+    seed: int
+    source: str  # the model the members were fine-tuned from
+    stored: dict[str, dict]  # states kept beside the members (the EMA): name -> {"file", "sha256"}
+    imported: list[str] | None = None  # imported members: each member's checkpoint directory
+    base: dict | None = None  # imported members: θ₀ of the task-vector merges, {"file", "sha256"}
+
+    def write(self, directory: str | Path) -> None:
+        write_json(Path(directory) / MEMBER_MANIFEST_FILE, _written(self))
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "MemberManifest":
+        return cls(**read_json(Path(directory) / MEMBER_MANIFEST_FILE))
 
 
 @dataclass(frozen=True)
@@ -28,8 +95,7 @@ class SelectedModel:
     search: str | None = None  # the oracle: how its subsets were enumerated
 
     def write(self, directory: str | Path, environment: dict) -> None:
-        record = {key: value for key, value in asdict(self).items() if value is not None}
-        write_json(Path(directory) / SELECTED_MODEL_FILE, {**record, "environment": environment})
+        write_json(Path(directory) / SELECTED_MODEL_FILE, {**_written(self), "environment": environment})
 
     @classmethod
     def read(cls, directory: str | Path) -> "SelectedModel":

@@ -1,6 +1,6 @@
 # Baselines that are not a fusion of the stage-2 members (config baselines.methods): the grid fine-tune, the
 # HPBO-full fine-tune and the oracle best subset. Each writes fusion/{method}/ like a fusion method, so the
-# evaluate rule and the tables treat every method alike. The grid is also run with lower layers frozen
+# evaluate_test rule and the tables treat every method alike. The grid is also run with lower layers frozen
 # (baselines.grid.frozen_layers) for the hyperparameter-alignment figure.
 
 
@@ -80,7 +80,7 @@ rule hpbo_full:
     input:
         model=prepared_model,
         data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
-        best=f"{RUN}/hpo_full/best.json",
+        best=f"{RUN}/hpo_full/{HPO_CHOICE_FILE}",
     output:
         directory(f"{RUN}/fusion/hpbo_full"),
     log:

@@ -6,6 +6,7 @@ import sys
 from bomf.config import ConfigError, job_settings, validate_config
 from bomf.fuse.fusion import PARAMETERS
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
+from bomf.records import HPO_CHOICE_FILE, MEMBER_MANIFEST_FILE, SUGGESTION_FILE
 from bomf.report.provenance import log_command
 from bomf.settings import canonical, catalog_name, config_runs, run_methods
 from bomf.sources import is_gguf
@@ -43,7 +44,7 @@ HPO_TRIALS = config["hpo"]["trials_per_round"]
 MEMBERS = config["finetune"]["members"]
 # Each imported run's checkpoint directories, in training-step order (found when the workflow is parsed).
 IMPORTED = {name: find_checkpoints(entry["members"]) for name, entry in config["imported_runs"].items()}
-MANIFEST = f"{RUN}/members/members.json"
+MANIFEST = f"{RUN}/members/{MEMBER_MANIFEST_FILE}"
 
 
 def import_rule_name(name):

@@ -1,7 +1,7 @@
 # Test evaluation (the only rule that reads the test split) and the result tables.
 
 
-rule evaluate:
+rule evaluate_test:
     input:
         model=prepared_model,
         data=f"{OUT}/data/{{task}}/test.jsonl",
@@ -25,17 +25,17 @@ rule evaluate:
     params:
         settings=settings("optim.eval_batch_size"),
     script:
-        "../scripts/evaluate.py"
+        "../scripts/evaluate_test.py"
 
 
 # The models users take away (export.methods): a self-contained Hugging Face directory each, with its model card.
-rule export:
+rule export_model:
     input:
         model=prepared_model,
         members=member_files,
         manifest=MANIFEST,
         fusion=f"{RUN}/fusion/{{method}}",
-        test=rules.evaluate.output,
+        test=rules.evaluate_test.output,
     output:
         directory(f"{EXPORT}/{{method}}"),
     log:
@@ -51,7 +51,7 @@ rule export:
         # The card names the command that made the model: the newest line of the log when the job runs.
         commands=f"{OUT}/commands.log",
     script:
-        "../scripts/export.py"
+        "../scripts/export_model.py"
 
 
 # One (task, model, seed) run end to end: `snakemake results/rte/minilm/seed0/summary.csv`.
@@ -69,9 +69,9 @@ rule summarise_run:
         "../scripts/summarise_run.py"
 
 
-from bomf.layout import TABLE_NAMES
+from bomf.report.tables import TABLES
 
-TABLES = f"{OUT}/tables/{{name}}.{{ext}}"
+TABLE_FILE = f"{OUT}/tables/{{name}}.{{ext}}"
 
 
 rule paper_tables:
@@ -82,10 +82,10 @@ rule paper_tables:
         costs=[path.format(**run) for run in RUNS for path in cost_only_outputs(run)],
     output:
         [
-            report(TABLES.format(name=name, ext="csv"), caption=f"../report/{name}.rst", category="Tables")
-            for name in TABLE_NAMES
+            report(TABLE_FILE.format(name=name, ext="csv"), caption=f"../report/{name}.rst", category="Tables")
+            for name in TABLES
         ],
-        expand(TABLES, name=TABLE_NAMES, ext=["md", "tex"]),
+        expand(TABLE_FILE, name=list(TABLES), ext=["md", "tex"]),
         provenance=f"{OUT}/tables/provenance.json",
     log:
         "logs/tables/paper_tables.log",

@@ -4,7 +4,7 @@
 # vs trajectory average. Computation (GPU jobs) and plotting (cheap, restyle freely) are separate rules.
 
 
-rule landscape:
+rule loss_landscape:
     input:
         model=prepared_model,
         data=f"{OUT}/data/{{task}}/val.jsonl",
@@ -28,12 +28,12 @@ rule landscape:
         settings=settings("optim.eval_batch_size", "figures.landscape"),
         methods=LANDSCAPE_METHODS,
     script:
-        "../scripts/landscape.py"
+        "../scripts/loss_landscape.py"
 
 
 rule plot_landscape:
     input:
-        rules.landscape.output,
+        rules.loss_landscape.output,
     output:
         png=report(
             f"{FIG}/landscape.png",

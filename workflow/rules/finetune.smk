@@ -5,7 +5,7 @@ rule finetune:
     input:
         model=prepared_model,
         data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
-        best=f"{RUN}/hpo/best.json",
+        best=f"{RUN}/hpo/{HPO_CHOICE_FILE}",
     output:
         members=[f"{RUN}/members/{MEMBER_FILE.format(index=k)}" for k in range(MEMBERS)],
         trajectory=f"{RUN}/members/trajectory.csv",

@@ -7,7 +7,7 @@ rule hpo_suggest:
     input:
         earlier_trials,
     output:
-        f"{RUN}/{{search}}/round{{round}}/suggest.json",
+        f"{RUN}/{{search}}/round{{round}}/{SUGGESTION_FILE}",
     log:
         f"{LOG}/{{search}}/round{{round}}/suggest.log",
     benchmark:
@@ -27,7 +27,7 @@ rule hpo_trial:
     input:
         model=prepared_model,
         data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
-        suggest=f"{RUN}/{{search}}/round{{round}}/suggest.json",
+        suggest=f"{RUN}/{{search}}/round{{round}}/{SUGGESTION_FILE}",
     output:
         f"{RUN}/{{search}}/round{{round}}/trial{{trial}}.json",
     log:
@@ -53,7 +53,7 @@ rule hpo_select:
         trial_files(RUN, range(HPO_ROUNDS)),
     output:
         trials=f"{RUN}/{{search}}/trials.csv",
-        best=f"{RUN}/{{search}}/best.json",
+        best=f"{RUN}/{{search}}/{HPO_CHOICE_FILE}",
     log:
         f"{LOG}/{{search}}/select.log",
     priority: 2

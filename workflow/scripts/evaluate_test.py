@@ -5,6 +5,7 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.evaluate_test(snakemake.params.settings, w.task, w.model, int(w.seed), w.method,
-                           Path(snakemake.input.data).parent, Path(snakemake.input.manifest).parent,
-                           snakemake.input.fusion, snakemake.output[0])
+    pipeline.evaluate_test(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                           method=w.method, data_dir=Path(snakemake.input.data).parent,
+                           members_dir=Path(snakemake.input.manifest).parent, fusion_dir=snakemake.input.fusion,
+                           out=snakemake.output[0])

@@ -5,6 +5,7 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.export_model(snakemake.params.settings, w.task, w.model, int(w.seed), w.method,
-                          Path(snakemake.input.manifest).parent, snakemake.input.fusion, snakemake.input.test[0],
-                          snakemake.params.commands, snakemake.output[0])
+    pipeline.export_model(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                          method=w.method, members_dir=Path(snakemake.input.manifest).parent,
+                          fusion_dir=snakemake.input.fusion, test_file=snakemake.input.test[0],
+                          commands_log=snakemake.params.commands, out_dir=snakemake.output[0])

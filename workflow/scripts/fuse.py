@@ -5,6 +5,6 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.fuse(snakemake.params.settings, w.task, w.model, int(w.seed), Path(snakemake.input.data).parent,
-                  Path(snakemake.input.manifest).parent, w.method, snakemake.output[0],
-                  snakemake.params.journal)
+    pipeline.fuse(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                  data_dir=Path(snakemake.input.data).parent, members_dir=Path(snakemake.input.manifest).parent,
+                  method=w.method, out_dir=snakemake.output[0], journal=snakemake.params.journal)

@@ -2,4 +2,4 @@ from bomf import pipeline
 from bomf.runtime import job
 
 with job(snakemake):
-    pipeline.grid_collect(list(snakemake.input), snakemake.output[0])
+    pipeline.grid_collect(trial_files=list(snakemake.input), out_csv=snakemake.output[0])

@@ -3,5 +3,6 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.grid_finetune(snakemake.params.settings, w.task, w.model, int(w.seed), list(snakemake.input.trials),
-                           list(snakemake.input.checkpoints), snakemake.output[0])
+    pipeline.grid_finetune(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                           trial_files=list(snakemake.input.trials), checkpoints=list(snakemake.input.checkpoints),
+                           out_dir=snakemake.output[0])

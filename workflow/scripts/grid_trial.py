@@ -6,5 +6,6 @@ from bomf.runtime import job
 w = snakemake.wildcards
 checkpoint = snakemake.output.get("checkpoint")  # only the full-model runs keep one
 with job(snakemake):
-    pipeline.grid_trial(snakemake.params.settings, w.task, w.model, int(w.seed), Path(snakemake.input.data[0]).parent,
-                        int(w.point), int(w.get("frozen", 0)), snakemake.output[0], checkpoint)
+    pipeline.grid_trial(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                        data_dir=Path(snakemake.input.data[0]).parent, point_index=int(w.point),
+                        frozen_layers=int(w.get("frozen", 0)), out=snakemake.output[0], out_checkpoint=checkpoint)

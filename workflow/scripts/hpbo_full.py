@@ -5,5 +5,6 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.hpbo_full_finetune(snakemake.params.settings, w.task, w.model, int(w.seed), Path(snakemake.input.data[0]).parent,
-                                snakemake.input.best, snakemake.output[0])
+    pipeline.hpbo_full(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                       data_dir=Path(snakemake.input.data[0]).parent, best_file=snakemake.input.best,
+                       out_dir=snakemake.output[0])

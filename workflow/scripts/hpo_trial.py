@@ -5,5 +5,6 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.hpo_trial(snakemake.params.settings, w.task, w.model, int(w.seed), Path(snakemake.input.data[0]).parent,
-                       snakemake.input.suggest, int(w.trial), snakemake.output[0], w.search)
+    pipeline.hpo_trial(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                       data_dir=Path(snakemake.input.data[0]).parent, suggest_file=snakemake.input.suggest,
+                       trial_index=int(w.trial), out=snakemake.output[0], search=w.search)

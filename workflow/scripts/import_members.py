@@ -5,5 +5,5 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.import_members(snakemake.params.settings, w.task, w.model, int(w.seed), Path(snakemake.input.data).parent,
-                            Path(snakemake.output.manifest).parent)
+    pipeline.import_members(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                            data_dir=Path(snakemake.input.data).parent, out_dir=Path(snakemake.output.manifest).parent)

@@ -5,7 +5,8 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.loss_landscape(snakemake.params.settings, w.task, w.model, int(w.seed), Path(snakemake.input.data).parent,
-                            Path(snakemake.input.manifest).parent,
-                            dict(zip(snakemake.params.methods, snakemake.input.fusion)),
-                            Path(snakemake.output[0]).parent)
+    pipeline.loss_landscape(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                            data_dir=Path(snakemake.input.data).parent,
+                            members_dir=Path(snakemake.input.manifest).parent,
+                            fusion_dirs=dict(zip(snakemake.params.methods, snakemake.input.fusion)),
+                            out_dir=Path(snakemake.output[0]).parent)

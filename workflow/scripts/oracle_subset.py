@@ -5,5 +5,6 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.oracle(snakemake.params.settings, w.task, w.model, int(w.seed), Path(snakemake.input.data[0]).parent,
-                    Path(snakemake.input.manifest).parent, snakemake.output[0])
+    pipeline.oracle_subset(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                           data_dir=Path(snakemake.input.data[0]).parent,
+                           members_dir=Path(snakemake.input.manifest).parent, out_dir=snakemake.output[0])

@@ -4,6 +4,6 @@ from bomf import pipeline
 from bomf.runtime import job
 
 with job(snakemake):
-    pipeline.paper_tables(snakemake.params.settings, list(snakemake.input.tests), list(snakemake.input.fusion),
-                          snakemake.params.benchmarks, Path(snakemake.output[0]).parent,
-                          snakemake.output.provenance)
+    pipeline.paper_tables(config=snakemake.params.settings, test_files=list(snakemake.input.tests),
+                          fusion_dirs=list(snakemake.input.fusion), benchmark_root=snakemake.params.benchmarks,
+                          out_dir=Path(snakemake.output[0]).parent, out_provenance=snakemake.output.provenance)

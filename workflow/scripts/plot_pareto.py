@@ -5,5 +5,5 @@ from bomf.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake):
-    pipeline.plot_pareto(snakemake.params.settings, w.task, w.model, int(w.seed), snakemake.input[0],
-                         Path(snakemake.output.png).with_suffix(""))
+    pipeline.plot_pareto(config=snakemake.params.settings, task=w.task, model=w.model, seed=int(w.seed),
+                         fusion_dir=snakemake.input[0], out_prefix=Path(snakemake.output.png).with_suffix(""))

@@ -2,4 +2,5 @@ from bomf import pipeline
 from bomf.runtime import job
 
 with job(snakemake):
-    pipeline.prepare_model(snakemake.params.settings, snakemake.wildcards.model, snakemake.output[0].rsplit("/", 1)[0])
+    pipeline.prepare_model(config=snakemake.params.settings, model=snakemake.wildcards.model,
+                           out_dir=snakemake.output[0].rsplit("/", 1)[0])

@@ -2,4 +2,5 @@ from bomf import pipeline
 from bomf.runtime import job
 
 with job(snakemake):
-    pipeline.summarise_run(list(snakemake.input), snakemake.output.summary, snakemake.output.provenance)
+    pipeline.summarise_run(test_files=list(snakemake.input), out_csv=snakemake.output.summary,
+                           out_provenance=snakemake.output.provenance)

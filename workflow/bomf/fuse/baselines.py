@@ -15,13 +15,13 @@ import time
 import pandas as pd
 import torch
 
-from .fusion import FusionObjective, uniform
 from ..metrics import ranking_key
-from ..tasks.kinds import kind_of
-from ..tasks.models import freeze_lower_layers, load_member_state, member_state
 from ..runtime import seed_everything
 from ..settings import OptimConfig, hyperparameters, member_steps
+from ..tasks.kinds import kind_of
+from ..tasks.models import freeze_lower_layers, load_member_state, member_state
 from ..train.training import fine_tune
+from .fusion import FusionObjective, uniform
 
 
 def grid_points(grid: dict) -> list[dict]:

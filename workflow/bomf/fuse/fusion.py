@@ -17,13 +17,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .journal import JournaledObjective
-from .merging import Merge
 from ..metrics import ranking_key
 from ..tasks.models import load_member_state
-from .points import Stored
-from ..tasks.splits import SplitData, autocast
 from ..tasks.registry import TaskSpec
+from ..tasks.splits import SplitData, autocast
+from .journal import JournaledObjective
+from .merging import Merge
+from .points import Stored
 
 SIMPLEX_TOLERANCE = 1e-6
 
@@ -267,7 +267,7 @@ def learned_soup(ctx: FusionContext) -> FusionResult:
 
 
 def _bayesian_optimisation(ctx: FusionContext, searched: list[str] | None) -> FusionResult:
-    from .mobo import WEIGHT_PREFIX, run_mobo  # BoTorch (~2 s to import) only in the jobs that run BO
+    from .mobo import WEIGHT_PREFIX, run_mobo
 
     history, chosen = run_mobo(ctx.objective, ctx.member_scores, ctx.config, ctx.seed, searched)
     weight_columns = [c for c in history.columns if c.startswith(WEIGHT_PREFIX)]

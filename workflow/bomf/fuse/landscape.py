@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .fusion import FusionObjective, MemberStack, one_hot
 from ..tasks.models import load_member_state
+from .fusion import FusionObjective, MemberStack, one_hot
 
 GRAM_BLOCK_ELEMENTS = 1 << 22  # float64 elements per block of columns (32 MiB) while accumulating the Gram
 AFFINE_TOLERANCE = 1e-6

@@ -32,8 +32,8 @@ from botorch.utils.multi_objective.pareto import is_non_dominated
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch.quasirandom import SobolEngine
 
-from .journal import JournaledObjective
 from ..runtime import seed_everything, torch_threads
+from .journal import JournaledObjective
 from .selection import SELECTION_RULES
 from .warmup import prepare_fused_kernel
 

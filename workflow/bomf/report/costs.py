@@ -1,5 +1,5 @@
 """Table 5, the cost table: Snakemake's benchmark files read back by stage and method (the rendering is
-``bomf.report.tables``')."""
+``bomf.report.render``'s)."""
 
 import re
 import warnings
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..layout import RUN_DIR
-from .tables import METHOD_LABELS, STAGE_LABELS, TASK_LABELS, Table, _Number, _render, _Section, _sort_key
+from .render import METHOD_LABELS, Number, STAGE_LABELS, Section, TASK_LABELS, Table, render, sort_key
 
 COST_CAPTION = (
     "Cost from Snakemake's benchmark files: wall and CPU seconds summed over a stage's jobs within one "
@@ -100,7 +100,7 @@ def cost_table(benchmarks: pd.DataFrame, evaluations=None) -> Table:
             .agg(wall_s=("wall_s", "mean"), cpu_s=("cpu_s", "mean"), max_rss_mb=("max_rss_mb", "mean"),
                  evaluations=("evaluations", "mean"), runs=("task", "size"))
             .reset_index()
-            .sort_values(["model", "task", "stage", "method"], key=_sort_key, na_position="first", kind="stable"))
+            .sort_values(["model", "task", "stage", "method"], key=sort_key, na_position="first", kind="stable"))
     sections = []
     for model, group in long.groupby("model", dropna=False, sort=False):
         rows = []
@@ -110,8 +110,8 @@ def cost_table(benchmarks: pd.DataFrame, evaluations=None) -> Table:
             numbers = ((r.wall_s, 1), (r.cpu_s, 1), (r.max_rss_mb, 0), (r.evaluations, 0))
             task = "All tasks" if pd.isna(r.task) else TASK_LABELS.get(r.task, r.task)  # a model's conversion
             rows.append((task, what,
-                         *(None if pd.isna(value) else _Number(value, decimals=places) for value, places in numbers)))
+                         *(None if pd.isna(value) else Number(value, decimals=places) for value, places in numbers)))
         title = "Shared by every model and seed" if pd.isna(model) else model
-        sections.append(_Section(title, ("Task", "Stage", "Wall (s)", "CPU (s)", "Peak RSS (MB)", "Evaluations"),
+        sections.append(Section(title, ("Task", "Stage", "Wall (s)", "CPU (s)", "Peak RSS (MB)", "Evaluations"),
                                  tuple(rows), text_columns=2))
-    return _render(long, sections, COST_CAPTION, "tab:bomf-cost")
+    return render(long, sections, COST_CAPTION, "tab:bomf-cost")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import read_json
-from ..records import SelectedModel
+from ..records import MemberManifest, SelectedModel
 
 BO_METHODS = ("bomf", "bo_metric", "bo_loss")
 
@@ -63,20 +63,19 @@ def model_card(task: str, model: str, seed: int, source: str, model_class: str, 
                test_file, selection: str, command: dict, adapter: bool) -> str:
     """The README.md of an exported model, in Markdown with the Hugging Face metadata header."""
     members_dir, fusion_dir = Path(members_dir), Path(fusion_dir)
-    manifest = read_json(members_dir / "members.json")
+    manifest = MemberManifest.read(members_dir)
     selected = SelectedModel.read(fusion_dir)
     test = read_json(test_file)
-    names = list(manifest["members"])
-    imported = manifest.get("imported")
-    if imported:
+    names = list(manifest.members)
+    if manifest.imported:
         origin = [f"- Members: {len(names)} checkpoints of the user's own fine-tune, imported (checked against the "
-                  f"base and the task) at steps {', '.join(map(str, manifest['steps']))}",
+                  f"base and the task) at steps {', '.join(map(str, manifest.steps))}",
                   *(f"  - `{name}` from `{directory}`, sha256 `{checksum}`"
-                    for (name, checksum), directory in zip(manifest["members"].items(), imported))]
+                    for (name, checksum), directory in zip(manifest.members.items(), manifest.imported))]
     else:
-        origin = [f"- Members: {len(names)} checkpoints of one fine-tune (seed {manifest['seed']}; "
-                  f"{_settings(manifest['hyperparameters'])}) at steps {', '.join(map(str, manifest['steps']))}",
-                  *(f"  - `{name}` sha256 `{checksum}`" for name, checksum in manifest["members"].items())]
+        origin = [f"- Members: {len(names)} checkpoints of one fine-tune (seed {manifest.seed}; "
+                  f"{_settings(manifest.hyperparameters)}) at steps {', '.join(map(str, manifest.steps))}",
+                  *(f"  - `{name}` sha256 `{checksum}`" for name, checksum in manifest.members.items())]
     load = (f"from transformers import {model_class}\n"
             f"model = {model_class}.from_pretrained(\"<this directory>\")")
     if adapter:
@@ -91,7 +90,7 @@ def model_card(task: str, model: str, seed: int, source: str, model_class: str, 
         "## Source", "",
         f"- Base model: `{source}`",
         *origin, "",
-        "## How it was chosen", "", *_how_chosen(selected, fusion_dir, names, selection, bool(imported)), "",
+        "## How it was chosen", "", *_how_chosen(selected, fusion_dir, names, selection, bool(manifest.imported)), "",
         "## Scores", "",
         f"- Validation: {_scores(selected.validation)}",
         f"- Test ({test['test_size']} examples): {_scores(test['test'])}",

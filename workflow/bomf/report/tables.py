@@ -1,67 +1,30 @@
-"""The paper's result tables as pure functions: evaluation records in, a ``Table`` out (Table 5, the cost
-table from benchmark files, is ``bomf.report.costs``).
+"""The paper's result tables as pure functions: evaluation records in, a ``Table`` out, and ``TABLES``, every
+table the paper_tables job writes with its builder (Table 5, the cost table from benchmark files, is built by
+``bomf.report.costs``; labels and rendering are ``bomf.report.render``'s).
 
-A ``Table`` holds a long-form frame (the CSV) and its Markdown and LaTeX renderings; ``Table.write(prefix)``
-writes prefix.csv, prefix.md and prefix.tex. The LaTeX is a ``table`` float of booktabs tabulars, one per
-model. Scores are x100, summarised as mean ± sample std over seeds (a single seed shows no ±).
+Scores are x100, summarised as mean ± sample std over seeds (a single seed shows no ±).
 """
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from .diagnostics import run_message, run_warnings
-from ..io import write_csv, write_text
 from ..metrics import REGRESSION_METRICS
 from ..settings import OUTER_LOOP_BASELINES
+from .costs import cost_table
+from .diagnostics import run_message, run_warnings
+from .render import METHOD_LABELS, METRIC_LABELS, Number, Section, TASK_LABELS, Table, ordered, render, sort_key
 from .stats import bomf_comparisons
 
-METHOD_LABELS = {
-    "best_member": "Fine-tune (best member)",
-    "last_member": "Fine-tune (last member)",
-    "grid_finetune": "Fine-tune, grid hyperparameters (no BO)",
-    "hpbo_full": "Fine-tune, stage-1 BO on the full model",
-    "swa": "SWA",
-    "greedy_soup": "Greedy soup",
-    "learned_soup": "Learned soup",
-    "bo_metric": "BO, metric only",
-    "bo_loss": "BO, loss only",
-    "ema": "EMA",
-    "task_arithmetic": "Task arithmetic",
-    "ties": "TIES-merging",
-    "dare": "DARE",
-    "bomf": "BOMF",
-    "oracle_subset": "Best subset (oracle, test-selected)",
-}
 # Selected on the test split itself: shown as an upper bound, never highlighted, never a "best baseline".
 ORACLE_METHODS = frozenset({"oracle_subset"})
 
 MAIN_METHODS = ("best_member", "last_member", "swa", "greedy_soup", "learned_soup", "bomf", "oracle_subset")
 ABLATION_METHODS = ("bo_metric", "bo_loss", "bomf")
 OUTER_BO_METHODS = ("grid_finetune", "hpbo_full", "best_member", "swa", "greedy_soup", "learned_soup", "bomf")
-
-# The paper's task order; other tasks follow alphabetically under their own names.
-TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "sst2": "SST-2",
-               "squad_v2": "SQuAD 2.0", "samsum": "SAMSum", "e2e": "E2E"}
-STAGE_LABELS = {
-    "data": "Data preparation",
-    "model": "Model conversion (GGUF)",
-    "hpo": "Stage 1: BO on the proxy",
-    "hpo_full": "Stage 1: BO on the full model",
-    "grid": "Grid fine-tunes",
-    "finetune": "Stage 2: fine-tune",
-    "import": "Stage 2: imported checkpoints (checked, scored)",
-    "fusion": "Stage 3: fusion, all methods",
-    "test": "Test evaluation",
-    "landscape": "Loss/metric landscape",
-}
-METRIC_LABELS = {"accuracy": "Acc.", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman",
-                 "exact_match": "EM", "token_f1": "F1", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
-                 "rougeL": "ROUGE-L", "bleu": "BLEU"}
-# Benchmark stages in pipeline order; unknown stages follow alphabetically under their own names.
 
 MAIN_CAPTION = (
     "Test-split primary metric (×100) per method, mean ± sample std over seeds (no ± with one seed). "
@@ -114,108 +77,6 @@ ALL_METRICS_CAPTION = (
     "split by article into train, validation and test (see each task's results/data/<task>/split.json).")
 
 
-@dataclass(frozen=True, eq=False)
-class Table:
-    frame: pd.DataFrame  # long form, one row per shown number
-    markdown: str
-    latex: str
-
-    def write(self, prefix) -> tuple[Path, Path, Path]:
-        """Write prefix.csv, prefix.md and prefix.tex, each atomically."""
-        paths = tuple(Path(f"{prefix}{suffix}") for suffix in (".csv", ".md", ".tex"))
-        write_csv(paths[0], self.frame)
-        write_text(paths[1], self.markdown)
-        write_text(paths[2], self.latex)
-        return paths
-
-
-# ----------------------------------------------------------------------------------------------- rendering
-
-@dataclass(frozen=True)
-class _Number:
-    mean: float
-    std: float = float("nan")  # NaN: shown without ±
-    decimals: int = 2
-    mark: str = ""  # "best" | "second" | ""
-
-
-_Cell = str | _Number | None  # None: missing
-
-
-@dataclass(frozen=True)
-class _Section:
-    title: str
-    header: tuple[str, ...]
-    rows: tuple[tuple[_Cell, ...], ...]
-    text_columns: int = 1  # leading left-aligned columns
-    ruled_rows: frozenset[int] = field(default_factory=frozenset)  # rows set apart by a rule above
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "×": r"$\times$", "−": "$-$", "Δ": r"$\Delta$", "–": "--", "—": "---"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
-
-
-def _number_text(number: _Number, latex: bool) -> str:
-    text = f"{number.mean:.{number.decimals}f}"
-    if np.isfinite(number.std):
-        text += (r" $\pm$ " if latex else " ± ") + f"{number.std:.{number.decimals}f}"
-    if number.mark == "best":
-        return rf"\textbf{{{text}}}" if latex else f"**{text}**"
-    if number.mark == "second":
-        return rf"\underline{{{text}}}" if latex else f"<u>{text}</u>"
-    return text
-
-
-def _cell_text(cell: _Cell, latex: bool) -> str:
-    if cell is None:
-        return "--" if latex else "–"
-    if isinstance(cell, _Number):
-        return _number_text(cell, latex)
-    return latex_escape(cell) if latex else cell.replace("|", r"\|")
-
-
-def _render_markdown(sections: Sequence[_Section], caption: str) -> str:
-    parts = []
-    for section in sections:
-        align = [":---"] * section.text_columns + ["---:"] * (len(section.header) - section.text_columns)
-        lines = [f"### {section.title}", "", "| " + " | ".join(section.header) + " |",
-                 "|" + "|".join(align) + "|"]
-        lines += ["| " + " | ".join(_cell_text(c, latex=False) for c in row) + " |" for row in section.rows]
-        parts.append("\n".join(lines))
-    parts.append(caption if sections else f"No results to show.\n\n{caption}")
-    return "\n\n".join(parts) + "\n"
-
-
-def _render_latex(sections: Sequence[_Section], caption: str, label: str) -> str:
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}"]
-    for number, section in enumerate(sections):
-        if number:
-            lines.append(r"\medskip")
-        width = len(section.header)
-        lines += [rf"\begin{{tabular}}{{{'l' * section.text_columns}{'r' * (width - section.text_columns)}}}",
-                  r"\toprule", rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(section.title)}}}}} \\",
-                  r"\midrule", " & ".join(latex_escape(h) for h in section.header) + r" \\", r"\midrule"]
-        for index, row in enumerate(section.rows):
-            if index in section.ruled_rows:
-                lines.append(r"\midrule")
-            lines.append(" & ".join(_cell_text(c, latex=True) for c in row) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}"]
-    if not sections:
-        lines.append("No results to show.")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def _render(frame: pd.DataFrame, sections: Sequence[_Section], caption: str, label: str) -> Table:
-    return Table(frame.reset_index(drop=True), _render_markdown(sections, caption),
-                 _render_latex(sections, caption, label))
-
-
 def _marks(values: Mapping, decimals: int, lower_is_better: bool = False, places: int = 2) -> dict:
     """'best' for every key at the best shown value, 'second' at the next distinct shown value.
 
@@ -242,18 +103,6 @@ def _summary(values: Iterable[float]) -> tuple[float, float, int]:
     values = np.asarray(list(values), dtype=float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan"), len(values)
 
-
-def _ordered(names: Iterable[str], known: Sequence[str]) -> list[str]:
-    return sorted(set(names), key=lambda name: (known.index(name) if name in known else len(known), name))
-
-
-def _sort_key(column: pd.Series) -> pd.Series:
-    """Order tasks, stages and methods as the paper and pipeline do; other values alphabetically after."""
-    known = {"task": list(TASK_LABELS), "stage": list(STAGE_LABELS), "method": list(METHOD_LABELS)}.get(column.name)
-    if known is None:
-        return column
-    rank = {name: i for i, name in enumerate(_ordered(column.dropna(), known))}
-    return column.map(rank)
 
 
 def _task_header(task: str, metric: str) -> str:
@@ -296,7 +145,7 @@ def _leaderboard(records: Sequence[dict], methods: Sequence[str], labels: Mappin
     long_rows, sections = [], []
     for model in sorted(frame["model"].unique()):
         scores = frame[frame["model"] == model]
-        tasks = _ordered(scores["task"], list(TASK_LABELS))
+        tasks = ordered(scores["task"], list(TASK_LABELS))
         metric_of = scores.groupby("task")["metric"].first()
         present = [m for m in _row_order(methods) if m in set(scores["method"])]
         summaries: dict[tuple[str, str], tuple[float, float, int]] = {}
@@ -325,7 +174,7 @@ def _leaderboard(records: Sequence[dict], methods: Sequence[str], labels: Mappin
                     continue
                 mean, std, seeds = summaries[method, column]
                 mark = marks[column].get(method, "")
-                cells.append(_Number(mean, std, mark=mark))
+                cells.append(Number(mean, std, mark=mark))
                 long_rows.append({"model": model, "method": method, "label": labels.get(method, method),
                                   "task": column, "metric": metric_of.get(column, "avg"), "mean": mean,
                                   "std": std, "seeds": seeds, "mark": mark, "oracle": method in ORACLE_METHODS})
@@ -333,10 +182,10 @@ def _leaderboard(records: Sequence[dict], methods: Sequence[str], labels: Mappin
         header = ("Method", *(_task_header(t, metric_of[t]) for t in tasks), "Avg")
         # A rule sets the oracle rows (always last) apart from the methods.
         first_oracle = next((i for i, m in enumerate(present) if m in ORACLE_METHODS), 0)
-        sections.append(_Section(model, header, tuple(rows), ruled_rows=frozenset({first_oracle} - {0})))
+        sections.append(Section(model, header, tuple(rows), ruled_rows=frozenset({first_oracle} - {0})))
     long = pd.DataFrame(long_rows, columns=["model", "method", "label", "task", "metric", "mean", "std", "seeds",
                                             "mark", "oracle"])
-    return _render(long, sections, caption, label)
+    return render(long, sections, caption, label)
 
 
 def _significance_table(records: Sequence[dict], methods: Sequence[str], resamples: int, seed: int) -> Table:
@@ -346,7 +195,7 @@ def _significance_table(records: Sequence[dict], methods: Sequence[str], resampl
         comparisons[column] = 100 * comparisons[column]
     comparisons.insert(comparisons.columns.get_loc("baseline") + 1, "baseline_label",
                        [METHOD_LABELS.get(m, m) for m in comparisons["baseline"]])
-    comparisons = comparisons.sort_values(["model", "task"], key=_sort_key, kind="stable")
+    comparisons = comparisons.sort_values(["model", "task"], key=sort_key, kind="stable")
     sections = []
     for model, group in comparisons.groupby("model", sort=False):
         rows = []
@@ -354,10 +203,10 @@ def _significance_table(records: Sequence[dict], methods: Sequence[str], resampl
             baseline = r.baseline_label if r.comparison == "swa" else f"{r.baseline_label} (best baseline)"
             rows.append((_task_header(r.task, r.metric), baseline, f"{r.difference:+.2f}",
                          f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", f"{r.p_value:.3f}", str(r.seeds)))
-        sections.append(_Section(model, ("Task", "BOMF vs", "Δ (×100)", "95% CI", "p", "Seeds"), tuple(rows),
+        sections.append(Section(model, ("Task", "BOMF vs", "Δ (×100)", "95% CI", "p", "Seeds"), tuple(rows),
                                  text_columns=2))
     caption = SIGNIFICANCE_CAPTION.format(resamples=resamples, seed=seed)
-    return _render(comparisons, sections, caption, "tab:bomf-significance")
+    return render(comparisons, sections, caption, "tab:bomf-significance")
 
 
 def main_table(records: Sequence[dict], methods: Sequence[str] = MAIN_METHODS, *, resamples: int = 1000,
@@ -405,7 +254,7 @@ def all_metrics_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
     long_rows, sections = [], []
     records = [r for r in records if r["method"] in methods]
     keys = [(model, task) for model in sorted({r["model"] for r in records})
-            for task in _ordered((r["task"] for r in records if r["model"] == model), list(TASK_LABELS))]
+            for task in ordered((r["task"] for r in records if r["model"] == model), list(TASK_LABELS))]
     for model, task in keys:
         ours = [r for r in records if (r["model"], r["task"]) == (model, task)]
         metrics = [m for m in ours[0]["test"] if m != "loss"]
@@ -422,18 +271,18 @@ def all_metrics_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
             for column, (_, decimals, _) in columns.items():
                 mean, std, seeds = summaries[method, column]
                 mark = marks[column].get(method, "")
-                cells.append(_Number(mean, std, decimals, mark))
+                cells.append(Number(mean, std, decimals, mark))
                 long_rows.append({"model": model, "task": task, "method": method,
                                   "label": METHOD_LABELS.get(method, method), "metric": column, "mean": mean,
                                   "std": std, "seeds": seeds, "mark": mark, "oracle": method in ORACLE_METHODS})
             rows.append((METHOD_LABELS.get(method, method), *cells))
         header = ("Method", *(METRIC_LABELS.get(m, m) for m in metrics), "Test loss")
         first_oracle = next((i for i, m in enumerate(present) if m in ORACLE_METHODS), 0)
-        sections.append(_Section(f"{model}, {TASK_LABELS.get(task, task)}", header, tuple(rows),
+        sections.append(Section(f"{model}, {TASK_LABELS.get(task, task)}", header, tuple(rows),
                                  ruled_rows=frozenset({first_oracle} - {0})))
     long = pd.DataFrame(long_rows, columns=["model", "task", "method", "label", "metric", "mean", "std", "seeds",
                                             "mark", "oracle"])
-    return _render(long, sections, ALL_METRICS_CAPTION, "tab:bomf-all-metrics")
+    return render(long, sections, ALL_METRICS_CAPTION, "tab:bomf-all-metrics")
 
 
 # --------------------------------------------------------------------------------------------- discrepancy
@@ -448,7 +297,7 @@ def discrepancy_table(records: Sequence[dict]) -> Table:
     for model in sorted(frame["model"].unique()):
         ours = frame[frame["model"] == model]
         rows = []
-        for task in _ordered(ours["task"], list(TASK_LABELS)):
+        for task in ordered(ours["task"], list(TASK_LABELS)):
             of_task = ours[ours["task"] == task]
             metric = of_task["metric"].iloc[0]
             loss_kind = "MSE" if metric in REGRESSION_METRICS else "NLL"
@@ -462,17 +311,17 @@ def discrepancy_table(records: Sequence[dict]) -> Table:
                         cells.append(None)
                         continue
                     mean, std, seeds = summaries[method]
-                    cells.append(_Number(mean, std, decimals, marks.get(method, "")))
+                    cells.append(Number(mean, std, decimals, marks.get(method, "")))
                     long_rows.append({"model": model, "task": task, "metric": metric, "loss_kind": loss_kind,
                                       "method": method, "label": METHOD_LABELS[method], "quantity": quantity,
                                       "mean": mean, "std": std, "seeds": seeds, "mark": marks.get(method, "")})
             task_label = TASK_LABELS.get(task, task) + (f" ({loss_kind} loss)" if loss_kind == "MSE" else "")
             rows.append((task_label, *cells))
         header = ("Task", *(f"{q.capitalize()}, {METHOD_LABELS[m]}" for q in quantities for m in methods))
-        sections.append(_Section(model, header, tuple(rows)))
+        sections.append(Section(model, header, tuple(rows)))
     long = pd.DataFrame(long_rows, columns=["model", "task", "metric", "loss_kind", "method", "label", "quantity",
                                             "mean", "std", "seeds", "mark"])
-    return _render(long, sections, DISCREPANCY_CAPTION, "tab:bomf-discrepancy")
+    return render(long, sections, DISCREPANCY_CAPTION, "tab:bomf-discrepancy")
 
 
 def selection_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
@@ -482,7 +331,7 @@ def selection_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
     long_rows, sections = [], []
     for model in sorted(frame["model"].unique()):
         ours = frame[frame["model"] == model]
-        tasks = _ordered(ours["task"], list(TASK_LABELS))
+        tasks = ordered(ours["task"], list(TASK_LABELS))
         metric_of = ours.groupby("task")["metric"].first()
         header = ("Method", *(_task_header(t, metric_of[t]) for t in tasks), "Avg")
         gap_rows = []
@@ -499,11 +348,11 @@ def selection_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
                     cells.append(None)
                     continue
                 mean, std, seeds = _summary(values)
-                cells.append(_Number(mean, std))
+                cells.append(Number(mean, std))
                 long_rows.append({"model": model, "quantity": "validation_minus_test", "method": method,
                                   "task": column, "mean": mean, "std": std, "seeds": seeds})
             gap_rows.append((METHOD_LABELS.get(method, method), *cells))
-        sections.append(_Section(f"{model}: validation − test (×100)", header, tuple(gap_rows)))
+        sections.append(Section(f"{model}: validation − test (×100)", header, tuple(gap_rows)))
         closed = _gap_closed(ours, tasks)
         if closed:
             rows = []
@@ -512,15 +361,15 @@ def selection_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
                 cells = []
                 for column in [*tasks, "avg"]:
                     value = closed.get(column, {}).get(quantity, np.nan)
-                    cells.append(_Number(value, decimals=1 if quantity == "closed" else 2)
+                    cells.append(Number(value, decimals=1 if quantity == "closed" else 2)
                                  if np.isfinite(value) else None)
                     long_rows.append({"model": model, "quantity": f"test_{quantity}" if quantity != "closed"
                                       else "gap_closed_percent", "method": "bomf", "task": column, "mean": value,
                                       "std": np.nan, "seeds": closed.get(column, {}).get("seeds", 0)})
                 rows.append((label, *cells))
-            sections.append(_Section(f"{model}: SWA-to-oracle gap closed by BOMF (test)", header, tuple(rows)))
+            sections.append(Section(f"{model}: SWA-to-oracle gap closed by BOMF (test)", header, tuple(rows)))
     long = pd.DataFrame(long_rows, columns=["model", "quantity", "method", "task", "mean", "std", "seeds"])
-    return _render(long, sections, SELECTION_CAPTION, "tab:bomf-selection")
+    return render(long, sections, SELECTION_CAPTION, "tab:bomf-selection")
 
 
 def _gap_closed(frame: pd.DataFrame, tasks: list[str]) -> dict[str, dict[str, float]]:
@@ -556,3 +405,35 @@ def run_summary(records: list[dict]) -> pd.DataFrame:
         row.update({f"test_{k}": v for k, v in r["test"].items()})
         rows.append({**row, "warning": notes[r["method"]]})
     return pd.DataFrame(rows)
+
+
+@dataclass
+class TableInputs:
+    """What every table is built from: all runs' test records, the configured methods in order, the paired
+    bootstrap's resamples, Snakemake's benchmark files (``costs.read_benchmarks``) and how many fused models
+    each method's search scored, by (task, model, seed, method)."""
+
+    records: list[dict]
+    methods: list[str]
+    resamples: int
+    benchmarks: pd.DataFrame
+    evaluations: dict[tuple, int]
+
+    @cached_property
+    def main(self) -> tuple[Table, Table]:
+        """Table 1 and its significance tests, computed once for both files."""
+        return main_table(self.records, self.methods, resamples=self.resamples)
+
+
+# Every table the paper_tables job writes, <output_dir>/tables/<name>.{csv,md,tex}, in the order it builds them:
+# its name and its builder. The rule declares these files, and its report captions are workflow/report/<name>.rst.
+TABLES: dict[str, Callable[[TableInputs], Table]] = {
+    "table1_main": lambda inputs: inputs.main[0],
+    "table1_significance": lambda inputs: inputs.main[1],
+    "table2_discrepancy": lambda inputs: discrepancy_table(inputs.records),
+    "table3_ablation": lambda inputs: ablation_table(inputs.records),
+    "table4_outer_bo": lambda inputs: outer_bo_table(inputs.records),
+    "table5_cost": lambda inputs: cost_table(inputs.benchmarks, inputs.evaluations),
+    "table6_all_metrics": lambda inputs: all_metrics_table(inputs.records, inputs.methods),
+    "table7_selection": lambda inputs: selection_table(inputs.records, inputs.methods),
+}

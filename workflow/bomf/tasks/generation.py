@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..sources import resolve_model_source
-from .splits import SplitData
 from .registry import TaskSpec
+from .splits import SplitData
 from .text_metrics import EXAMPLE_METRICS
 
 IGNORE = -100  # label of tokens the loss skips (prompt and padding), as transformers expects

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import freeze_lower_layers
 from ..sources import resolve_model_source
-from .splits import SplitData
+from .models import freeze_lower_layers
 from .registry import TaskSpec
+from .splits import SplitData
 from .text_metrics import EXAMPLE_METRICS
 
 CLS_INDEX = 0  # where the tokenizers of BERT-, RoBERTa- and MPNet-like models put CLS / <s>

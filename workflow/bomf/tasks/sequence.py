@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from ..metrics import compute_metrics
-from .models import freeze_lower_layers
 from ..sources import resolve_model_source
-from .splits import SplitData
+from .models import freeze_lower_layers
 from .registry import TaskSpec
+from .splits import SplitData
 
 
 class SequenceData(SplitData):

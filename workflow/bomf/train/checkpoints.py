@@ -209,10 +209,11 @@ def import_checkpoints(run, directories: list[Path], validation, out_dir) -> "pd
     import pandas as pd
     import torch
 
-    from ..io import write_csv, write_json
-    from .members import member_path, save_state_file
-    from ..tasks.models import is_lora, load_member_state, member_state
+    from ..io import write_csv
+    from ..records import MemberManifest
     from ..sources import resolve_model_source
+    from ..tasks.models import is_lora, load_member_state, member_state
+    from .members import member_path, save_state_file
 
     model = run.load_model()
     initial = member_state(model)
@@ -268,10 +269,10 @@ def import_checkpoints(run, directories: list[Path], validation, out_dir) -> "pd
     base_file = out_dir / "base.safetensors"
     trajectory = pd.DataFrame(rows)
     write_csv(out_dir / "trajectory.csv", trajectory)
-    write_json(out_dir / "members.json", {
-        "members": checksums, "steps": [row["step"] for row in rows], "hyperparameters": {}, "seed": run.seed,
-        "source": run.model_spec["source"], "stored": {}, "imported": [str(d) for d in directories],
-        "base": {"file": base_file.name, "sha256": save_state_file(initial | unknown, base_file)}})
+    MemberManifest(checksums, steps=[row["step"] for row in rows], hyperparameters={}, seed=run.seed,
+                   source=run.model_spec["source"], stored={}, imported=[str(d) for d in directories],
+                   base={"file": base_file.name, "sha256": save_state_file(initial | unknown, base_file)}
+                   ).write(out_dir)
     return trajectory
 
 

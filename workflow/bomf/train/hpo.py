@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch.quasirandom import SobolEngine
 
-from ..tasks.kinds import kind_of
-from ..tasks.models import trainable_fraction
 from ..runtime import seed_everything, seed_rngs, torch_threads
 from ..settings import OptimConfig, hyperparameters
+from ..tasks.kinds import kind_of
+from ..tasks.models import trainable_fraction
 from .training import fine_tune
 
 INTEGER_PARAMS = frozenset({"batch_size"})

@@ -22,10 +22,11 @@ from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, read_json, write_csv, write_json
 from ..layout import MEMBER_FILE
-from ..tasks.kinds import kind_of
-from ..tasks.models import member_state
+from ..records import MemberManifest
 from ..runtime import seed_everything
 from ..settings import OptimConfig, member_steps
+from ..tasks.kinds import kind_of
+from ..tasks.models import member_state
 from .training import ExponentialAverage, TrainingState, fine_tune
 
 STATE_FILE = "state.json"  # written last: the commit point of a training state
@@ -107,8 +108,7 @@ def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, fin
     frame = pd.DataFrame(trajectory)
     frame.insert(0, "member", [member_path(out_dir, i).name for i in range(len(frame))])
     write_csv(out_dir / "trajectory.csv", frame)
-    write_json(out_dir / "members.json", {"members": checksums, "steps": steps, "hyperparameters": vars(hp),
-                                          "seed": seed, "source": model_spec["source"], "stored": stored})
+    MemberManifest(checksums, steps, vars(hp), seed, model_spec["source"], stored).write(out_dir)
     shutil.rmtree(staging)
     return frame
 
@@ -225,20 +225,20 @@ def _verified_state(path: Path, expected: str) -> dict[str, torch.Tensor]:
 def load_members(directory: str | Path) -> list[dict[str, torch.Tensor]]:
     """Every member's state dict, each verified against the checksum recorded when it was written."""
     directory = Path(directory)
-    manifest = read_json(directory / "members.json")
-    return [_verified_state(directory / name, expected) for name, expected in manifest["members"].items()]
+    return [_verified_state(directory / name, expected)
+            for name, expected in MemberManifest.read(directory).members.items()]
 
 
 def load_stored(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     """The states stage 2 kept beside its members (members.json ``stored``: the EMA), each verified."""
     directory = Path(directory)
-    stored = read_json(directory / "members.json").get("stored", {})
-    return {name: _verified_state(directory / entry["file"], entry["sha256"]) for name, entry in stored.items()}
+    return {name: _verified_state(directory / entry["file"], entry["sha256"])
+            for name, entry in MemberManifest.read(directory).stored.items()}
 
 
 def load_base(directory: str | Path) -> dict[str, torch.Tensor] | None:
     """θ₀ of the task-vector merges where it is stored beside the members (members.json ``base``: imported
     members, whose fine-tune's start is not the run's own model), verified; None for stage 2's members."""
     directory = Path(directory)
-    base = read_json(directory / "members.json").get("base")
+    base = MemberManifest.read(directory).base
     return _verified_state(directory / base["file"], base["sha256"]) if base else None

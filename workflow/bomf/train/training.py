@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..tasks.models import load_member_state, member_names
 from ..settings import Hyperparameters, OptimConfig
-from ..tasks.splits import SplitData, autocast
+from ..tasks.models import load_member_state, member_names
 from ..tasks.registry import TaskSpec
+from ..tasks.splits import SplitData, autocast
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparameters, optim: OptimConfig, device) -> torch.optim.Optimizer:
