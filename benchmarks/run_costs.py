@@ -20,8 +20,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
-from bomf.config import validate_config
-from bomf.report.costs import read_benchmarks
+from bomf.config import validate_config  # noqa: E402
+from bomf.report.costs import read_benchmarks  # noqa: E402
 
 BO_METHODS = ("bomf", "bo_metric", "bo_loss")
 

@@ -8,10 +8,10 @@ import pytest
 from conftest import GLUE_DIR
 
 from bomf.io import read_json, read_jsonl
+from bomf.tasks import data, readers
 from bomf.tasks.data import SPLITS, make_splits, prepare_task_data
 from bomf.tasks.readers import load_raw_splits, read_custom, read_glue_tsv
-from bomf.tasks.registry import data, readers
-from bomf.tasks.registry import DataError, GLUE_FORMATS, GLUE_TASKS, get_task
+from bomf.tasks.registry import GLUE_FORMATS, GLUE_TASKS, DataError, get_task
 
 # Official GLUE sizes (train, dev).
 GLUE_SIZES = {"rte": (2490, 277), "mrpc": (3668, 408), "cola": (8551, 1043), "sst2": (67349, 872),

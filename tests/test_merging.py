@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bomf.fuse.fusion import FusionContext, FusionObjective, METHODS, MemberStack, PARAMETERS
+from bomf.fuse.fusion import METHODS, PARAMETERS, FusionContext, FusionObjective, MemberStack
 from bomf.fuse.journal import JournaledObjective
 from bomf.fuse.merging import MERGES, Merge
 from bomf.fuse.points import point_of

@@ -3,8 +3,8 @@
 import json
 import math
 
-from bomf.records import (HPO_CHOICE_FILE, MEMBER_MANIFEST_FILE, SELECTED_MODEL_FILE, HpoChoice, MemberManifest,
-                          SelectedModel, Suggestion)
+from bomf.records import (EVALUATION_FILE, HPO_CHOICE_FILE, MEMBER_MANIFEST_FILE, SELECTED_MODEL_FILE, EvaluatedModel,
+                          HpoChoice, MemberManifest, SelectedModel, Suggestion)
 
 
 def test_selected_model_round_trips_and_writes_only_what_applies(tmp_path):
@@ -42,8 +42,21 @@ def test_stage_1_records_round_trip(tmp_path):
     suggestion.write(tmp_path / "round1" / "suggest.json")
     assert Suggestion.read(tmp_path / "round1" / "suggest.json") == suggestion
 
-    choice = HpoChoice({"learning_rate": 1e-4, "batch_size": 16}, 0.8, math.nan, "accuracy", 8, None)
+    choice = HpoChoice({"learning_rate": 1e-4, "batch_size": 16}, 0.8, math.nan, "accuracy", 8, "")
     choice.write(tmp_path / HPO_CHOICE_FILE)
     read = HpoChoice.read(tmp_path / HPO_CHOICE_FILE)
-    assert (read.params, read.score, read.metric, read.trials, read.warning) == (choice.params, 0.8, "accuracy", 8, None)
+    assert (read.params, read.score, read.metric, read.trials, read.warning) == (choice.params, 0.8, "accuracy", 8, "")
     assert math.isnan(read.loss)
+
+
+def test_evaluated_model_round_trips_with_example_statistics_only_for_text_tasks(tmp_path):
+    path = tmp_path / EVALUATION_FILE.format(method="bomf")
+    scored = EvaluatedModel("rte", "minilm", 0, "bomf", "accuracy", {"loss": 0.6, "accuracy": 0.75},
+                            {"loss": 0.5, "accuracy": 0.8}, 4, [1, 0, 1, 1], [1, 0, 0, 1])
+    scored.write(path)
+    assert "example_statistics" not in json.loads(path.read_text())
+    assert EvaluatedModel.read(path) == scored
+    text = EvaluatedModel("e2e", "tiny", 0, "swa", "bleu", {"bleu": 0.3}, {"bleu": 0.2}, 1, ["a pub"], [["a pub"]],
+                          example_statistics={"bleu": [[2, 1, 1, 0, 0, 0, 0, 0, 2, 2]]})
+    text.write(path)
+    assert EvaluatedModel.read(path) == text

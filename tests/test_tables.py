@@ -6,6 +6,7 @@ import pytest
 
 from conftest import REPO
 
+from bomf.records import EvaluatedModel
 from bomf.report.costs import cost_table, read_benchmarks
 from bomf.report.render import METHOD_LABELS, Table, latex_escape
 from bomf.report.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
@@ -17,9 +18,9 @@ LABELS = np.array([0, 1] * 20)
 
 def record(task, method, seed, score, *, model="minilm", metric="accuracy", predictions=LABELS,
            labels=LABELS, validation_loss=0.5, validation_score=0.8):
-    return {"task": task, "model": model, "seed": seed, "method": method, "primary_metric": metric,
-            "test": {"loss": 0.4, metric: score}, "validation": {"loss": validation_loss, metric: validation_score},
-            "test_size": len(labels), "predictions": list(predictions), "labels": list(labels)}
+    return EvaluatedModel(task, model, seed, method, metric, test={"loss": 0.4, metric: score},
+                          validation={"loss": validation_loss, metric: validation_score}, test_size=len(labels),
+                          predictions=list(predictions), labels=list(labels))
 
 
 def cell(table: Table, method: str, task: str, model: str = "minilm") -> pd.Series:

@@ -12,13 +12,14 @@ from bomf import pipeline
 
 from bomf.fuse.fusion import MemberStack
 from bomf.io import read_jsonl
+from bomf.records import EvaluatedModel
 from bomf.report import tables
 from bomf.report.stats import bomf_comparisons
 from bomf.tasks.data import prepare_task_data
 from bomf.tasks.generation import GenerationData
 from bomf.tasks.kinds import kind_of
 from bomf.tasks.models import load_member_state, load_tokenizer, member_state, save_model
-from bomf.tasks.registry import DataError, TEXT_TASKS
+from bomf.tasks.registry import TEXT_TASKS, DataError
 from bomf.tasks.text_metrics import EXAMPLE_METRICS
 
 CPU = torch.device("cpu")
@@ -135,13 +136,13 @@ def test_gguf_smollm2_is_converted_into_an_ordinary_checkpoint(tmp_path):
         torch.testing.assert_close(converted(**inputs).logits, expected)
 
 
-def text_record(method: str, seed: int, predictions: list[str], references: list[list[str]]) -> dict:
+def text_record(method: str, seed: int, predictions: list[str], references: list[list[str]]) -> EvaluatedModel:
     metrics = EXAMPLE_METRICS
     statistics = {m: metrics[m].statistics(predictions, references).tolist() for m in ("bleu", "rougeL")}
-    return {"model": "m", "task": "e2e", "seed": seed, "method": method, "primary_metric": "bleu",
-            "test": {"loss": 1.0, **{m: metrics[m](predictions, references) for m in ("bleu", "rougeL")}},
-            "validation": {"loss": 1.0, "bleu": 0.5, "rougeL": 0.5}, "predictions": predictions,
-            "labels": references, "example_statistics": statistics}
+    return EvaluatedModel("e2e", "m", seed, method, "bleu",
+                          test={"loss": 1.0, **{m: metrics[m](predictions, references) for m in ("bleu", "rougeL")}},
+                          validation={"loss": 1.0, "bleu": 0.5, "rougeL": 0.5}, test_size=len(references),
+                          predictions=predictions, labels=references, example_statistics=statistics)
 
 
 def test_bootstrap_and_tables_over_text_metrics():
@@ -152,12 +153,12 @@ def test_bootstrap_and_tables_over_text_metrics():
     records = [text_record("bomf", 0, good, references), text_record("swa", 0, poor, references)]
     comparisons = bomf_comparisons(records, ["swa"], resamples=200)
     swa = comparisons[comparisons["comparison"] == "swa"].iloc[0]
-    assert swa["metric"] == "bleu" and swa["difference"] == pytest.approx(records[0]["test"]["bleu"]
-                                                                           - records[1]["test"]["bleu"])
+    assert swa["metric"] == "bleu" and swa["difference"] == pytest.approx(records[0].test["bleu"]
+                                                                           - records[1].test["bleu"])
     assert swa["ci_low"] > 0 and swa["p_value"] < 0.05
 
     table = tables.all_metrics_table(records, ["swa", "bomf"])
     assert "### m, E2E" in table.markdown and "| BLEU | ROUGE-L | Test loss |" in table.markdown
     bleu = table.frame[(table.frame["method"] == "bomf") & (table.frame["metric"] == "bleu")].iloc[0]
-    assert bleu["mean"] == pytest.approx(100 * records[0]["test"]["bleu"]) and bleu["mark"] == "best"
+    assert bleu["mean"] == pytest.approx(100 * records[0].test["bleu"]) and bleu["mark"] == "best"
     assert np.isclose(table.frame[table.frame["metric"] == "loss"]["mean"], 1.0).all()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
 from .layout import prepared_model_dir
-from .records import HpoChoice, MODEL_STATE_FILE, MemberManifest, SelectedModel, Suggestion
+from .records import MODEL_STATE_FILE, EvaluatedModel, HpoChoice, MemberManifest, SelectedModel, Suggestion
 from .runtime import tell_user
 from .settings import catalog_name
 from .sources import is_gguf
@@ -248,7 +248,7 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
-    from .fuse.fusion import FusionContext, METHODS
+    from .fuse.fusion import METHODS, FusionContext
     from .fuse.journal import JournaledObjective
     from .fuse.points import point_record
     from .train import members
@@ -285,18 +285,15 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
     test = run.splits(data_dir, ("test",))["test"]
     fused, selected = selected_model(run, members_dir, fusion_dir)
     scores, predictions = test.evaluate(fused, list(spec.metrics), config["optim"]["eval_batch_size"], run.device)
-    validation = selected.validation
-    record = {"task": task, "model": model, "seed": seed, "method": method, "primary_metric": spec.primary_metric,
-              "test": scores, "validation": validation, "test_size": len(test.references),
-              "predictions": np.asarray(predictions).tolist(),  # class ids, scores or texts
-              "labels": test.references}
+    statistics = None
     if kind.text_scored:
         from .tasks.text_metrics import EXAMPLE_METRICS
 
         # Per-example statistics of every metric: what the paired bootstrap resamples.
-        record["example_statistics"] = {m: EXAMPLE_METRICS[m].statistics(predictions, test.references).tolist()
-                                        for m in spec.metrics}
-    write_json(out, record)
+        statistics = {m: EXAMPLE_METRICS[m].statistics(predictions, test.references).tolist() for m in spec.metrics}
+    EvaluatedModel(task, model, seed, method, spec.primary_metric, test=scores, validation=selected.validation,
+                   test_size=len(test.references), predictions=np.asarray(predictions).tolist(),
+                   labels=test.references, example_statistics=statistics).write(out)
     print(f"{method}: test {scores}")
 
 
@@ -325,8 +322,8 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
     from .report.provenance import provenance
     from .report.tables import TABLES, TableInputs
 
-    records = [read_json(path) for path in test_files]
-    evaluations = {(r["task"], r["model"], r["seed"], r["method"]): SelectedModel.read(d).evaluations
+    records = [EvaluatedModel.read(path) for path in test_files]
+    evaluations = {(r.task, r.model, r.seed, r.method): SelectedModel.read(d).evaluations
                    for r, d in zip(records, fusion_dirs)}
     inputs = TableInputs(records, methods=[*config["fusion"]["methods"], *config["baselines"]["methods"]],
                          resamples=config["tables"]["bootstrap_resamples"],
@@ -344,7 +341,7 @@ def summarise_run(test_files: list, out_csv, out_provenance) -> None:
     from .report.diagnostics import run_message
     from .report.provenance import provenance
 
-    records = [read_json(path) for path in test_files]
+    records = [EvaluatedModel.read(path) for path in test_files]
     frame = tables.run_summary(records)
     write_csv(out_csv, frame)
     write_json(out_provenance, provenance())

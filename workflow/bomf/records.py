@@ -10,6 +10,7 @@ SUGGESTION_FILE = "suggest.json"  # in round<r>/ of a run's stage-1 search direc
 HPO_CHOICE_FILE = "best.json"  # in a run's stage-1 search directory
 MEMBER_MANIFEST_FILE = "members.json"  # in a run's members/ directory
 SELECTED_MODEL_FILE = "weights.json"  # in a method's fusion directory
+EVALUATION_FILE = "test/{method}.json"  # in a run's directory, one per method
 # The checkpoint an outer-loop baseline kept (its member state), beside its record: the only fused-model
 # weights a run stores, since every other method's model is rebuilt from the members and its record.
 MODEL_STATE_FILE = "model.safetensors"
@@ -46,7 +47,7 @@ class HpoChoice:
     loss: float
     metric: str
     trials: int  # trials it was chosen from
-    warning: str | None  # why the choice is doubtful (tied trials), or None
+    warning: str  # why the choice is doubtful (every trial tied), or ""
 
     def write(self, path: str | Path) -> None:
         write_json(path, asdict(self))
@@ -102,3 +103,28 @@ class SelectedModel:
         record = read_json(Path(directory) / SELECTED_MODEL_FILE)
         record.pop("environment", None)
         return cls(**record)
+
+
+@dataclass(frozen=True)
+class EvaluatedModel:
+    """One method's model scored on the test split, the only job that reads it: summarised per run, averaged
+    and tested in the tables, quoted by the exported model's card."""
+
+    task: str
+    model: str
+    seed: int
+    method: str
+    primary_metric: str
+    test: dict[str, float]  # its test loss and metrics
+    validation: dict[str, float]  # what its choice scored on validation
+    test_size: int
+    predictions: list  # class ids, scores or texts
+    labels: list  # the references, in the same order
+    example_statistics: dict[str, list] | None = None  # text-scored tasks: what the paired bootstrap resamples
+
+    def write(self, path: str | Path) -> None:
+        write_json(path, _written(self))
+
+    @classmethod
+    def read(cls, path: str | Path) -> "EvaluatedModel":
+        return cls(**read_json(path))

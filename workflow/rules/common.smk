@@ -6,7 +6,7 @@ import sys
 from bomf.config import ConfigError, job_settings, validate_config
 from bomf.fuse.fusion import PARAMETERS
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
-from bomf.records import HPO_CHOICE_FILE, MEMBER_MANIFEST_FILE, SUGGESTION_FILE
+from bomf.records import EVALUATION_FILE, HPO_CHOICE_FILE, MEMBER_MANIFEST_FILE, SUGGESTION_FILE
 from bomf.report.provenance import log_command
 from bomf.settings import canonical, catalog_name, config_runs, run_methods
 from bomf.sources import is_gguf

@@ -10,7 +10,7 @@ rule evaluate_test:
         manifest=MANIFEST,
         fusion=f"{RUN}/fusion/{{method}}",
     output:
-        f"{RUN}/test/{{method}}.json",
+        f"{RUN}/{EVALUATION_FILE}",
     log:
         f"{LOG}/test/{{method}}.log",
     benchmark:
@@ -57,7 +57,7 @@ rule export_model:
 # One (task, model, seed) run end to end: `snakemake results/rte/minilm/seed0/summary.csv`.
 rule summarise_run:
     input:
-        lambda w: expand(f"{RUN}/test/{{method}}.json", method=run_methods(config, dict(w.items())), **w),
+        lambda w: expand(f"{RUN}/{EVALUATION_FILE}", method=run_methods(config, dict(w.items())), **w),
     output:
         summary=f"{RUN}/summary.csv",
         provenance=f"{RUN}/provenance.json",
@@ -76,7 +76,7 @@ TABLE_FILE = f"{OUT}/tables/{{name}}.{{ext}}"
 
 rule paper_tables:
     input:
-        tests=method_files(f"{RUN}/test/{{method}}.json"),
+        tests=method_files(f"{RUN}/{EVALUATION_FILE}"),
         fusion=method_files(f"{RUN}/fusion/{{method}}"),
         # Jobs whose benchmark files the cost table reads, beyond those the test results need.
         costs=[path.format(**run) for run in RUNS for path in cost_only_outputs(run)],

@@ -267,7 +267,7 @@ def learned_soup(ctx: FusionContext) -> FusionResult:
 
 
 def _bayesian_optimisation(ctx: FusionContext, searched: list[str] | None) -> FusionResult:
-    from .mobo import WEIGHT_PREFIX, run_mobo
+    from .mobo import WEIGHT_PREFIX, run_mobo  # BoTorch (~2 s to import) only in the jobs that run BO
 
     history, chosen = run_mobo(ctx.objective, ctx.member_scores, ctx.config, ctx.seed, searched)
     weight_columns = [c for c in history.columns if c.startswith(WEIGHT_PREFIX)]

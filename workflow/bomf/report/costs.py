@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..layout import RUN_DIR
-from .render import METHOD_LABELS, Number, STAGE_LABELS, Section, TASK_LABELS, Table, render, sort_key
+from .render import METHOD_LABELS, STAGE_LABELS, TASK_LABELS, Number, Section, Table, render, sort_key
 
 COST_CAPTION = (
     "Cost from Snakemake's benchmark files: wall and CPU seconds summed over a stage's jobs within one "

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..records import EvaluatedModel
+
 HINT = ("train longer (finetune.epochs, hpo.epochs), on more data (data.max_train, hpo.max_train), or search a "
         "wider learning-rate range (hpo.space.learning_rate); an imported run's checkpoints: fine-tune them longer "
         "or on more data")
@@ -38,28 +40,28 @@ def _constant_text(predictions: Sequence) -> str:
     return f"about {float(first):.3g} for every example" if isinstance(first, float) else f"{first} for every example"
 
 
-def run_warnings(records: Sequence[dict]) -> dict[str, str]:
+def run_warnings(records: Sequence[EvaluatedModel]) -> dict[str, str]:
     """Per method of one run's test records, what says it learned nothing ('' where nothing does)."""
     warnings = {}
     for record in records:
-        constant = constant_predictions(record["predictions"], record["labels"])
-        warnings[record["method"]] = (f"constant predictions ({_constant_text(record['predictions'])})"
+        constant = constant_predictions(record.predictions, record.labels)
+        warnings[record.method] = (f"constant predictions ({_constant_text(record.predictions)})"
                                       if constant else "")
-    primary = {r["method"]: r["test"][r["primary_metric"]] for r in records}
+    primary = {r.method: r.test[r.primary_metric] for r in records}
     if len(primary) > 1 and len({round(v, 12) for v in primary.values()}) == 1:
         for method in warnings:
             warnings[method] = "; ".join(filter(None, [warnings[method], "every method scores the same"]))
     return warnings
 
 
-def run_message(records: Sequence[dict]) -> str:
+def run_message(records: Sequence[EvaluatedModel]) -> str:
     """One line for a run whose every method learned nothing (constant predictions or all scores equal)."""
     warnings = run_warnings(records)
     if not records or not all(warnings.values()):
         return ""
     r = records[0]
     reasons = sorted({w for w in warnings.values()})
-    return f"{r['task']}/{r['model']}/seed{r['seed']} learned nothing ({'; '.join(reasons)}): {HINT}"
+    return f"{r.task}/{r.model}/seed{r.seed} learned nothing ({'; '.join(reasons)}): {HINT}"
 
 
 def _all_equal(values: Sequence[float]) -> list[float]:

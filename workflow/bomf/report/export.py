@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import read_json
-from ..records import MemberManifest, SelectedModel
+from ..records import EvaluatedModel, MemberManifest, SelectedModel
 
 BO_METHODS = ("bomf", "bo_metric", "bo_loss")
 
@@ -65,7 +64,7 @@ def model_card(task: str, model: str, seed: int, source: str, model_class: str, 
     members_dir, fusion_dir = Path(members_dir), Path(fusion_dir)
     manifest = MemberManifest.read(members_dir)
     selected = SelectedModel.read(fusion_dir)
-    test = read_json(test_file)
+    test = EvaluatedModel.read(test_file)
     names = list(manifest.members)
     if manifest.imported:
         origin = [f"- Members: {len(names)} checkpoints of the user's own fine-tune, imported (checked against the "
@@ -93,7 +92,7 @@ def model_card(task: str, model: str, seed: int, source: str, model_class: str, 
         "## How it was chosen", "", *_how_chosen(selected, fusion_dir, names, selection, bool(manifest.imported)), "",
         "## Scores", "",
         f"- Validation: {_scores(selected.validation)}",
-        f"- Test ({test['test_size']} examples): {_scores(test['test'])}",
+        f"- Test ({test.test_size} examples): {_scores(test.test)}",
         "",
         "**Oracle**: chosen on the test split itself; an upper bound, not a method." if selected.oracle else
         "Chosen on validation alone: the test split was read only to score it.",

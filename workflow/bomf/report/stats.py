@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import ROW_METRICS
+from ..records import EvaluatedModel
 
 COMPARISON_COLUMNS = ["model", "task", "metric", "comparison", "baseline", "difference", "ci_low", "ci_high",
                       "p_value", "seeds", "examples", "resamples"]
@@ -91,19 +92,19 @@ def compare(first: MethodScores, second: MethodScores, confidence: float = 0.95)
                             first.examples, len(resampled))
 
 
-def _shared_labels(records: Sequence[dict]) -> list:
+def _shared_labels(records: Sequence[EvaluatedModel]) -> list:
     """The test labels (or reference texts) every record of one (model, task) was scored on; they must agree
     example by example."""
-    labels = records[0]["labels"]
+    labels = records[0].labels
     for record in records[1:]:
-        if record["labels"] != labels:
-            raise ValueError(f"{record['model']}/{record['task']}: {record['method']} seed {record['seed']} was "
-                             f"scored on different test labels than {records[0]['method']} seed "
-                             f"{records[0]['seed']}; paired tests need one shared test split")
+        if record.labels != labels:
+            raise ValueError(f"{record.model}/{record.task}: {record.method} seed {record.seed} was "
+                             f"scored on different test labels than {records[0].method} seed "
+                             f"{records[0].seed}; paired tests need one shared test split")
     return labels
 
 
-def bomf_comparisons(records: Sequence[dict], baselines: Sequence[str], resamples: int = 1000, seed: int = 0,
+def bomf_comparisons(records: Sequence[EvaluatedModel], baselines: Sequence[str], resamples: int = 1000, seed: int = 0,
                      confidence: float = 0.95) -> pd.DataFrame:
     """For each (model, task): BOMF vs SWA, and BOMF vs the best of ``baselines`` by mean test primary metric.
 
@@ -111,19 +112,19 @@ def bomf_comparisons(records: Sequence[dict], baselines: Sequence[str], resample
     when either side has no records or the two share no seed. All comparisons of a (model, task) use the
     same resamples, drawn from ``seed``.
     """
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str], list[EvaluatedModel]] = {}
     for record in records:
-        groups.setdefault((record["model"], record["task"]), []).append(record)
+        groups.setdefault((record.model, record.task), []).append(record)
     rows = []
     for (model, task), group in sorted(groups.items()):
-        metric = group[0]["primary_metric"]
+        metric = group[0].primary_metric
         by_method: dict[str, dict[int, np.ndarray]] = {}
         for record in group:
-            scored = (record["predictions"] if metric in ROW_METRICS else record["example_statistics"][metric])
-            by_method.setdefault(record["method"], {})[record["seed"]] = np.asarray(scored)
+            scored = (record.predictions if metric in ROW_METRICS else record.example_statistics[metric])
+            by_method.setdefault(record.method, {})[record.seed] = np.asarray(scored)
         if "bomf" not in by_method:
             continue
-        mean_score = {method: np.mean([r["test"][metric] for r in group if r["method"] == method])
+        mean_score = {method: np.mean([r.test[metric] for r in group if r.method == method])
                       for method in baselines if method in by_method}
         contenders = {"swa": "swa"} if "swa" in by_method else {}
         if mean_score:

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import REGRESSION_METRICS
+from ..records import EvaluatedModel
 from ..settings import OUTER_LOOP_BASELINES
 from .costs import cost_table
 from .diagnostics import run_message, run_warnings
-from .render import METHOD_LABELS, METRIC_LABELS, Number, Section, TASK_LABELS, Table, ordered, render, sort_key
+from .render import METHOD_LABELS, METRIC_LABELS, TASK_LABELS, Number, Section, Table, ordered, render, sort_key
 from .stats import bomf_comparisons
 
 # Selected on the test split itself: shown as an upper bound, never highlighted, never a "best baseline".
@@ -109,16 +110,16 @@ def _task_header(task: str, metric: str) -> str:
     return f"{TASK_LABELS.get(task, task)} ({METRIC_LABELS.get(metric, metric)})"
 
 
-def _records_frame(records: Sequence[dict]) -> pd.DataFrame:
+def _records_frame(records: Sequence[EvaluatedModel]) -> pd.DataFrame:
     """One row per record: test score and validation loss and error, scores x100."""
     rows = []
     for r in records:
-        metric = r["primary_metric"]
-        rows.append({"model": r["model"], "task": r["task"], "method": r["method"], "seed": r["seed"],
-                     "metric": metric, "test_score": 100 * r["test"][metric],
+        metric = r.primary_metric
+        rows.append({"model": r.model, "task": r.task, "method": r.method, "seed": r.seed,
+                     "metric": metric, "test_score": 100 * r.test[metric],
                      # Only Tables 2 and 7 read validation scores; a record without them still ranks on test.
-                     "validation_loss": r["validation"].get("loss", np.nan),
-                     "validation_score": 100 * r["validation"].get(metric, np.nan)})
+                     "validation_loss": r.validation.get("loss", np.nan),
+                     "validation_score": 100 * r.validation.get(metric, np.nan)})
     frame = pd.DataFrame(rows, columns=["model", "task", "method", "seed", "metric", "test_score",
                                         "validation_loss", "validation_score"])
     frame["validation_error"] = 100 - frame["validation_score"]
@@ -137,7 +138,7 @@ def _row_order(methods: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- leaderboard
 
-def _leaderboard(records: Sequence[dict], methods: Sequence[str], labels: Mapping[str, str], caption: str,
+def _leaderboard(records: Sequence[EvaluatedModel], methods: Sequence[str], labels: Mapping[str, str], caption: str,
                  label: str) -> Table:
     """Methods x tasks + avg of the test primary metric, one section per model."""
     frame = _records_frame(records)
@@ -188,9 +189,9 @@ def _leaderboard(records: Sequence[dict], methods: Sequence[str], labels: Mappin
     return render(long, sections, caption, label)
 
 
-def _significance_table(records: Sequence[dict], methods: Sequence[str], resamples: int, seed: int) -> Table:
+def _significance_table(records: Sequence[EvaluatedModel], methods: Sequence[str], resamples: int, seed: int) -> Table:
     baselines = [m for m in methods if m != "bomf" and m not in ORACLE_METHODS]
-    comparisons = bomf_comparisons([r for r in records if r["method"] in methods], baselines, resamples, seed)
+    comparisons = bomf_comparisons([r for r in records if r.method in methods], baselines, resamples, seed)
     for column in ("difference", "ci_low", "ci_high"):
         comparisons[column] = 100 * comparisons[column]
     comparisons.insert(comparisons.columns.get_loc("baseline") + 1, "baseline_label",
@@ -209,7 +210,7 @@ def _significance_table(records: Sequence[dict], methods: Sequence[str], resampl
     return render(comparisons, sections, caption, "tab:bomf-significance")
 
 
-def main_table(records: Sequence[dict], methods: Sequence[str] = MAIN_METHODS, *, resamples: int = 1000,
+def main_table(records: Sequence[EvaluatedModel], methods: Sequence[str] = MAIN_METHODS, *, resamples: int = 1000,
                seed: int = 0) -> tuple[Table, Table]:
     """Table 1 and its significance tests: (the results with the tests below them, the tests alone).
 
@@ -223,46 +224,46 @@ def main_table(records: Sequence[dict], methods: Sequence[str] = MAIN_METHODS, *
     return combined, significance
 
 
-def _learned_nothing_note(records: Sequence[dict]) -> str:
+def _learned_nothing_note(records: Sequence[EvaluatedModel]) -> str:
     """The caption's warning for the runs in which every method learned nothing."""
-    by_run: dict[tuple, list[dict]] = {}
+    by_run: dict[tuple, list[EvaluatedModel]] = {}
     for r in records:
-        by_run.setdefault((r["task"], r["model"], r["seed"]), []).append(r)
+        by_run.setdefault((r.task, r.model, r.seed), []).append(r)
     messages = [m for run in by_run.values() if (m := run_message(run))]
     return "".join(f" WARNING: {m}." for m in messages)
 
 
-def ablation_table(records: Sequence[dict]) -> Table:
+def ablation_table(records: Sequence[EvaluatedModel]) -> Table:
     """Table 3: BO on the metric alone, on the loss alone, and on both (BOMF)."""
     return _leaderboard(records, ABLATION_METHODS, {**METHOD_LABELS, "bomf": "MOBO (BOMF)"}, ABLATION_CAPTION,
                         "tab:bomf-ablation")
 
 
-def outer_bo_table(records: Sequence[dict]) -> Table:
+def outer_bo_table(records: Sequence[EvaluatedModel]) -> Table:
     """Table 4: hyperparameters from a grid or from full-model BO vs every method on proxy-BO hyperparameters,
     all on the runs the outer-loop baselines have (they usually run on fewer seeds than the rest)."""
-    outer_runs = {(r["model"], r["task"], r["seed"]) for r in records if r["method"] in OUTER_LOOP_BASELINES}
+    outer_runs = {(r.model, r.task, r.seed) for r in records if r.method in OUTER_LOOP_BASELINES}
     if outer_runs:
-        records = [r for r in records if (r["model"], r["task"], r["seed"]) in outer_runs]
+        records = [r for r in records if (r.model, r.task, r.seed) in outer_runs]
     return _leaderboard(records, OUTER_BO_METHODS, METHOD_LABELS, OUTER_BO_CAPTION, "tab:bomf-outer-bo")
 
 
 # ------------------------------------------------------------------------------------------- all metrics
 
-def all_metrics_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
+def all_metrics_table(records: Sequence[EvaluatedModel], methods: Sequence[str]) -> Table:
     """Table 6: methods x (every test metric + test loss), one section per (model, task)."""
     long_rows, sections = [], []
-    records = [r for r in records if r["method"] in methods]
-    keys = [(model, task) for model in sorted({r["model"] for r in records})
-            for task in ordered((r["task"] for r in records if r["model"] == model), list(TASK_LABELS))]
+    records = [r for r in records if r.method in methods]
+    keys = [(model, task) for model in sorted({r.model for r in records})
+            for task in ordered((r.task for r in records if r.model == model), list(TASK_LABELS))]
     for model, task in keys:
-        ours = [r for r in records if (r["model"], r["task"]) == (model, task)]
-        metrics = [m for m in ours[0]["test"] if m != "loss"]
-        present = [m for m in _row_order(methods) if any(r["method"] == m for r in ours)]
+        ours = [r for r in records if (r.model, r.task) == (model, task)]
+        metrics = [m for m in ours[0].test if m != "loss"]
+        present = [m for m in _row_order(methods) if any(r.method == m for r in ours)]
         columns = {**{m: (100.0, 2, False) for m in metrics}, "loss": (1.0, 3, True)}
-        summaries = {(method, column): _summary(scale * r["test"][column] for r in ours if r["method"] == method)
+        summaries = {(method, column): _summary(scale * r.test[column] for r in ours if r.method == method)
                      for method in present for column, (scale, _, _) in columns.items()}
-        ranked = _on_every_seed({m: frozenset(r["seed"] for r in ours if r["method"] == m) for m in present})
+        ranked = _on_every_seed({m: frozenset(r.seed for r in ours if r.method == m) for m in present})
         marks = {column: _marks({m: summaries[m, column][0] for m in ranked}, decimals, lower_is_better=lower)
                  for column, (_, decimals, lower) in columns.items()}
         rows = []
@@ -287,7 +288,7 @@ def all_metrics_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
 
 # --------------------------------------------------------------------------------------------- discrepancy
 
-def discrepancy_table(records: Sequence[dict]) -> Table:
+def discrepancy_table(records: Sequence[EvaluatedModel]) -> Table:
     """Table 2: validation loss and error of fine-tune (best member) vs SWA, per task."""
     methods = ("best_member", "swa")
     frame = _records_frame(records)
@@ -324,7 +325,7 @@ def discrepancy_table(records: Sequence[dict]) -> Table:
     return render(long, sections, DISCREPANCY_CAPTION, "tab:bomf-discrepancy")
 
 
-def selection_table(records: Sequence[dict], methods: Sequence[str]) -> Table:
+def selection_table(records: Sequence[EvaluatedModel], methods: Sequence[str]) -> Table:
     """Table 7: each method's validation-minus-test gap, and the share of the SWA-to-oracle gap BOMF closes."""
     frame = _records_frame(records)
     frame = frame[frame["method"].isin(methods)].assign(gap=lambda f: f["validation_score"] - f["test_score"])
@@ -395,15 +396,15 @@ def _gap_closed(frame: pd.DataFrame, tasks: list[str]) -> dict[str, dict[str, fl
     return result
 
 
-def run_summary(records: list[dict]) -> pd.DataFrame:
+def run_summary(records: Sequence[EvaluatedModel]) -> pd.DataFrame:
     """One run's methods side by side; ``warning`` says where a method learned nothing."""
     notes = run_warnings(records)
     rows = []
     for r in records:
-        row = {"method": r["method"]}
-        row.update({f"val_{k}": v for k, v in r["validation"].items()})
-        row.update({f"test_{k}": v for k, v in r["test"].items()})
-        rows.append({**row, "warning": notes[r["method"]]})
+        row = {"method": r.method}
+        row.update({f"val_{k}": v for k, v in r.validation.items()})
+        row.update({f"test_{k}": v for k, v in r.test.items()})
+        rows.append({**row, "warning": notes[r.method]})
     return pd.DataFrame(rows)
 
 
@@ -413,7 +414,7 @@ class TableInputs:
     bootstrap's resamples, Snakemake's benchmark files (``costs.read_benchmarks``) and how many fused models
     each method's search scored, by (task, model, seed, method)."""
 
-    records: list[dict]
+    records: list[EvaluatedModel]
     methods: list[str]
     resamples: int
     benchmarks: pd.DataFrame

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
-from .registry import DataError, GLUE_FORMATS, TEXT_TASKS, TaskSpec
+from .registry import GLUE_FORMATS, TEXT_TASKS, DataError, TaskSpec
 
 SAMSUM_COLUMNS = ("id", "dialogue", "summary")
 E2E_CSV_COLUMNS = ("mr", "ref")
