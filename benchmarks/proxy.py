@@ -83,9 +83,9 @@ def main() -> None:
         record = {}
         for proxy in (True, False):
             trial = run_trial(model_spec, task, data, point, optim, proxy, args.epochs, args.seed, CPU)
-            losses = [r["val_loss"] for r in trial["trajectory"] if math.isfinite(r["val_loss"])]
-            record[proxy] = {"seconds": trial["seconds"], "score": trial["score"],
-                             "loss": min(losses) if losses else math.nan, "fraction": trial["trainable_fraction"]}
+            losses = [r["val_loss"] for r in trial.trajectory if math.isfinite(r["val_loss"])]
+            record[proxy] = {"seconds": trial.seconds, "score": trial.score,
+                             "loss": min(losses) if losses else math.nan, "fraction": trial.trainable_fraction}
         rows.append((point, record))
         p, f = record[True], record[False]
         print(f"{point['learning_rate']:>8.1e} {point['batch_size']:>3} | {p['seconds']:>8.1f} {f['seconds']:>7.1f} "

@@ -8,6 +8,7 @@ import torch
 from bomf.fuse.baselines import best_run, candidate_subsets, grid_points, oracle_subset, train_keeping_best
 from bomf.fuse.fusion import FusionObjective, MemberStack, uniform
 from bomf.metrics import ranking_key
+from bomf.records import BestCheckpointRun
 from bomf.tasks.models import load_tokenizer
 from bomf.tasks.readers import read_glue_tsv
 from bomf.tasks.registry import GLUE_TASKS
@@ -53,25 +54,26 @@ def test_train_keeping_best_keeps_the_best_checkpoint_and_averages_the_member_st
     params = {"learning_rate": 5e-4, "batch_size": 8}
     record, best_state = train_keeping_best({"source": str(tiny_model_dir)}, RTE, rte, params, OPTIM, finetune, 1, 0, CPU)
 
-    rows = record["trajectory"]
+    rows = record.trajectory
     # End of both epochs (6 and 12 steps) and the member steps 8, 10, 12 are scored.
     assert [row["step"] for row in rows] == [6, 8, 10, 12]
     best_row = max(rows, key=lambda r: ranking_key({"accuracy": r["val_accuracy"], "loss": r["val_loss"]},
                                                    "accuracy"))
-    assert record["best_step"] == best_row["step"]
-    assert record["best"] == {"loss": best_row["val_loss"], "accuracy": best_row["val_accuracy"]}
+    assert record.best_step == best_row["step"]
+    assert record.best == {"loss": best_row["val_loss"], "accuracy": best_row["val_accuracy"]}
     # The kept state really is that checkpoint: scoring it again gives the recorded validation scores.
     model = load_classifier(str(tiny_model_dir), RTE)
     model.load_state_dict(best_state, strict=True)
     rescored, _ = rte["val"].evaluate(model, ["accuracy"], 32, CPU)
-    assert rescored == pytest.approx(record["best"], abs=1e-6)
-    assert set(record["swa"]) == {"loss", "accuracy"} and math.isfinite(record["swa"]["loss"])
-    assert record["frozen_layers"] == 1 and record["params"] == params
+    assert rescored == pytest.approx(record.best, abs=1e-6)
+    assert set(record.swa) == {"loss", "accuracy"} and math.isfinite(record.swa["loss"])
+    assert record.frozen_layers == 1 and record.params == params
 
 
 def test_best_run_skips_diverged_runs_and_breaks_ties_by_order():
     def run(accuracy, loss):
-        return {"metric": "accuracy", "best": {"accuracy": accuracy, "loss": loss}}
+        return BestCheckpointRun({}, 0, 1, "accuracy", best_step=1, best={"accuracy": accuracy, "loss": loss}, swa={},
+                                 seconds=0.0, trajectory=[])
 
     assert best_run([run(math.nan, math.nan), run(0.6, 0.7), run(0.6, 0.5), run(0.6, 0.5)]) == 2
     with pytest.raises(ValueError, match="every grid fine-tune diverged"):

@@ -2,6 +2,7 @@
 fusion weights (on a cheap synthetic objective with a known optimum)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from torch.quasirandom import SobolEngine
 from bomf.fuse.mobo import (Normaliser, fill_non_finite, fit_surrogate, pareto_mask, run_mobo, sobol_simplex,
                             weight_columns)
 from bomf.fuse.selection import SELECTION_RULES, best_trial
+from bomf.records import HpoTrial
 from bomf.tasks.registry import GLUE_TASKS
 from bomf.train.hpo import Dimension, finite_score, search_space, suggest, trial_loss, trial_score
 
@@ -78,8 +80,14 @@ def test_decoded_bounds_stay_inside_the_space():
         "[1e-05, 0.001] (exp(log(high)) != high in floating point); clamp to [low, high]")
 
 
-def _trials(points: list[dict], sign: float) -> list[dict]:
-    return [{"params": p, "score": sign * math.log10(p["learning_rate"])} for p in points]
+def trial(score: float, loss: float = math.nan, params: dict | None = None) -> HpoTrial:
+    """A stage-1 trial record with the given score (and loss, and hyperparameters)."""
+    return HpoTrial(params or {}, score, loss, "accuracy", proxy=True, trainable_fraction=1.0, epochs=1, seconds=0.0,
+                    trajectory=[])
+
+
+def _trials(points: list[dict], sign: float) -> list[HpoTrial]:
+    return [trial(sign * math.log10(p["learning_rate"]), params=p) for p in points]
 
 
 def test_later_rounds_use_the_trials():
@@ -104,20 +112,20 @@ def test_later_rounds_use_the_trials():
 def test_suggest_tolerates_diverged_trials():
     space = {k: SPACE[k] for k in ("learning_rate", "batch_size")}
     trials = _trials(suggest(space, [], 6, 0, seed=2), -1)
-    trials[1]["score"] = math.nan
-    trials[4]["score"] = math.nan
+    trials[1] = replace(trials[1], score=math.nan)
+    trials[4] = replace(trials[4], score=math.nan)
     points = suggest(space, trials, 2, 1, seed=2)
     assert len(points) == 2 and all(math.isfinite(p["learning_rate"]) for p in points)
 
 
 def test_finite_score():
-    trials = [{"score": 0.6}, {"score": math.nan}, {"score": 0.8}]
+    trials = [trial(0.6), trial(math.nan), trial(0.8)]
     assert finite_score(0.7, trials) == 0.7
     filled = finite_score(math.nan, trials)
     assert filled == pytest.approx(0.6 - 0.1 * (0.2 + 1e-3))
     assert filled < 0.6  # worse than every finite score
-    assert finite_score(math.nan, [{"score": math.nan}]) == 0.0
-    same = finite_score(math.nan, [{"score": 0.5}, {"score": 0.5}])
+    assert finite_score(math.nan, [trial(math.nan)]) == 0.0
+    same = finite_score(math.nan, [trial(0.5), trial(0.5)])
     assert math.isfinite(same) and same < 0.5
 
 
@@ -131,18 +139,17 @@ def test_trial_score_and_best_trial():
     trajectory = [{"val_accuracy": 0.6}, {"val_accuracy": math.nan}, {"val_accuracy": 0.7}]
     assert trial_score(trajectory, "accuracy") == 0.7
     assert math.isnan(trial_score([{"val_accuracy": math.nan}], "accuracy"))
-    trials = [{"score": 0.5, "id": 0}, {"score": math.nan, "id": 1}, {"score": 0.9, "id": 2},
-              {"score": 0.9, "id": 3}]
-    assert best_trial(trials)["id"] == 2  # NaN ignored, ties -> earliest
-    assert best_trial([{"score": math.nan, "id": 0}, {"score": -1.0, "id": 1}])["id"] == 1
+    trials = [trial(0.5), trial(math.nan), trial(0.9), trial(0.9)]
+    assert best_trial(trials) is trials[2]  # NaN ignored, ties -> earliest
+    diverged = [trial(math.nan), trial(-1.0)]
+    assert best_trial(diverged) is diverged[1]
     # Trials tied on the metric (e.g. all at the majority class) are told apart by validation loss.
-    tied = [{"score": 0.68, "loss": 0.64, "id": 0}, {"score": 0.68, "loss": 0.61, "id": 1},
-            {"score": 0.68, "loss": math.nan, "id": 2}, {"score": 0.5, "loss": 0.1, "id": 3}]
-    assert best_trial(tied)["id"] == 1
+    tied = [trial(0.68, 0.64), trial(0.68, 0.61), trial(0.68, math.nan), trial(0.5, 0.1)]
+    assert best_trial(tied) is tied[1]
     assert trial_loss([{"val_accuracy": 0.6, "val_loss": 0.5}, {"val_accuracy": 0.7, "val_loss": 0.9},
                        {"val_accuracy": 0.7, "val_loss": 0.8}], "accuracy") == 0.8
     with pytest.raises(ValueError, match="diverged"):
-        best_trial([{"score": math.nan}, {"score": math.nan}])
+        best_trial([trial(math.nan), trial(math.nan)])
 
 
 def _objective_inside(params: dict) -> float:
@@ -170,8 +177,8 @@ def test_stage1_bo_reaches_random_search_best_in_fewer_trials():
         for round_index in range(5):
             for params in suggest(SPACE, trials, 4 if round_index == 0 else 2, round_index, seed):
                 assert _inside(params)
-                trials.append({"params": params, "score": _objective_inside(params)})
-        best_so_far = np.maximum.accumulate([t["score"] for t in trials])
+                trials.append(trial(_objective_inside(params), params=params))
+        best_so_far = np.maximum.accumulate([t.score for t in trials])
         random_scores = _random_search(100 + seed, random_budget)
         target = max(random_scores)
         reached.append(int(np.argmax(best_so_far >= target)) + 1 if best_so_far[-1] >= target else math.inf)

@@ -1,6 +1,6 @@
 """A run that learned nothing says so: in the job's output, summary.csv and the main table's caption."""
 
-from bomf.records import EvaluatedModel
+from bomf.records import EvaluatedModel, HpoTrial
 from bomf.report.diagnostics import (HINT, constant_predictions, identical_members_message, run_message, run_warnings,
                                      tied_trials_message)
 from bomf.report.tables import main_table, run_summary
@@ -50,9 +50,13 @@ def test_run_warnings_name_each_method_and_the_run():
 
 
 def test_tied_trials_and_identical_members():
-    trials = [{"score": 0.6825, "metric": "accuracy"}] * 4 + [{"score": float("nan"), "metric": "accuracy"}]
+    def trial(score, metric):
+        return HpoTrial({}, score, float("nan"), metric, proxy=True, trainable_fraction=1.0, epochs=1, seconds=0.0,
+                        trajectory=[])
+
+    trials = [trial(0.6825, "accuracy")] * 4 + [trial(float("nan"), "accuracy")]
     assert tied_trials_message(trials).startswith("all 4 stage-1 trials scored accuracy 0.6825 (tied")
-    assert tied_trials_message([{"score": 0.6, "metric": "f1"}, {"score": 0.7, "metric": "f1"}]) == ""
+    assert tied_trials_message([trial(0.6, "f1"), trial(0.7, "f1")]) == ""
     assert identical_members_message([0.81, 0.81, 0.81], "f1").startswith("all 3 members score validation f1 0.8100")
     assert identical_members_message([0.81, 0.82, 0.81], "f1") == ""
     assert identical_members_message([0.81, float("nan")], "f1") == ""  # one finite score: nothing to compare

@@ -7,7 +7,6 @@ the cheap jobs (data, stage-1 selection, tables, plots) need none of them.
 """
 
 import importlib.metadata
-import math
 import platform
 import random
 from dataclasses import dataclass
@@ -15,9 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
+from .io import atomic_path, read_jsonl, write_csv, write_json
 from .layout import prepared_model_dir
-from .records import MODEL_STATE_FILE, EvaluatedModel, HpoChoice, MemberManifest, SelectedModel, Suggestion
+from .records import (MODEL_STATE_FILE, BestCheckpointRun, EvaluatedModel, HpoChoice, HpoTrial, MemberManifest,
+                      SelectedModel, Suggestion)
 from .runtime import tell_user
 from .settings import catalog_name
 from .sources import is_gguf
@@ -122,7 +122,7 @@ def prepare_data(config: dict, task: str, out_dir) -> None:
 def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_files: list, out) -> None:
     from .train import hpo
 
-    trials = [read_json(path) for path in trial_files]
+    trials = [HpoTrial.read(path) for path in trial_files]
     section = config["hpo"]
     points = hpo.suggest(section["space"], trials, section["trials_per_round"], round_index, seed,
                          section["acquisition"])
@@ -137,10 +137,10 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
     run = Run(config, task, model, seed)
     params = Suggestion.read(suggest_file).points[trial_index]
     data = run.splits(data_dir, ("train", "val"), max_train=config["hpo"]["max_train"])
-    record = hpo.run_trial(run.model_spec, run.task, data, params, config["optim"], search == "hpo",
-                           config["hpo"]["epochs"], seed, run.device)
-    write_json(out, {**record, "environment": environment()})
-    print(f"trial {params}: score {record['score']:.4f} in {record['seconds']:.1f}s")
+    trial = hpo.run_trial(run.model_spec, run.task, data, params, config["optim"], search == "hpo",
+                          config["hpo"]["epochs"], seed, run.device)
+    trial.write(out, environment())
+    print(f"trial {params}: score {trial.score:.4f} in {trial.seconds:.1f}s")
 
 
 def hpo_select(trial_files: list, out_csv, out_best) -> None:
@@ -149,18 +149,16 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
     from .fuse.selection import best_trial
     from .report.diagnostics import tied_trials_message
 
-    trials = [read_json(path) for path in trial_files]
-    rows = [{"trial": Path(path).parent.name + "/" + Path(path).stem, **t["params"], "score": t["score"],
-             "loss": t.get("loss", math.nan), "metric": t["metric"], "seconds": t["seconds"]}
-            for path, t in zip(trial_files, trials)]
+    trials = [HpoTrial.read(path) for path in trial_files]
+    rows = [{"trial": Path(path).parent.name + "/" + Path(path).stem, **t.params, "score": t.score, "loss": t.loss,
+             "metric": t.metric, "seconds": t.seconds} for path, t in zip(trial_files, trials)]
     write_csv(out_csv, pd.DataFrame(rows))
     best = best_trial(trials)
     warning = tied_trials_message(trials)
     if warning:
         tell_user(warning)
-    HpoChoice(best["params"], best["score"], best.get("loss", math.nan), best["metric"], len(trials),
-              warning).write(out_best)
-    print(f"best of {len(trials)} trials: {best['params']} score {best['score']:.4f}")
+    HpoChoice(best.params, best.score, best.loss, best.metric, len(trials), warning).write(out_best)
+    print(f"best of {len(trials)} trials: {best.params} score {best.score:.4f}")
 
 
 def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir) -> None:
@@ -379,8 +377,8 @@ def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_i
     if out_checkpoint is not None:
         with atomic_path(out_checkpoint) as tmp:
             save_file(best_state, str(tmp))
-    write_json(out, {**record, "environment": environment()})
-    print(f"grid {params}, {frozen_layers} frozen: best {record['best']}, average {record['swa']}")
+    record.write(out, environment())
+    print(f"grid {params}, {frozen_layers} frozen: best {record.best}, average {record.swa}")
 
 
 def grid_collect(trial_files: list, out_csv) -> None:
@@ -389,12 +387,12 @@ def grid_collect(trial_files: list, out_csv) -> None:
 
     rows = []
     for path in trial_files:
-        record = read_json(path)
-        metric = record["metric"]
-        rows.append({"frozen_layers": record["frozen_layers"], **record["params"], "metric": metric,
-                     "best_val_loss": record["best"]["loss"], "best_val_metric": record["best"][metric],
-                     "swa_val_loss": record["swa"]["loss"], "swa_val_metric": record["swa"][metric],
-                     "best_step": record["best_step"], "seconds": record["seconds"]})
+        record = BestCheckpointRun.read(path)
+        metric = record.metric
+        rows.append({"frozen_layers": record.frozen_layers, **record.params, "metric": metric,
+                     "best_val_loss": record.best["loss"], "best_val_metric": record.best[metric],
+                     "swa_val_loss": record.swa["loss"], "swa_val_metric": record.swa[metric],
+                     "best_step": record.best_step, "seconds": record.seconds})
     frame = pd.DataFrame(rows)
     write_csv(out_csv, frame)
     print(frame.to_string(index=False))
@@ -407,12 +405,12 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
 
     from .fuse import baselines
 
-    records = [read_json(path) for path in trial_files]
+    records = [BestCheckpointRun.read(path) for path in trial_files]
     chosen = baselines.best_run(records)
     record = records[chosen]
-    _save_selected(out_dir, SelectedModel("grid_finetune", record["best"], 0, params=record["params"],
-                                          step=record["best_step"]), state=load_file(str(checkpoints[chosen])))
-    print(f"grid fine-tune: {record['params']} step {record['best_step']}, validation {record['best']}")
+    _save_selected(out_dir, SelectedModel("grid_finetune", record.best, 0, params=record.params,
+                                          step=record.best_step), state=load_file(str(checkpoints[chosen])))
+    print(f"grid fine-tune: {record.params} step {record.best_step}, validation {record.best}")
 
 
 def hpbo_full(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir) -> None:
@@ -427,9 +425,9 @@ def hpbo_full(config: dict, task: str, model: str, seed: int, data_dir, best_fil
     data = run.splits(data_dir, ("train", "val"))
     record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
                                                       config["finetune"], 0, seed, run.device)
-    _save_selected(out_dir, SelectedModel("hpbo_full", record["best"], 0, params=params, step=record["best_step"]),
-                   {"trajectory": pd.DataFrame(record["trajectory"])}, state=best_state)
-    print(f"HPBO-full: {params} step {record['best_step']}, validation {record['best']}")
+    _save_selected(out_dir, SelectedModel("hpbo_full", record.best, 0, params=params, step=record.best_step),
+                   {"trajectory": pd.DataFrame(record.trajectory)}, state=best_state)
+    print(f"HPBO-full: {params} step {record.best_step}, validation {record.best}")
 
 
 def oracle_subset(config: dict, task: str, model: str, seed: int, data_dir, members_dir, out_dir) -> None:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from .io import read_json, write_json
 
-SUGGESTION_FILE = "suggest.json"  # in round<r>/ of a run's stage-1 search directory (hpo/, hpo_full/)
-HPO_CHOICE_FILE = "best.json"  # in a run's stage-1 search directory
+SUGGESTION_FILE = "round{round}/suggest.json"  # in a run's stage-1 search directory (hpo/, hpo_full/)
+HPO_TRIAL_FILE = "round{round}/trial{trial}.json"  # likewise
+HPO_CHOICE_FILE = "best.json"  # likewise
+GRID_POINT_FILE = "grid/frozen{frozen}/point{point}.json"  # in a run's directory
 MEMBER_MANIFEST_FILE = "members.json"  # in a run's members/ directory
 SELECTED_MODEL_FILE = "weights.json"  # in a method's fusion directory
 EVALUATION_FILE = "test/{method}.json"  # in a run's directory, one per method
@@ -19,6 +21,13 @@ MODEL_STATE_FILE = "model.safetensors"
 def _written(record) -> dict:
     """A record as JSON: the fields it has (None: a field this kind of record leaves out)."""
     return {key: value for key, value in asdict(record).items() if value is not None}
+
+
+def _fields(path: str | Path) -> dict:
+    """A record's fields as written, without the environment of the job that wrote it (provenance only)."""
+    record = read_json(path)
+    record.pop("environment", None)
+    return record
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,29 @@ class Suggestion:
     @classmethod
     def read(cls, path: str | Path) -> "Suggestion":
         return cls(**read_json(path))
+
+
+@dataclass(frozen=True)
+class HpoTrial:
+    """One stage-1 trial (``bomf.train.hpo.run_trial``): a fine-tune with one point's hyperparameters, of the
+    proxy or (HPBO-full) of the full model; read by the later rounds' suggestions and by the selection."""
+
+    params: dict
+    score: float  # the best validation primary metric over its evaluations (NaN: diverged throughout)
+    loss: float  # the validation loss where it scored that: breaks ties between equal scores
+    metric: str
+    proxy: bool
+    trainable_fraction: float
+    epochs: int
+    seconds: float
+    trajectory: list[dict]  # its validation evaluations
+
+    def write(self, path: str | Path, environment: dict) -> None:
+        write_json(path, {**asdict(self), "environment": environment})
+
+    @classmethod
+    def read(cls, path: str | Path) -> "HpoTrial":
+        return cls(**_fields(path))
 
 
 @dataclass(frozen=True)
@@ -55,6 +87,29 @@ class HpoChoice:
     @classmethod
     def read(cls, path: str | Path) -> "HpoChoice":
         return cls(**read_json(path))
+
+
+@dataclass(frozen=True)
+class BestCheckpointRun:
+    """A fine-tune that kept its best validation checkpoint (``bomf.fuse.baselines.train_keeping_best``): a point
+    of the baseline grid, read by the grid's table and the grid fine-tune baseline; the HPBO-full baseline's run."""
+
+    params: dict
+    frozen_layers: int
+    epochs: int
+    metric: str
+    best_step: int
+    best: dict[str, float]  # the kept checkpoint's validation scores
+    swa: dict[str, float]  # the validation scores of the uniform average of the member-step checkpoints
+    seconds: float
+    trajectory: list[dict]  # its validation evaluations
+
+    def write(self, path: str | Path, environment: dict) -> None:
+        write_json(path, {**asdict(self), "environment": environment})
+
+    @classmethod
+    def read(cls, path: str | Path) -> "BestCheckpointRun":
+        return cls(**_fields(path))
 
 
 @dataclass(frozen=True)
@@ -100,9 +155,7 @@ class SelectedModel:
 
     @classmethod
     def read(cls, directory: str | Path) -> "SelectedModel":
-        record = read_json(Path(directory) / SELECTED_MODEL_FILE)
-        record.pop("environment", None)
-        return cls(**record)
+        return cls(**_fields(Path(directory) / SELECTED_MODEL_FILE))
 
 
 @dataclass(frozen=True)

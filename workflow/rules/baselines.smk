@@ -9,7 +9,7 @@ rule grid_trial:
         model=prepared_model,
         data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
     output:
-        f"{RUN}/grid/frozen{{frozen}}/point{{point}}.json",
+        f"{RUN}/{GRID_POINT_FILE}",
     log:
         f"{LOG}/grid/frozen{{frozen}}/point{{point}}.log",
     benchmark:
@@ -30,7 +30,7 @@ rule grid_trial:
 # The full-model grid runs keep their best checkpoint until the grid fine-tune baseline has picked one.
 use rule grid_trial as grid_trial_full with:
     output:
-        record=f"{RUN}/grid/frozen0/point{{point}}.json",
+        record=f"{RUN}/{FULL_MODEL_GRID_POINT}",
         checkpoint=temp(f"{RUN}/grid/frozen0/point{{point}}.safetensors"),
     log:
         f"{LOG}/grid/frozen0/point{{point}}.log",

@@ -6,7 +6,14 @@ import sys
 from bomf.config import ConfigError, job_settings, validate_config
 from bomf.fuse.fusion import PARAMETERS
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
-from bomf.records import EVALUATION_FILE, HPO_CHOICE_FILE, MEMBER_MANIFEST_FILE, SUGGESTION_FILE
+from bomf.records import (
+    EVALUATION_FILE,
+    GRID_POINT_FILE,
+    HPO_CHOICE_FILE,
+    HPO_TRIAL_FILE,
+    MEMBER_MANIFEST_FILE,
+    SUGGESTION_FILE,
+)
 from bomf.report.provenance import log_command
 from bomf.settings import canonical, catalog_name, config_runs, run_methods
 from bomf.sources import is_gguf
@@ -91,7 +98,7 @@ wildcard_constraints:
 def trial_files(run, rounds, search="{search}"):
     """The stage-1 trial records of the given rounds of one run and search (hpo: the proxy; hpo_full: the
     full model, for the HPBO-full baseline)."""
-    return [f"{run}/{search}/round{r}/trial{j}.json" for r in rounds for j in range(HPO_TRIALS)]
+    return [f"{run}/{search}/{HPO_TRIAL_FILE.format(round=r, trial=j)}" for r in rounds for j in range(HPO_TRIALS)]
 
 
 def earlier_trials(wildcards):
@@ -111,8 +118,12 @@ GRID_POINTS = len(GRID["learning_rates"]) * len(GRID["batch_sizes"])
 GRID_FROZEN = sorted({0, *GRID["frozen_layers"]})
 
 
+# The full-model grid points (grid_trial_full), which also keep their best checkpoint.
+FULL_MODEL_GRID_POINT = GRID_POINT_FILE.format(frozen=0, point="{point}")
+
+
 def grid_trials(frozen_counts):
-    return [f"{RUN}/grid/frozen{k}/point{p}.json" for k in frozen_counts for p in range(GRID_POINTS)]
+    return [f"{RUN}/{GRID_POINT_FILE.format(frozen=k, point=p)}" for k in frozen_counts for p in range(GRID_POINTS)]
 
 
 # ---- figures (figures.smk) and the cost table (evaluate.smk)

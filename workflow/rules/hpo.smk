@@ -7,7 +7,7 @@ rule hpo_suggest:
     input:
         earlier_trials,
     output:
-        f"{RUN}/{{search}}/round{{round}}/{SUGGESTION_FILE}",
+        f"{RUN}/{{search}}/{SUGGESTION_FILE}",
     log:
         f"{LOG}/{{search}}/round{{round}}/suggest.log",
     benchmark:
@@ -27,9 +27,9 @@ rule hpo_trial:
     input:
         model=prepared_model,
         data=multiext(f"{OUT}/data/{{task}}/", "train.jsonl", "val.jsonl"),
-        suggest=f"{RUN}/{{search}}/round{{round}}/{SUGGESTION_FILE}",
+        suggest=f"{RUN}/{{search}}/{SUGGESTION_FILE}",
     output:
-        f"{RUN}/{{search}}/round{{round}}/trial{{trial}}.json",
+        f"{RUN}/{{search}}/{HPO_TRIAL_FILE}",
     log:
         f"{LOG}/{{search}}/round{{round}}/trial{{trial}}.log",
     benchmark:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from ..metrics import ranking_key
+from ..records import BestCheckpointRun
 from ..runtime import seed_everything
 from ..settings import OptimConfig, hyperparameters, member_steps
 from ..tasks.kinds import kind_of
@@ -31,7 +32,7 @@ def grid_points(grid: dict) -> list[dict]:
 
 
 def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_config: dict, finetune_config: dict,
-                       frozen_layers: int, seed: int, device) -> tuple[dict, dict[str, torch.Tensor]]:
+                       frozen_layers: int, seed: int, device) -> tuple[BestCheckpointRun, dict[str, torch.Tensor]]:
     """Fine-tune with ``params`` (lowest ``frozen_layers`` layers frozen), scoring the validation split at the
     end of every epoch and at stage 2's member steps. Returns the run's record (trajectory, best checkpoint's
     scores, scores of the uniform average of the member-step checkpoints) and the best checkpoint's state."""
@@ -68,9 +69,8 @@ def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_c
     if best["state"] is None:
         raise RuntimeError(f"training with {params} diverged (non-finite loss) before its first evaluation")
     swa_scores = _average_scores(model, average, task, data["val"], optim.eval_batch_size, device)
-    record = {"params": params, "frozen_layers": frozen_layers, "epochs": epochs, "metric": primary,
-              "best_step": best["step"], "best": best["scores"], "swa": swa_scores,
-              "seconds": round(seconds, 3), "trajectory": trajectory}
+    record = BestCheckpointRun(params, frozen_layers, epochs, primary, best_step=best["step"], best=best["scores"],
+                               swa=swa_scores, seconds=round(seconds, 3), trajectory=trajectory)
     return record, best["state"]
 
 
@@ -87,12 +87,12 @@ def _average_scores(model, average: dict, task, val, batch_size: int, device) ->
     return val.evaluate(model, list(task.metrics), batch_size, device)[0]
 
 
-def best_run(records: list[dict]) -> int:
+def best_run(records: list[BestCheckpointRun]) -> int:
     """Index of the run whose best checkpoint ranks first on validation (ties: the earliest)."""
-    ranked = [i for i, r in enumerate(records) if math.isfinite(r["best"][r["metric"]])]
+    ranked = [i for i, r in enumerate(records) if math.isfinite(r.best[r.metric])]
     if not ranked:
         raise ValueError("every grid fine-tune diverged: lower the grid's learning rates")
-    return max(ranked, key=lambda i: (ranking_key(records[i]["best"], records[i]["metric"]), -i))
+    return max(ranked, key=lambda i: (ranking_key(records[i].best, records[i].metric), -i))
 
 
 def candidate_subsets(count: int, max_subsets: int) -> tuple[list[list[int]], str]:

@@ -16,15 +16,17 @@ from ..metrics import ranking_key
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..records import HpoTrial
 
-def best_trial(trials: list[dict]) -> dict:
+
+def best_trial(trials: list[HpoTrial]) -> HpoTrial:
     """Highest score; ties go to the lower validation loss at the trial's best evaluation (short trials that
     learn nothing tie at the majority-class score, and the loss still tells them apart), then to the earliest
     trial. Diverged trials never win."""
-    scored = [t for t in trials if math.isfinite(t["score"])]
+    scored = [t for t in trials if math.isfinite(t.score)]
     if not scored:
         raise ValueError("every stage-1 trial diverged (NaN score): lower the learning-rate range")
-    return max(scored, key=lambda t: (t["score"], -_finite_or_inf(t.get("loss", math.inf))))
+    return max(scored, key=lambda t: (t.score, -_finite_or_inf(t.loss)))
 
 
 def _finite_or_inf(value: float) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..records import EvaluatedModel
+from ..records import EvaluatedModel, HpoTrial
 
 HINT = ("train longer (finetune.epochs, hpo.epochs), on more data (data.max_train, hpo.max_train), or search a "
         "wider learning-rate range (hpo.space.learning_rate); an imported run's checkpoints: fine-tune them longer "
@@ -70,12 +70,12 @@ def _all_equal(values: Sequence[float]) -> list[float]:
     return finite if len(finite) >= 2 and len(set(finite)) == 1 else []
 
 
-def tied_trials_message(trials: Sequence[dict]) -> str:
+def tied_trials_message(trials: Sequence[HpoTrial]) -> str:
     """Stage-1 trials all at one finite score: the proxy learned nothing that tells them apart."""
-    scores = _all_equal([t["score"] for t in trials])
+    scores = _all_equal([t.score for t in trials])
     if not scores:
         return ""
-    return (f"all {len(scores)} stage-1 trials scored {trials[0]['metric']} {scores[0]:.4f} (tied, typically the "
+    return (f"all {len(scores)} stage-1 trials scored {trials[0].metric} {scores[0]:.4f} (tied, typically the "
             f"majority class): the proxy learned nothing; the trial with the lowest validation loss was chosen. "
             f"Hint: {HINT}")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.quasirandom import SobolEngine
 
+from ..records import HpoTrial
 from ..runtime import seed_everything, seed_rngs, torch_threads
 from ..settings import OptimConfig, hyperparameters
 from ..tasks.kinds import kind_of
@@ -55,7 +56,7 @@ def search_space(space: dict) -> list[Dimension]:
                       name in INTEGER_PARAMS) for name in SPACE_ORDER if name in space]
 
 
-def suggest(space: dict, trials: list[dict], q: int, round_index: int, seed: int,
+def suggest(space: dict, trials: list[HpoTrial], q: int, round_index: int, seed: int,
             acquisition: str = "qLogNEI") -> list[dict]:
     """The q hyperparameter points of one round, given every finished trial of the earlier rounds."""
     dims = search_space(space)
@@ -67,7 +68,7 @@ def suggest(space: dict, trials: list[dict], q: int, round_index: int, seed: int
     return [{d.name: d.decode(float(u)) for d, u in zip(dims, row)} for row in unit]
 
 
-def _bo_step(dims: list[Dimension], trials: list[dict], q: int, acquisition: str, seed: int) -> torch.Tensor:
+def _bo_step(dims: list[Dimension], trials: list[HpoTrial], q: int, acquisition: str, seed: int) -> torch.Tensor:
     # BoTorch (~2 s to import) only where BO runs: the trial jobs import this module too.
     from botorch.acquisition.logei import qLogExpectedImprovement, qLogNoisyExpectedImprovement
     from botorch.fit import fit_gpytorch_mll
@@ -77,8 +78,8 @@ def _bo_step(dims: list[Dimension], trials: list[dict], q: int, acquisition: str
     from botorch.sampling import SobolQMCNormalSampler
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    X = torch.tensor([[d.encode(t["params"][d.name]) for d in dims] for t in trials], dtype=torch.double)
-    Y = torch.tensor([[finite_score(t["score"], trials)] for t in trials], dtype=torch.double)
+    X = torch.tensor([[d.encode(t.params[d.name]) for d in dims] for t in trials], dtype=torch.double)
+    Y = torch.tensor([[finite_score(t.score, trials)] for t in trials], dtype=torch.double)
     bounds = torch.stack([torch.zeros(len(dims)), torch.ones(len(dims))]).double()
     with torch_threads(1):  # small GP fits drown in thread overhead
         model = SingleTaskGP(X, Y, input_transform=Normalize(len(dims), bounds=bounds),
@@ -94,11 +95,11 @@ def _bo_step(dims: list[Dimension], trials: list[dict], q: int, acquisition: str
     return candidates.detach().clamp(0, 1)
 
 
-def finite_score(score: float, trials: list[dict]) -> float:
+def finite_score(score: float, trials: list[HpoTrial]) -> float:
     """A diverged trial (NaN score) counts as the worst score seen, so the GP still learns from it."""
     if math.isfinite(score):
         return score
-    finite = [t["score"] for t in trials if math.isfinite(t["score"])]
+    finite = [t.score for t in trials if math.isfinite(t.score)]
     return min(finite) - 0.1 * (max(finite) - min(finite) + 1e-3) if finite else 0.0
 
 
@@ -117,14 +118,14 @@ def trial_loss(trajectory: list[dict], primary_metric: str) -> float:
 
 
 def run_trial(model_spec: dict, task, data: dict, params: dict, optim_config: dict, proxy: bool,
-              epochs: int, seed: int, device) -> dict:
+              epochs: int, seed: int, device) -> HpoTrial:
     """Train with ``params`` (the stage-1 proxy of ``model_spec`` if ``proxy``); the trial's record."""
     seed_everything(seed)
     model = kind_of(task).load_model(model_spec, task, proxy=proxy)
     started = time.perf_counter()
     trajectory = fine_tune(model, data["train"], data["val"], task, hyperparameters(optim_config, params),
                            OptimConfig.from_config(optim_config), epochs, seed, device, progress="trial")
-    return {"params": params, "score": trial_score(trajectory, task.primary_metric),
-            "loss": trial_loss(trajectory, task.primary_metric), "metric": task.primary_metric, "proxy": proxy,
-            "trainable_fraction": trainable_fraction(model), "epochs": epochs,
-            "seconds": round(time.perf_counter() - started, 3), "trajectory": trajectory}
+    return HpoTrial(params, score=trial_score(trajectory, task.primary_metric),
+                    loss=trial_loss(trajectory, task.primary_metric), metric=task.primary_metric, proxy=proxy,
+                    trainable_fraction=trainable_fraction(model), epochs=epochs,
+                    seconds=round(time.perf_counter() - started, 3), trajectory=trajectory)
