@@ -18,36 +18,32 @@ EVALUATION_FILE = "test/{method}.json"  # in a run's directory, one per method
 MODEL_STATE_FILE = "model.safetensors"
 
 
-def _written(record) -> dict:
-    """A record as JSON: the fields it has (None: a field this kind of record leaves out)."""
-    return {key: value for key, value in asdict(record).items() if value is not None}
+class Record:
+    """A record written as one JSON file: the fields that apply (None: a field this kind of record leaves out)
+    and, for a job's own result, the environment that produced it (provenance: never read back)."""
 
+    def write(self, path: str | Path, environment: dict | None = None) -> None:
+        record = {key: value for key, value in asdict(self).items() if value is not None}
+        write_json(path, record if environment is None else {**record, "environment": environment})
 
-def _fields(path: str | Path) -> dict:
-    """A record's fields as written, without the environment of the job that wrote it (provenance only)."""
-    record = read_json(path)
-    record.pop("environment", None)
-    return record
+    @classmethod
+    def read(cls, path: str | Path):
+        record = read_json(path)
+        record.pop("environment", None)
+        return cls(**record)
 
 
 @dataclass(frozen=True)
-class Suggestion:
+class Suggestion(Record):
     """One stage-1 BO round's hyperparameter points, each trained by one hpo_trial job."""
 
     round: int
     based_on: int  # trials of earlier rounds the suggestion saw
     points: list[dict]
 
-    def write(self, path: str | Path) -> None:
-        write_json(path, _written(self))
-
-    @classmethod
-    def read(cls, path: str | Path) -> "Suggestion":
-        return cls(**read_json(path))
-
 
 @dataclass(frozen=True)
-class HpoTrial:
+class HpoTrial(Record):
     """One stage-1 trial (``bomf.train.hpo.run_trial``): a fine-tune with one point's hyperparameters, of the
     proxy or (HPBO-full) of the full model; read by the later rounds' suggestions and by the selection."""
 
@@ -61,16 +57,9 @@ class HpoTrial:
     seconds: float
     trajectory: list[dict]  # its validation evaluations
 
-    def write(self, path: str | Path, environment: dict) -> None:
-        write_json(path, {**asdict(self), "environment": environment})
-
-    @classmethod
-    def read(cls, path: str | Path) -> "HpoTrial":
-        return cls(**_fields(path))
-
 
 @dataclass(frozen=True)
-class HpoChoice:
+class HpoChoice(Record):
     """The best stage-1 trial (``bomf.fuse.selection.best_trial``): stage 2, or the HPBO-full baseline, trains
     with its hyperparameters."""
 
@@ -81,16 +70,9 @@ class HpoChoice:
     trials: int  # trials it was chosen from
     warning: str  # why the choice is doubtful (every trial tied), or ""
 
-    def write(self, path: str | Path) -> None:
-        write_json(path, asdict(self))
-
-    @classmethod
-    def read(cls, path: str | Path) -> "HpoChoice":
-        return cls(**read_json(path))
-
 
 @dataclass(frozen=True)
-class BestCheckpointRun:
+class BestCheckpointRun(Record):
     """A fine-tune that kept its best validation checkpoint (``bomf.fuse.baselines.train_keeping_best``): a point
     of the baseline grid, read by the grid's table and the grid fine-tune baseline; the HPBO-full baseline's run."""
 
@@ -104,16 +86,9 @@ class BestCheckpointRun:
     seconds: float
     trajectory: list[dict]  # its validation evaluations
 
-    def write(self, path: str | Path, environment: dict) -> None:
-        write_json(path, {**asdict(self), "environment": environment})
-
-    @classmethod
-    def read(cls, path: str | Path) -> "BestCheckpointRun":
-        return cls(**_fields(path))
-
 
 @dataclass(frozen=True)
-class MemberManifest:
+class MemberManifest(Record):
     """What stage 2, or the import of a user's checkpoints, wrote beside the members: read by every job that
     loads them (each member verified against its checksum) and by the exported model's card."""
 
@@ -127,15 +102,15 @@ class MemberManifest:
     base: dict | None = None  # imported members: θ₀ of the task-vector merges, {"file", "sha256"}
 
     def write(self, directory: str | Path) -> None:
-        write_json(Path(directory) / MEMBER_MANIFEST_FILE, _written(self))
+        super().write(Path(directory) / MEMBER_MANIFEST_FILE)
 
     @classmethod
     def read(cls, directory: str | Path) -> "MemberManifest":
-        return cls(**read_json(Path(directory) / MEMBER_MANIFEST_FILE))
+        return super().read(Path(directory) / MEMBER_MANIFEST_FILE)
 
 
 @dataclass(frozen=True)
-class SelectedModel:
+class SelectedModel(Record):
     """How one method's model was chosen: read by test evaluation, the tables and the landscape."""
 
     method: str
@@ -151,15 +126,15 @@ class SelectedModel:
     search: str | None = None  # the oracle: how its subsets were enumerated
 
     def write(self, directory: str | Path, environment: dict) -> None:
-        write_json(Path(directory) / SELECTED_MODEL_FILE, {**_written(self), "environment": environment})
+        super().write(Path(directory) / SELECTED_MODEL_FILE, environment)
 
     @classmethod
     def read(cls, directory: str | Path) -> "SelectedModel":
-        return cls(**_fields(Path(directory) / SELECTED_MODEL_FILE))
+        return super().read(Path(directory) / SELECTED_MODEL_FILE)
 
 
 @dataclass(frozen=True)
-class EvaluatedModel:
+class EvaluatedModel(Record):
     """One method's model scored on the test split, the only job that reads it: summarised per run, averaged
     and tested in the tables, quoted by the exported model's card."""
 
@@ -174,10 +149,3 @@ class EvaluatedModel:
     predictions: list  # class ids, scores or texts
     labels: list  # the references, in the same order
     example_statistics: dict[str, list] | None = None  # text-scored tasks: what the paired bootstrap resamples
-
-    def write(self, path: str | Path) -> None:
-        write_json(path, _written(self))
-
-    @classmethod
-    def read(cls, path: str | Path) -> "EvaluatedModel":
-        return cls(**read_json(path))
