@@ -255,7 +255,7 @@ def uninterrupted_search():
 def test_resumed_search_replays_its_journal(tmp_path, monkeypatch, capsys, uninterrupted_search, done):
     """``done`` evaluations (2 Sobol points, then BO) are journaled before the kill; the rerun replays them,
     proposes only the remaining BO points and evaluates only those."""
-    journal = tmp_path / "bomf.fuse.journal.jsonl"
+    journal = tmp_path / "bomf.journal.jsonl"
     with pytest.raises(Interrupted):
         search(journal, Synthetic(stop_after=done))
     assert len(journal.read_text().splitlines()) == 1 + done
@@ -282,7 +282,7 @@ def test_resumed_search_replays_its_journal(tmp_path, monkeypatch, capsys, unint
 def test_stale_journal_is_dropped(tmp_path, capsys, uninterrupted_search):
     """A journal whose weights are not those asked for (here: another seed's Sobol points) is dropped from
     the first mismatch on, and its file rewritten; every point is evaluated."""
-    journal = tmp_path / "bomf.fuse.journal.jsonl"
+    journal = tmp_path / "bomf.journal.jsonl"
     with pytest.raises(Interrupted):
         search(journal, Synthetic(stop_after=3), seed=1)
     capsys.readouterr()
@@ -295,7 +295,7 @@ def test_stale_journal_is_dropped(tmp_path, capsys, uninterrupted_search):
 
 
 def test_journal_of_other_inputs_and_torn_lines(tmp_path, capsys):
-    journal = tmp_path / "bomf.fuse.journal.jsonl"
+    journal = tmp_path / "bomf.journal.jsonl"
     with pytest.raises(Interrupted):
         search(journal, Synthetic(stop_after=3))
     lines = journal.read_text().splitlines(keepends=True)
@@ -389,7 +389,7 @@ def kill_job_when(process: subprocess.Popen, workdir: Path, script: str, ready, 
 
 
 def journal_lines(workdir: Path) -> int:
-    journal = workdir / RUN / "fusion/bomf.fuse.journal.jsonl"
+    journal = workdir / RUN / "fusion/bomf.journal.jsonl"
     return journal.read_text().count("\n") if journal.is_file() else 0
 
 

@@ -105,7 +105,6 @@ def _summary(values: Iterable[float]) -> tuple[float, float, int]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan"), len(values)
 
 
-
 def _task_header(task: str, metric: str) -> str:
     return f"{TASK_LABELS.get(task, task)} ({METRIC_LABELS.get(metric, metric)})"
 
