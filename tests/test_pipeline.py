@@ -66,6 +66,12 @@ def test_dry_run_plans_every_stage(tmp_path, tiny_model_dir):
     assert planned == RULES, result.stdout
 
 
+def test_the_cluster_profile_names_only_rules_of_the_workflow():
+    """A rule renamed without its set-resources entry would silently lose its GPU partition on a cluster."""
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    assert set(profile["set-resources"]) <= RULES
+
+
 def test_default_config_dry_run():
     """The repository's own config.yaml plans the whole default pipeline, with the workflow profile
     (cores: all) picked up as `make demo` relies on."""
@@ -135,8 +141,9 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
 
     # The config is each job's input: an edit reruns exactly the jobs that read the edited value.
     every_rule = RULES - {"all"}
+    # 3 BO methods x 2 tasks, and what reads them
     bo_outputs = {"fuse": 6, "evaluate_test": 6, "loss_landscape": 2, "plot_landscape": 2, "plot_pareto": 2,
-                  "export_model": 2, "summarise_run": 2, "paper_tables": 1, "all": 1}  # 3 BO methods x 2 tasks, and what reads them
+                  "export_model": 2, "summarise_run": 2, "paper_tables": 1, "all": 1}
     edits = {"fusion.evaluations": (("fusion", "evaluations"), 5, bo_outputs),
              "figures.landscape.size": (("figures", "landscape", "size"), 3,
                                         {"loss_landscape": 2, "plot_landscape": 2, "paper_tables": 1, "all": 1}),

@@ -3,8 +3,9 @@
 import json
 import math
 
-from bomf.records import (EVALUATION_FILE, HPO_CHOICE_FILE, MEMBER_MANIFEST_FILE, SELECTED_MODEL_FILE, EvaluatedModel,
-                          HpoChoice, MemberManifest, SelectedModel, Suggestion)
+from bomf.records import (EVALUATION_FILE, GRID_POINT_FILE, HPO_CHOICE_FILE, HPO_TRIAL_FILE, MEMBER_MANIFEST_FILE,
+                          SELECTED_MODEL_FILE, BestCheckpointRun, EvaluatedModel, HpoChoice, HpoTrial, MemberManifest,
+                          SelectedModel, Suggestion)
 
 
 def test_selected_model_round_trips_and_writes_only_what_applies(tmp_path):
@@ -42,6 +43,13 @@ def test_stage_1_records_round_trip(tmp_path):
     suggestion.write(tmp_path / "round1" / "suggest.json")
     assert Suggestion.read(tmp_path / "round1" / "suggest.json") == suggestion
 
+    path = tmp_path / HPO_TRIAL_FILE.format(round=0, trial=1)
+    trial = HpoTrial({"learning_rate": 1e-4, "batch_size": 16}, 0.75, 0.52, "accuracy", proxy=True,
+                     trainable_fraction=0.4, epochs=2, seconds=3.5, trajectory=[{"step": 4, "val_accuracy": 0.75}])
+    trial.write(path, {"device": "cpu"})
+    assert json.loads(path.read_text())["environment"] == {"device": "cpu"}  # provenance, not read back
+    assert HpoTrial.read(path) == trial
+
     choice = HpoChoice({"learning_rate": 1e-4, "batch_size": 16}, 0.8, math.nan, "accuracy", 8, "")
     choice.write(tmp_path / HPO_CHOICE_FILE)
     read = HpoChoice.read(tmp_path / HPO_CHOICE_FILE)
@@ -60,3 +68,12 @@ def test_evaluated_model_round_trips_with_example_statistics_only_for_text_tasks
                           example_statistics={"bleu": [[2, 1, 1, 0, 0, 0, 0, 0, 2, 2]]})
     text.write(path)
     assert EvaluatedModel.read(path) == text
+
+
+def test_grid_point_round_trips(tmp_path):
+    path = tmp_path / GRID_POINT_FILE.format(frozen=2, point=3)
+    point = BestCheckpointRun({"learning_rate": 1e-4, "batch_size": 16}, 2, 3, "f1", best_step=12,
+                              best={"loss": 0.4, "f1": 0.8}, swa={"loss": 0.5, "f1": 0.7}, seconds=9.0,
+                              trajectory=[{"step": 12, "val_f1": 0.8}])
+    point.write(path, {"device": "cpu"})
+    assert BestCheckpointRun.read(path) == point

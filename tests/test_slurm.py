@@ -121,7 +121,8 @@ def test_every_rule_job_went_through_sbatch(runs):
     submitted = {rule for rule, _, _ in _submissions(runs["log"])}
     assert submitted == CLUSTER_RULES
     assert "sbatch call:" in runs["log"]
-    assert re.search(r"sbatch call: .*rule_finetune.* -p gpu .*--gpus=1", runs["log"])
+    for rule in GPU_RULES:  # the cluster profile's GPU partition and the rule's own gpu=1, renamed rules too
+        assert re.search(rf"sbatch call: .*rule_{rule}[/_' ].* -p gpu .*--gpus=1", runs["log"]), rule
 
 
 def test_trials_of_a_round_were_submitted_together(runs):
