@@ -19,8 +19,12 @@ include: "workflow/rules/evaluate.smk"
 report: "workflow/report/workflow.rst"
 
 
-# Every command that starts jobs is appended to <output_dir>/commands.log with its time and commit.
+# A local run whose jobs could not compute as configured (device: cuda without a usable GPU, a GPU given but
+# unusable) stops here, before any job; cluster jobs check their own node. Every command that starts jobs is
+# appended to <output_dir>/commands.log with its time and commit.
 onstart:
+    if workflow.local_exec and (problem := local_problem(config)):
+        sys.exit(f"bomf: {problem}")
     log_command(f"{OUT}/commands.log", sys.argv)
 
 

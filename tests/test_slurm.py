@@ -138,12 +138,16 @@ def test_trials_of_a_round_were_submitted_together(runs):
 
 
 def test_gpu_rules_received_a_gpu(runs):
+    """Each GPU job got a (stand-in) GPU from SLURM, and computed where the config says: the tiny config's
+    ``device: cpu``, since the stand-ins are not devices (under ``auto`` each job would stop: test_device)."""
     logs = runs["cluster"] / "logs"
     gpu_logs = [*logs.glob("rte/tiny/seed0/hpo/round*/trial*.log"), logs / "rte/tiny/seed0/finetune.log",
                 *logs.glob("rte/tiny/seed0/fusion/*.log"), *logs.glob("rte/tiny/seed0/test/*.log")]
     assert len(gpu_logs) == 4 + 1 + 2 * len(METHODS)
     for path in gpu_logs:
-        assert re.match(r"CUDA_VISIBLE_DEVICES=\d", path.read_text()), path
+        text = path.read_text()
+        assert re.match(r"CUDA_VISIBLE_DEVICES=\d", text), path
+        assert "compute: {'device': 'cpu', 'device_name': 'cpu'" in text, path
     assert (logs / "data/rte.log").read_text().splitlines()[0] == "CUDA_VISIBLE_DEVICES="
 
 

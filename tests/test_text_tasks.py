@@ -74,7 +74,7 @@ def samsum_data(tiny_llama_dir, tmp_path_factory):
 def lora_model(model_dir, proxy: bool = False, seed: int = 0):
     torch.manual_seed(seed)
     return kind_of(TEXT_TASKS["samsum"]).load_model({"source": str(model_dir), "lora": LORA}, TEXT_TASKS["samsum"],
-                                                   proxy=proxy)
+                                                   CPU, proxy=proxy)
 
 
 def test_lora_members_hold_only_the_adapters(tiny_llama_dir):

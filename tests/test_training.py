@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from bomf.device import gradient_scaler
 from bomf.io import read_json
 from bomf.records import MemberManifest
 from bomf.runtime import seed_everything
@@ -260,7 +261,7 @@ def test_gradient_accumulation_matches_one_full_batch(tiny_model_dir, tokenizer,
     grads = []
     for chunk in (8, max_device_batch):
         model = no_dropout_classifier(tiny_model_dir).train()
-        loss = _accumulate_gradients(model, data, list(range(8)), chunk, CPU)
+        loss = _accumulate_gradients(model, data, list(range(8)), chunk, CPU, "fp32", gradient_scaler(CPU, "fp32"))
         grads.append((loss, {n: p.grad.clone() for n, p in model.named_parameters()}))
     (loss_full, grad_full), (loss_chunked, grad_chunked) = grads
     assert loss_chunked == pytest.approx(loss_full, rel=1e-5)

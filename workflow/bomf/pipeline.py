@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .device import Compute
 from .io import atomic_path, read_jsonl, write_csv, write_json
 from .layout import prepared_model_dir
 from .records import (MODEL_STATE_FILE, BestCheckpointRun, EvaluatedModel, HpoChoice, HpoTrial, MemberManifest,
@@ -30,13 +31,22 @@ if TYPE_CHECKING:
 
 @dataclass
 class Run:
-    """One (task, model, seed) run as its jobs start from it: the task and its kind, the model's catalog entry,
-    the device, the tokenizer and the encoded splits, each built on first use from the job's settings."""
+    """One (task, model, seed) run as its jobs start from it: the device and precision (resolved first, so a job
+    that cannot compute as configured stops before any work), the task and its kind, the model's catalog entry,
+    the tokenizer and the encoded splits, each built on first use from the job's settings."""
 
     config: dict
     task_name: str
     model_name: str
     seed: int
+
+    def __post_init__(self):
+        self.compute = Compute.resolve(self.config)
+        print(f"compute: {self.compute.describe()}", flush=True)
+
+    @property
+    def device(self):
+        return self.compute.device
 
     @cached_property
     def task(self) -> TaskSpec:
@@ -60,12 +70,6 @@ class Run:
         return spec
 
     @cached_property
-    def device(self):
-        from .tasks.models import pick_device
-
-        return pick_device()
-
-    @cached_property
     def tokenizer(self):
         from .tasks.models import load_tokenizer
 
@@ -81,26 +85,24 @@ class Run:
                                        name) for name, examples in splits.items()}
 
     def load_model(self, seed: int | None = None):
-        """A fresh model of the task's kind, seeded by the run's seed (or ``seed``): heads and adapters draw
-        from torch's RNG."""
+        """A fresh model of the task's kind on the run's device, seeded by the run's seed (or ``seed``): heads
+        and adapters draw from torch's RNG."""
         from .runtime import seed_everything
 
         seed_everything(self.seed if seed is None else seed)
-        return self.kind.load_model(self.model_spec, self.task)
+        return self.kind.load_model(self.model_spec, self.task, self.device)
 
 
-def environment() -> dict:
+def environment(run: "Run | None") -> dict:
     """What ran a job: recorded next to results so numbers can be traced to hardware and versions (read from
-    the installed packages: importing transformers or BoTorch only for their version costs seconds)."""
+    the installed packages: importing transformers or BoTorch only for their version costs seconds), and for
+    a job that computed on a model (``run``), its device and precisions."""
     import torch
 
-    from .tasks.models import pick_device
-
-    device = pick_device()
-    return {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "transformers": importlib.metadata.version("transformers"),
+    return {"torch": torch.__version__, "transformers": importlib.metadata.version("transformers"),
             "botorch": importlib.metadata.version("botorch"), "python": platform.python_version(),
-            "threads": torch.get_num_threads()}
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            **(run.compute.describe() if run is not None else {})}
 
 
 def prepare_model(config: dict, model: str, out_dir) -> None:
@@ -138,8 +140,8 @@ def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_
     params = Suggestion.read(suggest_file).points[trial_index]
     data = run.splits(data_dir, ("train", "val"), max_train=config["hpo"]["max_train"])
     trial = hpo.run_trial(run.model_spec, run.task, data, params, config["optim"], search == "hpo",
-                          config["hpo"]["epochs"], seed, run.device)
-    trial.write(out, environment())
+                          config["hpo"]["epochs"], seed, run.device, run.compute.training)
+    trial.write(out, environment(run))
     print(f"trial {params}: score {trial.score:.4f} in {trial.seconds:.1f}s")
 
 
@@ -170,7 +172,7 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
     hp = hyperparameters(config["optim"], HpoChoice.read(best_file).params)
     data = run.splits(data_dir, ("train", "val"))
     trajectory = members.run_finetune(run.model_spec, run.task, data, hp, config["optim"], config["finetune"],
-                                      seed, run.device, out_dir, staging_dir)
+                                      seed, run.device, out_dir, staging_dir, run.compute.training)
     _members_written(run, trajectory, out_dir)
 
 
@@ -204,7 +206,7 @@ def _members_written(run: Run, trajectory, out_dir) -> None:
     """What stage 2 and the import leave beside the members, and a word if the members cannot be told apart."""
     from .report.diagnostics import identical_members_message
 
-    write_json(Path(out_dir) / "environment.json", environment())
+    write_json(Path(out_dir) / "environment.json", environment(run))
     print(trajectory.to_string(index=False))
     metric = run.task.primary_metric
     warning = identical_members_message(list(trajectory[f"val_{metric}"]), metric)
@@ -237,7 +239,7 @@ def selected_model(run: Run, members_dir, fusion_dir):
     else:
         stack, model = member_stack(run, members_dir)
         stack.load_into(model, point)
-    return model.to(run.device).eval(), selected
+    return model.eval(), selected
 
 
 def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, method: str, out_dir,
@@ -253,9 +255,10 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
 
     run = Run(config, task, model, seed)
     scorer, section = member_objective(run, data_dir, members_dir), run.kind.settings_section
-    # A journal is replayed only for the same members, validation split and settings.
+    # A journal is replayed only for the same members, validation split, settings and scoring precision.
     settings = config.get("fusion", {})  # the settings the method declares (fusion.PARAMETERS): maybe none
     identity = {"method": method, "seed": seed, "fusion": settings, "source": run.model_spec["source"],
+                "compute": run.compute.scoring_identity(),
                 "max_length": run.model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
                 "scoring": {section: config[section]} if section else {},
                 "members": MemberManifest.read(members_dir).members,
@@ -267,7 +270,7 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
     # shares them) nor the final score of its choice below.
     searched = objective.evaluations - context.member_calls
     scores = objective(result.point)
-    _save_selected(out_dir, SelectedModel(method, scores, searched, **point_record(result.point)), result.tables)
+    _save_selected(run, out_dir, SelectedModel(method, scores, searched, **point_record(result.point)), result.tables)
     objective.discard()
     print(f"{method}: validation {scores}; {searched} fused models evaluated by the search, "
           f"{objective.evaluations} objective calls in all, replayed {objective.replayed} journaled evaluations")
@@ -291,7 +294,7 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
         statistics = {m: EXAMPLE_METRICS[m].statistics(predictions, test.references).tolist() for m in spec.metrics}
     EvaluatedModel(task, model, seed, method, spec.primary_metric, test=scores, validation=selected.validation,
                    test_size=len(test.references), predictions=np.asarray(predictions).tolist(),
-                   labels=test.references, example_statistics=statistics).write(out)
+                   labels=test.references, example_statistics=statistics).write(out, environment(run))
     print(f"{method}: test {scores}")
 
 
@@ -328,7 +331,7 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_ro
                          benchmarks=read_benchmarks(benchmark_root), evaluations=evaluations)
     for name, build in TABLES.items():
         build(inputs).write(Path(out_dir) / name)
-    write_json(out_provenance, provenance(config))
+    write_json(out_provenance, provenance(config, computed_on(test_files)))
     print(inputs.main[0].markdown)
 
 
@@ -342,15 +345,29 @@ def summarise_run(test_files: list, out_csv, out_provenance) -> None:
     records = [EvaluatedModel.read(path) for path in test_files]
     frame = tables.run_summary(records)
     write_csv(out_csv, frame)
-    write_json(out_provenance, provenance())
+    write_json(out_provenance, provenance(computed_on=computed_on(test_files)))
     print(frame.to_string(index=False))
     if message := run_message(records):
         tell_user(message)
 
 
-def _save_selected(out_dir, record: SelectedModel, extra: dict | None = None, state: dict | None = None) -> None:
+def computed_on(test_files: list) -> list[dict]:
+    """Each distinct device and precision the test evaluations were computed with (``bomf.device``)."""
+    from .device import COMPUTE_FIELDS
+
+    found = []
+    for path in test_files:
+        environment = EvaluatedModel.environment_of(path)
+        compute = {key: environment[key] for key in COMPUTE_FIELDS if key in environment}
+        if compute and compute not in found:
+            found.append(compute)
+    return found
+
+
+def _save_selected(run: Run | None, out_dir, record: SelectedModel, extra: dict | None = None,
+                   state: dict | None = None) -> None:
     """How a method chose its model (validation scores, its point), any extra tables, and for an outer-loop
-    baseline the checkpoint it kept (``state``, a member state)."""
+    baseline the checkpoint it kept (``state``, a member state); ``run``: the run whose model it computed on."""
     from .train.members import save_state_file
 
     out_dir = Path(out_dir)
@@ -358,7 +375,7 @@ def _save_selected(out_dir, record: SelectedModel, extra: dict | None = None, st
         write_csv(out_dir / f"{name}.csv", frame)
     if state is not None:
         save_state_file(state, out_dir / MODEL_STATE_FILE)
-    record.write(out_dir, environment())
+    record.write(out_dir, environment(run))
 
 
 def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_index: int, frozen_layers: int,
@@ -373,11 +390,12 @@ def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_i
     params = baselines.grid_points(config["baselines"]["grid"])[point_index]
     data = run.splits(data_dir, ("train", "val"))
     record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
-                                                      config["finetune"], frozen_layers, seed, run.device)
+                                                      config["finetune"], frozen_layers, seed, run.device,
+                                                      run.compute.training)
     if out_checkpoint is not None:
         with atomic_path(out_checkpoint) as tmp:
             save_file(best_state, str(tmp))
-    record.write(out, environment())
+    record.write(out, environment(run))
     print(f"grid {params}, {frozen_layers} frozen: best {record.best}, average {record.swa}")
 
 
@@ -408,8 +426,8 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     records = [BestCheckpointRun.read(path) for path in trial_files]
     chosen = baselines.best_run(records)
     record = records[chosen]
-    _save_selected(out_dir, SelectedModel("grid_finetune", record.best, 0, params=record.params,
-                                          step=record.best_step), state=load_file(str(checkpoints[chosen])))
+    _save_selected(None, out_dir, SelectedModel("grid_finetune", record.best, 0, params=record.params,
+                                                step=record.best_step), state=load_file(str(checkpoints[chosen])))
     print(f"grid fine-tune: {record.params} step {record.best_step}, validation {record.best}")
 
 
@@ -424,8 +442,9 @@ def hpbo_full(config: dict, task: str, model: str, seed: int, data_dir, best_fil
     params = HpoChoice.read(best_file).params
     data = run.splits(data_dir, ("train", "val"))
     record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
-                                                      config["finetune"], 0, seed, run.device)
-    _save_selected(out_dir, SelectedModel("hpbo_full", record.best, 0, params=params, step=record.best_step),
+                                                      config["finetune"], 0, seed, run.device,
+                                                      run.compute.training)
+    _save_selected(run, out_dir, SelectedModel("hpbo_full", record.best, 0, params=params, step=record.best_step),
                    {"trajectory": pd.DataFrame(record.trajectory)}, state=best_state)
     print(f"HPBO-full: {params} step {record.best_step}, validation {record.best}")
 
@@ -442,7 +461,7 @@ def oracle_subset(config: dict, task: str, model: str, seed: int, data_dir, memb
     on_val = FusionObjective(on_test.stack, on_test.model, val, on_test.task, on_test.batch_size, on_test.device)
     validation = on_val(weights)
     fused = sum(1 for members in subsets["members"] if len(members.split()) > 1)
-    _save_selected(out_dir, SelectedModel("oracle_subset", validation, fused, weights=weights.tolist(), oracle=True,
+    _save_selected(run, out_dir, SelectedModel("oracle_subset", validation, fused, weights=weights.tolist(), oracle=True,
                                           selected_on="test", search=search),
                    {"subsets": subsets})
     print(f"oracle best subset ({search}, {len(subsets)} subsets, selected on TEST): {weights.tolist()}")

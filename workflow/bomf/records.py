@@ -32,6 +32,11 @@ class Record:
         record.pop("environment", None)
         return cls(**record)
 
+    @staticmethod
+    def environment_of(path: str | Path) -> dict:
+        """The environment a record was written with (empty if none): what the provenance reports."""
+        return read_json(path).get("environment", {})
+
 
 @dataclass(frozen=True)
 class Suggestion(Record):

@@ -10,6 +10,8 @@ import sys
 import traceback
 from contextlib import contextmanager
 
+from .device import set_cublas_workspace
+
 # The environment variables that size the thread pools of torch, OpenMP and the BLAS libraries.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -29,8 +31,11 @@ def seed_everything(seed: int) -> None:
     import torch
 
     seed_rngs(seed)
-    # CPU runs are bit-reproducible; on GPU this asks for deterministic kernels where torch has them. (It
-    # imports torch._inductor, ~2 s, which a model job has loaded anyway: BO-only jobs use seed_rngs.)
+    # CPU runs are bit-reproducible; on GPU this asks for deterministic kernels where torch has them, and
+    # cuBLAS needs its fixed workspace for that (bomf.device sets it before the first CUDA call; this is for
+    # callers that never resolved a device). It imports torch._inductor, ~2 s, which a model job has loaded
+    # anyway: BO-only jobs use seed_rngs.
+    set_cublas_workspace()
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 

@@ -22,7 +22,7 @@ rule grid_trial:
         mem_mb=16000,
         runtime=240,
     params:
-        settings=settings("optim", "finetune", "baselines.grid"),
+        settings=model_settings("optim", "finetune", "baselines.grid"),
     script:
         "../scripts/grid_trial.py"
 
@@ -95,7 +95,7 @@ rule hpbo_full:
         mem_mb=16000,
         runtime=240,
     params:
-        settings=settings("optim", "finetune"),
+        settings=model_settings("optim", "finetune"),
     script:
         "../scripts/hpbo_full.py"
 
@@ -121,6 +121,6 @@ rule oracle_subset:
         mem_mb=16000,
         runtime=240,
     params:
-        settings=settings("optim.eval_batch_size", "baselines.oracle_max_subsets"),
+        settings=model_settings("optim.eval_batch_size", "baselines.oracle_max_subsets"),
     script:
         "../scripts/oracle_subset.py"

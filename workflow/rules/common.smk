@@ -4,6 +4,7 @@ import re
 import sys
 
 from bomf.config import ConfigError, job_settings, validate_config
+from bomf.device import COMPUTE_SETTINGS, local_problem
 from bomf.fuse.fusion import PARAMETERS
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
 from bomf.records import (
@@ -72,10 +73,17 @@ def settings(*keys):
     return lambda wildcards: job_settings(config, dict(wildcards.items()), keys)
 
 
+def model_settings(*keys):
+    """``settings`` of a job that trains or scores a model: it also reads the device and precision policy
+    (bomf.device), so results computed on another device or in another precision are recomputed, not mixed."""
+    return settings(*COMPUTE_SETTINGS, *keys)
+
+
 def fusion_settings(wildcards):
     """A fusion job reads the fusion.* settings its method declares (bomf.fuse.fusion.PARAMETERS) and no others."""
     declared = PARAMETERS.get(wildcards.method, ())
-    return job_settings(config, dict(wildcards.items()), ("optim.eval_batch_size", *(f"fusion.{p}" for p in declared)))
+    keys = (*COMPUTE_SETTINGS, "optim.eval_batch_size", *(f"fusion.{p}" for p in declared))
+    return job_settings(config, dict(wildcards.items()), keys)
 
 
 def method_files(pattern):

@@ -23,7 +23,7 @@ rule evaluate_test:
         mem_mb=16000,  # the members are stacked, as for fuse
         runtime=60,
     params:
-        settings=settings("optim.eval_batch_size"),
+        settings=model_settings("optim.eval_batch_size"),
     script:
         "../scripts/evaluate_test.py"
 
@@ -47,7 +47,7 @@ rule export_model:
         mem_mb=16000,
         runtime=60,
     params:
-        settings=settings("fusion.selection"),
+        settings=model_settings("fusion.selection"),
         # The card names the command that made the model: the newest line of the log when the job runs.
         commands=f"{OUT}/commands.log",
     script:

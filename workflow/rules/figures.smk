@@ -25,7 +25,7 @@ rule loss_landscape:
         mem_mb=16000,
         runtime=240,
     params:
-        settings=settings("optim.eval_batch_size", "figures.landscape"),
+        settings=model_settings("optim.eval_batch_size", "figures.landscape"),
         methods=LANDSCAPE_METHODS,
     script:
         "../scripts/loss_landscape.py"

@@ -26,7 +26,7 @@ rule finetune:
         mem_mb=16000,
         runtime=240,
     params:
-        settings=settings("optim", "finetune"),
+        settings=model_settings("optim", "finetune"),
         # Members and resumable training states while training runs; kept when the job fails (outputs are
         # not), so a rerun continues from the last member. Removed on success.
         staging=f"{RUN}/members.resume",
@@ -68,6 +68,6 @@ for name, entry in config["imported_runs"].items():
             mem_mb=16000,
             runtime=60,
         params:
-            settings=settings("optim.eval_batch_size"),
+            settings=model_settings("optim.eval_batch_size"),
         script:
             "../scripts/import_members.py"

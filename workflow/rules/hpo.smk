@@ -43,7 +43,7 @@ rule hpo_trial:
         mem_mb=8000,
         runtime=120,
     params:
-        settings=settings("optim", "hpo.epochs", "hpo.max_train", "data.split_seed"),
+        settings=model_settings("optim", "hpo.epochs", "hpo.max_train", "data.split_seed"),
     script:
         "../scripts/hpo_trial.py"
 

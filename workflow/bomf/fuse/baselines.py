@@ -32,7 +32,8 @@ def grid_points(grid: dict) -> list[dict]:
 
 
 def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_config: dict, finetune_config: dict,
-                       frozen_layers: int, seed: int, device) -> tuple[BestCheckpointRun, dict[str, torch.Tensor]]:
+                       frozen_layers: int, seed: int, device,
+                       precision: str = "fp32") -> tuple[BestCheckpointRun, dict[str, torch.Tensor]]:
     """Fine-tune with ``params`` (lowest ``frozen_layers`` layers frozen), scoring the validation split at the
     end of every epoch and at stage 2's member steps. Returns the run's record (trajectory, best checkpoint's
     scores, scores of the uniform average of the member-step checkpoints) and the best checkpoint's state."""
@@ -60,11 +61,11 @@ def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_c
             average["count"] += 1
 
     seed_everything(seed)
-    model = kind_of(task).load_model(model_spec, task)
+    model = kind_of(task).load_model(model_spec, task, device)
     freeze_lower_layers(model, frozen_layers)
     started = time.perf_counter()
     trajectory = fine_tune(model, data["train"], data["val"], task, hp, optim, epochs, seed, device,
-                           eval_steps=eval_steps, on_eval=keep, progress=f"frozen {frozen_layers}")
+                           eval_steps=eval_steps, on_eval=keep, progress=f"frozen {frozen_layers}", precision=precision)
     seconds = time.perf_counter() - started
     if best["state"] is None:
         raise RuntimeError(f"training with {params} diverged (non-finite loss) before its first evaluation")

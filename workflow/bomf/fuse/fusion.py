@@ -20,7 +20,7 @@ from torch import nn
 from ..metrics import ranking_key
 from ..tasks.models import load_member_state
 from ..tasks.registry import TaskSpec
-from ..tasks.splits import SplitData, autocast
+from ..tasks.splits import SplitData
 from .journal import JournaledObjective
 from .merging import Merge
 from .points import Stored
@@ -118,7 +118,7 @@ class FusionObjective:
 
     def __init__(self, stack: MemberStack, model: nn.Module, val: SplitData, task: TaskSpec, batch_size: int,
                  device: torch.device):
-        self.stack, self.model, self.val, self.task = stack, model.to(device).eval(), val, task
+        self.stack, self.model, self.val, self.task = stack, model.eval(), val, task
         self.batch_size, self.device = batch_size, device
 
     @property
@@ -255,8 +255,7 @@ def learned_soup(ctx: FusionContext) -> FusionResult:
             indices = permutation[start:start + batch_size]
             params = stack.state(torch.softmax(logits, 0) @ stack.matrix)
             batch = objective.val.batch(indices, objective.device)
-            with autocast(objective.device):
-                loss = torch.func.functional_call(objective.model, params, kwargs=batch).loss
+            loss = torch.func.functional_call(objective.model, params, kwargs=batch).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

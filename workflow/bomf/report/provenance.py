@@ -64,9 +64,11 @@ def versions() -> dict:
     return found
 
 
-def provenance(config: dict | None = None) -> dict:
+def provenance(config: dict | None = None, computed_on: list[dict] | None = None) -> dict:
+    """What made a set of results; ``computed_on``: the devices and precisions its jobs computed with (the
+    machine is the one writing the record, not necessarily the one that trained)."""
     record = {"written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
-              "packages": versions(), "machine": machine()}
+              "packages": versions(), "machine": machine(), "computed_on": computed_on or []}
     return record if config is None else {**record, "config": config}
 
 

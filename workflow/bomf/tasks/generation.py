@@ -172,4 +172,4 @@ def load_saved(model_dir: str | Path, task: TaskSpec) -> nn.Module:
     """The merged checkpoint ``models.save_model`` wrote (adapters folded into the base): an exported model."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir)
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

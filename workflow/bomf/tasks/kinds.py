@@ -8,6 +8,9 @@ the workflow is parsed); its implementation is a module of its own, imported on 
     load_model(model_spec, task, proxy) -> nn.Module   # heads and adapters fresh; proxy = the stage-1 proxy
     load_saved(model_dir, task) -> nn.Module           # what models.save_model wrote (an export)
 
+both in float32 whatever the checkpoint was saved in (``torch_dtype`` in its config.json): transformers would
+otherwise load a bf16 or fp16 checkpoint as it is, and train and fuse it in half precision.
+
 (``settings``: the kind's config section, or None). A new kind is that module, one entry in ``KINDS`` and
 its schema section.
 """
@@ -38,10 +41,11 @@ class TaskKind:
         settings = config[self.settings_section] if self.settings_section else None
         return self.implementation.encode(task, examples, tokenizer, max_length, settings, split)
 
-    def load_model(self, model_spec: dict, task: TaskSpec, proxy: bool = False):
-        """The model this kind fine-tunes, from a catalog entry. Heads and LoRA matrices draw from torch's
-        global RNG: seed it before calling."""
-        return self.implementation.load_model(model_spec, task, proxy)
+    def load_model(self, model_spec: dict, task: TaskSpec, device, proxy: bool = False):
+        """The model this kind fine-tunes, from a catalog entry, on ``device``: the one place a job's model is
+        put on its device (its batches: ``SplitData.batch``). Heads and LoRA matrices draw from torch's global
+        RNG: seed it before calling."""
+        return self.implementation.load_model(model_spec, task, proxy).to(device)
 
     def load_saved(self, model_dir, task: TaskSpec):
         return self.implementation.load_saved(model_dir, task)

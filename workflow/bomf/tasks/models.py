@@ -1,5 +1,5 @@
 """What every task kind does with a model: tokenizers, members (what fine-tuning changes: the full state of an
-encoder, the adapter weights of a LoRA model), saving, the encoder proxy's frozen layers, the device. Which
+encoder, the adapter weights of a LoRA model), saving, the encoder proxy's frozen layers. Which
 model a kind fine-tunes is the kind's (``kinds``).
 """
 
@@ -96,7 +96,3 @@ def freeze_lower_layers(model: nn.Module, count: int) -> None:
 def trainable_fraction(model: nn.Module) -> float:
     total = sum(p.numel() for p in model.parameters())
     return sum(p.numel() for p in model.parameters() if p.requires_grad) / total
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -154,7 +154,8 @@ def encode(task: TaskSpec, examples: list[dict], tokenizer, max_length: int, set
 def load_model(model_spec: dict, task: TaskSpec, proxy: bool) -> nn.Module:
     from transformers import AutoModelForQuestionAnswering
 
-    model = AutoModelForQuestionAnswering.from_pretrained(resolve_model_source(model_spec["source"]))
+    model = AutoModelForQuestionAnswering.from_pretrained(resolve_model_source(model_spec["source"]),
+                                                          dtype=torch.float32)
     if proxy:
         freeze_lower_layers(model, model_spec["proxy_frozen_layers"])
     return model
@@ -163,4 +164,4 @@ def load_model(model_spec: dict, task: TaskSpec, proxy: bool) -> nn.Module:
 def load_saved(model_dir: str | Path, task: TaskSpec) -> nn.Module:
     from transformers import AutoModelForQuestionAnswering
 
-    return AutoModelForQuestionAnswering.from_pretrained(model_dir)
+    return AutoModelForQuestionAnswering.from_pretrained(model_dir, dtype=torch.float32)

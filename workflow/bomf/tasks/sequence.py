@@ -81,7 +81,7 @@ def load_model(model_spec: dict, task: TaskSpec, proxy: bool) -> nn.Module:
 def load_saved(model_dir: str | Path, task: TaskSpec) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(model_dir)
+    return AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
 
 
 def load_classifier(source: str, task: TaskSpec) -> nn.Module:
@@ -93,5 +93,5 @@ def load_classifier(source: str, task: TaskSpec) -> nn.Module:
 
     problem_type = "regression" if task.is_regression else "single_label_classification"
     return AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_source(source), num_labels=task.num_labels, problem_type=problem_type
+        resolve_model_source(source), num_labels=task.num_labels, problem_type=problem_type, dtype=torch.float32
     )

@@ -1,21 +1,16 @@
 """A split tokenised once for its task kind, and the one evaluation loop every kind shares.
 
-``SplitData`` owns evaluation (eval mode, batching, autocast, loss accumulation, metrics); each kind's subclass
+``SplitData`` owns evaluation (eval mode, batching, loss accumulation, metrics; in float32 on every device, so
+scores do not depend on the precision training used: ``bomf.device``); each kind's subclass
 (``sequence.SequenceData``, ``qa.QAData``, ``generation.GenerationData``) tokenises its examples into training
 units (sequences, QA windows) and supplies the batches, what a batch's output keeps, and the decoding of
 those into one prediction per example.
 """
 
 from abc import ABC, abstractmethod
-from contextlib import nullcontext
 
 import torch
 from torch import nn
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on GPU; full precision on CPU (CPU bf16 is slower there and changes results)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 class SplitData(ABC):
@@ -57,13 +52,12 @@ class SplitData(ABC):
         model.eval()
         try:
             total_loss, outputs = 0.0, []
-            with autocast(device):
-                for start in range(0, len(self), batch_size):
-                    indices = list(range(start, min(start + batch_size, len(self))))
-                    loss, output = self.forward(model, self.batch(indices, device))
-                    total_loss += loss * len(indices)
-                    outputs.append(output)
-                predictions = self.decode(outputs, model, batch_size, device)
+            for start in range(0, len(self), batch_size):
+                indices = list(range(start, min(start + batch_size, len(self))))
+                loss, output = self.forward(model, self.batch(indices, device))
+                total_loss += loss * len(indices)
+                outputs.append(output)
+            predictions = self.decode(outputs, model, batch_size, device)
         finally:
             model.train(was_training)
         return {"loss": total_loss / len(self), **self.score(metrics, predictions)}, predictions

@@ -118,13 +118,15 @@ def trial_loss(trajectory: list[dict], primary_metric: str) -> float:
 
 
 def run_trial(model_spec: dict, task, data: dict, params: dict, optim_config: dict, proxy: bool,
-              epochs: int, seed: int, device) -> HpoTrial:
-    """Train with ``params`` (the stage-1 proxy of ``model_spec`` if ``proxy``); the trial's record."""
+              epochs: int, seed: int, device, precision: str = "fp32") -> HpoTrial:
+    """Train with ``params`` (the stage-1 proxy of ``model_spec`` if ``proxy``) in ``precision``
+    (``bomf.device``); the trial's record."""
     seed_everything(seed)
-    model = kind_of(task).load_model(model_spec, task, proxy=proxy)
+    model = kind_of(task).load_model(model_spec, task, device, proxy=proxy)
     started = time.perf_counter()
     trajectory = fine_tune(model, data["train"], data["val"], task, hyperparameters(optim_config, params),
-                           OptimConfig.from_config(optim_config), epochs, seed, device, progress="trial")
+                           OptimConfig.from_config(optim_config), epochs, seed, device, progress="trial",
+                           precision=precision)
     return HpoTrial(params, score=trial_score(trajectory, task.primary_metric),
                     loss=trial_loss(trajectory, task.primary_metric), metric=task.primary_metric, proxy=proxy,
                     trainable_fraction=trainable_fraction(model), epochs=epochs,

@@ -62,7 +62,8 @@ def save_member(model: torch.nn.Module, path: Path) -> str:
 
 
 def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
-                 device, out_dir: str | Path, staging_dir: str | Path | None = None) -> pd.DataFrame:
+                 device, out_dir: str | Path, staging_dir: str | Path | None = None,
+                 precision: str = "fp32") -> pd.DataFrame:
     """Train the full model and save ``finetune.members`` members, and the exponential moving average of the
     trajectory from the first member on (``finetune.ema_decay``; null keeps none); returns the trajectory.
 
@@ -75,7 +76,8 @@ def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, fin
     steps_per_epoch = math.ceil(len(data["train"]) / hp.batch_size)
     steps = member_steps(steps_per_epoch * finetune_config["epochs"], finetune_config["members"],
                          finetune_config["start_fraction"])
-    identity = _run_identity(model_spec, data, hp, optim_config, finetune_config, seed, steps)
+    identity = _run_identity(model_spec, data, hp, optim_config, finetune_config, seed, steps,
+                             {"device": torch.device(device).type, "precision": precision})
     resume, checksums = _resumable_state(staging, identity)
     if resume is not None:
         print(f"resumed from step {resume.step} ({len(checksums)} of {len(steps)} members done)", flush=True)
@@ -90,10 +92,11 @@ def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, fin
     decay = finetune_config["ema_decay"]
     average = ExponentialAverage(decay, steps[0]) if decay is not None else None
     seed_everything(seed)
-    model = kind_of(task).load_model(model_spec, task)
+    model = kind_of(task).load_model(model_spec, task, device)
     trajectory = fine_tune(model, data["train"], data["val"], task, hp, OptimConfig.from_config(optim_config),
                            finetune_config["epochs"], seed, device, eval_steps=steps, on_eval=save,
-                           progress="finetune", resume=resume, on_state=save_state, average=average)
+                           progress="finetune", resume=resume, on_state=save_state, average=average,
+                           precision=precision)
     if len(checksums) != len(steps):
         raise RuntimeError(f"training diverged (non-finite loss) at step {trajectory[-1]['step']}: "
                            f"{len(checksums)} of {len(steps)} members saved; lower the learning rate")
@@ -118,10 +121,11 @@ class StaleStateError(RuntimeError):
 
 
 def _run_identity(model_spec: dict, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
-                  steps: list[int]) -> dict:
-    """What a training state must have been written by to be resumed (as JSON reads it back)."""
+                  steps: list[int], compute: dict) -> dict:
+    """What a training state must have been written by to be resumed (as JSON reads it back): a run never
+    continues on another kind of device or in another precision."""
     identity = {"model": model_spec, "seed": seed, "hyperparameters": vars(hp), "optim": optim_config,
-                "finetune": finetune_config, "steps": steps,
+                "finetune": finetune_config, "steps": steps, "compute": compute,
                 "data": {name: data[name].fingerprint() for name in ("train", "val")}}
     return json.loads(json.dumps(identity))
 
@@ -140,7 +144,8 @@ def write_training_state(directory: Path, state: TrainingState, identity: dict, 
     write_json(directory / STATE_FILE, {
         "identity": identity, "step": state.step, "elapsed": state.elapsed, "members": dict(checksums),
         "tensors": {tensor_file.name: sha256(tensor_file)}, "optimizer": optimizer,
-        "scheduler": state.scheduler, "trajectory": state.trajectory, "average": state.average is not None})
+        "scheduler": state.scheduler, "scaler": state.scaler, "trajectory": state.trajectory,
+        "average": state.average is not None})
     for old in directory.glob("state-step*.safetensors"):
         if old != tensor_file:
             old.unlink()
@@ -163,7 +168,7 @@ def read_training_state(directory: Path, identity: dict) -> tuple[TrainingState,
         step=saved["step"], model=load_file(str(directory / list(members)[-1])),
         optimizer=_unflatten_optimizer(tensors, saved["optimizer"]), scheduler=saved["scheduler"],
         data_order=tensors["rng.data_order"], rng=tensors["rng.torch"], cuda_rng=tensors.get("rng.cuda"),
-        trajectory=saved["trajectory"], elapsed=saved["elapsed"],
+        trajectory=saved["trajectory"], elapsed=saved["elapsed"], scaler=saved["scaler"],
         average={key[len("average."):]: value for key, value in tensors.items() if key.startswith("average.")}
         if saved["average"] else None)
     return state, dict(members)

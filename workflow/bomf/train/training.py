@@ -15,10 +15,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..device import gradient_scaler, training_autocast
 from ..settings import Hyperparameters, OptimConfig
 from ..tasks.models import load_member_state, member_names
 from ..tasks.registry import TaskSpec
-from ..tasks.splits import SplitData, autocast
+from ..tasks.splits import SplitData
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparameters, optim: OptimConfig, device) -> torch.optim.Optimizer:
@@ -99,6 +100,7 @@ class TrainingState:
     trajectory: list[dict]
     elapsed: float  # training seconds up to ``step``
     average: dict[str, torch.Tensor] | None = None  # ``ExponentialAverage.state()``, if one is kept
+    scaler: dict | None = None  # fp16 training's loss scale (GradScaler.state_dict(); empty when disabled)
 
 
 def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec, hp: Hyperparameters,
@@ -106,8 +108,10 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
               eval_steps: list[int] | None = None, on_eval: MemberCallback | None = None,
               progress: str = "train", resume: TrainingState | None = None,
               on_state: Callable[[TrainingState], None] | None = None,
-              average: ExponentialAverage | None = None) -> list[dict]:
-    """Train with AdamW + warmup schedule and return one trajectory row per evaluation.
+              average: ExponentialAverage | None = None, precision: str = "fp32") -> list[dict]:
+    """Train ``model`` (on ``device`` already: ``TaskKind.load_model``) with AdamW + warmup schedule, forward
+    passes autocast to ``precision`` (``bomf.device``: bf16, fp16 with a loss scaler, or fp32; parameters
+    stay float32), and return one trajectory row per evaluation.
 
     Evaluations happen at ``eval_steps`` (default: the end of every epoch); ``on_eval`` receives each one,
     which is how stage 2 saves its members, and then ``on_state`` receives the state to ``resume`` from.
@@ -118,13 +122,16 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
     steps_per_epoch = math.ceil(len(train) / hp.batch_size)
     total_steps = steps_per_epoch * epochs
     eval_steps = eval_steps or [steps_per_epoch * (e + 1) for e in range(epochs)]
-    model.to(device).train()
+    model.train()
     optimizer = make_optimizer(model, hp, optim, device)
     scheduler = warmup_schedule(optimizer, optim.schedule, round(hp.warmup_ratio * total_steps), total_steps)
+    scaler = gradient_scaler(device, precision)
     order = torch.Generator().manual_seed(seed)
     trajectory, running_loss, running_count, step, elapsed = [], 0.0, 0, 0, 0.0
     if resume is not None:
         _restore(resume, model, optimizer, scheduler, order, device)
+        if resume.scaler:
+            scaler.load_state_dict(resume.scaler)
         trajectory, step, elapsed = list(resume.trajectory), resume.step, resume.elapsed
         if average is not None and resume.average is not None:
             average.load(resume.average, device)
@@ -139,8 +146,10 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
         permutation = torch.randperm(len(train), generator=order).tolist()
         for start in batch_starts[finished_batches if epoch == first_epoch else 0:]:
             batch = permutation[start:start + hp.batch_size]
-            loss_value = _accumulate_gradients(model, train, batch, optim.max_device_batch, device)
-            optimizer.step()
+            loss_value = _accumulate_gradients(model, train, batch, optim.max_device_batch, device, precision,
+                                               scaler)
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -166,7 +175,8 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
                     on_state(TrainingState(step, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
                                            epoch_order, torch.get_rng_state(), _device_rng(device),
                                            list(trajectory), time.perf_counter() - started,
-                                           average.state() if average is not None else None))
+                                           average.state() if average is not None else None,
+                                           scaler.state_dict()))
     bar.close()
     return trajectory
 
@@ -186,14 +196,15 @@ def _restore(state: TrainingState, model: nn.Module, optimizer, scheduler, order
         torch.cuda.set_rng_state(state.cuda_rng, device)
 
 
-def _accumulate_gradients(model, train: SplitData, batch: list[int], max_device_batch: int, device) -> float:
+def _accumulate_gradients(model, train: SplitData, batch: list[int], max_device_batch: int, device,
+                          precision: str, scaler) -> float:
     """Forward/backward one optimizer batch in chunks that fit the device; returns the batch's mean loss."""
     total = 0.0
     for start in range(0, len(batch), max_device_batch):
         chunk = batch[start:start + max_device_batch]
-        with autocast(device):
+        with training_autocast(device, precision):
             loss = model(**train.batch(chunk, device)).loss
-        (loss * len(chunk) / len(batch)).backward()
+        scaler.scale(loss * len(chunk) / len(batch)).backward()
         total += loss.float().item() * len(chunk)
     return total / len(batch)
 
