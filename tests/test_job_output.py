@@ -48,3 +48,20 @@ def test_an_unexpected_error_is_named_by_its_type(tmp_path):
     result = run_job(tmp_path, "{}['missing']\n")
     assert result.returncode == 1
     assert result.stderr.startswith("bomf error: KeyError: 'missing' (traceback: ")
+
+
+def test_a_job_given_a_gpu_it_cannot_use_stops_before_any_work_with_one_line(tmp_path):
+    """A SLURM GPU job under device: auto whose torch has no CUDA (this machine's): the run's first step stops
+    it, with the reason and what to set, before it reads a file."""
+    script = """
+        import os
+        os.environ["SLURM_JOB_GPUS"] = "0"
+        from bomf.pipeline import Run
+        Run({"device": "auto", "precision": {"training": "auto", "tf32": False}}, "rte", "tiny", 0)
+        print("worked")
+    """
+    result = run_job(tmp_path, script)
+    assert result.returncode == 1
+    assert result.stderr.startswith("bomf error: this job was given a GPU (SLURM_JOB_GPUS=0) but cannot use it: torch ")
+    assert "build without CUDA" in result.stderr and result.stderr.count("\n") == 1
+    assert "worked" not in (tmp_path / "job.log").read_text()
