@@ -50,3 +50,21 @@ def test_each_python_environment_builds_the_kernel_in_a_folder_of_its_own(tmp_pa
     chosen = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                             env={**env, "TORCH_EXTENSIONS_DIR": str(tmp_path)}).stdout.strip()
     assert chosen == str(tmp_path)  # a folder the user set is kept
+
+
+CPU_A = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse avx512f amx_bf16\n\n" \
+        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse avx512f amx_bf16\n"
+CPU_B = "processor\t: 0\nmodel name\t: AMD EPYC 7763 64-Core Processor\nflags\t\t: fpu sse avx2\n"
+
+
+def test_each_cpu_type_builds_the_kernel_in_a_folder_of_its_own():
+    """-march=native compiles for the CPU it runs on: a login node's build must not be loaded on a compute
+    node of another CPU type that shares the home directory; nodes of one type share one build."""
+    from bomf.fuse.warmup import build_folder, cpu_signature
+
+    assert "avx512f" in cpu_signature(CPU_A) and "Platinum 8480+" in cpu_signature(CPU_A)
+    assert cpu_signature(CPU_A) == cpu_signature(CPU_A.replace("fpu sse avx512f", "avx512f fpu sse"))
+    assert build_folder("/venv", cpu_signature(CPU_A)) != build_folder("/venv", cpu_signature(CPU_B))
+    assert build_folder("/venv", cpu_signature(CPU_A)) == build_folder("/venv", cpu_signature(CPU_A))
+    assert build_folder("/venv", cpu_signature(CPU_A)) != build_folder("/other", cpu_signature(CPU_A))
+    assert cpu_signature() == cpu_signature()  # this machine's, read from /proc/cpuinfo

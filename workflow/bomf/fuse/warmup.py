@@ -4,9 +4,11 @@ BoTorch 0.18.1 compiles ``botorch/csrc/logei_fused.cpp`` with ``torch.utils.cpp_
 -march=native``, through ninja) the first time a qLogEHVI/qLogNEHVI acquisition is built in a process
 (``botorch.acquisition.multi_objective.logei._try_load_fused_kernel``). The build is cached under
 ``$TORCH_EXTENSIONS_DIR``, which ``prepare_fused_kernel`` sets (unless set already) to a folder of this Python
-environment's own under ``~/.cache/torch_extensions``: torch's build command names the environment's paths,
-so two virtual environments sharing one folder rebuilt the kernel each time the other had loaded it (57-218 s
-a rebuild, measured when a clean-clone CI ran beside a working checkout). The compile
+environment and this CPU under ``~/.cache/torch_extensions``: torch's build command names the environment's
+paths, so two virtual environments sharing one folder rebuilt the kernel each time the other had loaded it
+(57-218 s a rebuild, measured when a clean-clone CI ran beside a working checkout); and ``-march=native`` builds
+for the CPU it runs on, so a kernel built on a login node may crash a compute node of another CPU type sharing
+the home directory: each CPU model and instruction set gets its own build. The compile
 takes 31-55 s on 2 cores (benchmarks/first_use_compile.py); later processes only load the shared library
 (~0.2 s). Without a compiler or ninja BoTorch warns and falls back to the pure-Python path (by its warning,
 ~3x slower). Run this once per machine (the Makefile's install step does) so
@@ -28,6 +30,7 @@ from functools import cache
 from pathlib import Path
 
 KERNEL = "logei_fused_ext"
+CPUINFO = Path("/proc/cpuinfo")
 STALE_LOCK_SECONDS = 600  # a build takes 31-55 s on 2 cores; a lock this old has no living owner
 
 
@@ -56,12 +59,36 @@ def release_stale_lock(directory: str | Path | None = None, max_age: float = STA
         time.sleep(poll)
 
 
+def cpu_signature(cpuinfo: str | None = None) -> str:
+    """What ``-march=native`` compiles for: the machine, the CPU's model name and its instruction-set flags (of
+    ``/proc/cpuinfo``, whose first processor stands for all; the machine alone where there is none)."""
+    import platform
+
+    if cpuinfo is None:
+        cpuinfo = CPUINFO.read_text() if CPUINFO.is_file() else ""
+    first = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if first:
+                break
+            continue
+        key, _, value = line.partition(":")
+        first[key.strip()] = value.strip()
+    flags = " ".join(sorted(first.get("flags", first.get("Features", "")).split()))
+    return f"{platform.machine()}|{first.get('model name', first.get('CPU part', ''))}|{flags}"
+
+
+def build_folder(prefix: str, cpu: str) -> Path:
+    """The kernel's build folder for a Python environment (``sys.prefix``) on a CPU (``cpu_signature``)."""
+    key = hashlib.sha256(f"{prefix}\n{cpu}".encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "torch_extensions" / f"env-{key}"
+
+
 @cache
 def prepare_fused_kernel() -> None:
-    """Once per process, before BoTorch first loads the kernel: this environment's build folder, no stale lock."""
-    environment = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR",
-                          str(Path.home() / ".cache" / "torch_extensions" / f"env-{environment}"))
+    """Once per process, before BoTorch first loads the kernel: the build folder of this environment and CPU,
+    no stale lock."""
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(build_folder(sys.prefix, cpu_signature())))
     release_stale_lock()
 
 
