@@ -1,6 +1,8 @@
 """Fine-tuning, evaluation, layer freezing and member files, on the tiny BERT with real RTE / STS-B examples."""
 
 import math
+import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,7 +322,7 @@ def test_truncated_member_raises(tmp_path, tiny_model_dir):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(MemberIntegrityError) as err:
-        load_members(tmp_path)
+        list(load_members(tmp_path))  # each member is verified when it is read
     assert str(path) in str(err.value) and "checksum" in str(err.value)
 
 
@@ -331,7 +333,7 @@ def test_corrupted_member_raises(tmp_path, tiny_model_dir):
     data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
     path.write_bytes(bytes(data))
     with pytest.raises(MemberIntegrityError) as err:
-        load_members(tmp_path)
+        list(load_members(tmp_path))  # each member is verified when it is read
     assert str(path) in str(err.value)
 
 
@@ -392,3 +394,32 @@ def test_warmup_schedule_matches_transformers(schedule, theirs, warmup, total):
     reference = rates(lambda optimizer: get_scheduler(theirs, optimizer, num_warmup_steps=warmup,
                                                       num_training_steps=total))
     assert ours == reference
+
+
+def test_members_are_read_once_each_and_one_at_a_time_into_the_stack(tmp_path, tiny_model_dir, monkeypatch):
+    """Stacking N members reads each file once (its checksum from the same bytes) and never holds a list of N
+    states beside the stack: when a member is read, at most the one before it is still alive."""
+    from bomf.fuse.fusion import MemberStack
+    from bomf.train.members import Members
+
+    states, _ = _members(tmp_path, tiny_model_dir)
+    reads, alive, peak = [], weakref.WeakSet(), []
+    read_bytes, take = Path.read_bytes, Members.__getitem__
+
+    class State(dict):  # a dict cannot be weakly referenced; a subclass can (counted by identity)
+        __hash__, __eq__ = object.__hash__, object.__eq__
+
+    def tracked(self, index):
+        peak.append(len(alive))
+        state = State(take(self, index))
+        alive.add(state)
+        return state
+
+    monkeypatch.setattr(Path, "read_bytes", lambda path: reads.append(path.name) or read_bytes(path))
+    monkeypatch.setattr(Members, "__getitem__", tracked)
+    stack = MemberStack(load_members(tmp_path), CPU)
+    assert sorted(reads) == [f"member{i:02d}.safetensors" for i in range(3)]
+    assert len(peak) == 3 and max(peak) <= 1
+    for row, state in enumerate(states):
+        stacked = stack.state(stack.matrix[row])
+        assert stacked.keys() == state.keys() and all(torch.equal(stacked[k], t) for k, t in state.items())

@@ -8,7 +8,7 @@ model: every reader rebuilds it from the members.
 """
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -45,25 +45,29 @@ class MemberStack:
     (the EMA of its trajectory), by name.
     """
 
-    def __init__(self, states: list[dict[str, torch.Tensor]], device: torch.device,
+    def __init__(self, states: Sequence[dict[str, torch.Tensor]], device: torch.device,
                  base: dict[str, torch.Tensor] | None = None, stored: dict[str, dict[str, torch.Tensor]] | None = None):
         if len(states) < 2:
             raise ValueError(f"fusion needs at least 2 members, got {len(states)}")
-        first = states[0]
-        for index, state in enumerate(states[1:], start=1):
-            if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
-                raise ValueError(f"member {index} does not have the same tensors as member 0")
+        # One pass, one member at a time: ``states`` may read each member when it is taken (train.members.Members).
+        rows = iter(states)
+        first = next(rows)
+        shapes = {name: t.shape for name, t in first.items()}
+        fixed = {name: t for name, t in first.items() if not t.is_floating_point()}
         self.float_names = [name for name, t in first.items() if t.is_floating_point()]
-        self.fixed = {name: t.to(device) for name, t in first.items() if not t.is_floating_point()}
-        for name in self.fixed:
-            if any(not torch.equal(state[name], first[name]) for state in states[1:]):
-                raise ValueError(f"non-floating tensor {name!r} differs between members; it cannot be fused")
-        self.shapes = [first[name].shape for name in self.float_names]
-        sizes = [first[name].numel() for name in self.float_names]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        self.fixed = {name: t.to(device) for name, t in fixed.items()}
+        self.shapes = [shapes[name] for name in self.float_names]
+        self.offsets = np.concatenate([[0], np.cumsum([first[name].numel() for name in self.float_names])]).tolist()
         self.matrix = torch.empty(len(states), self.offsets[-1], dtype=torch.float32, device=device)
-        for row, state in enumerate(states):
-            self._flatten(state, self.matrix[row])
+        self._flatten(first, self.matrix[0])
+        del first
+        for index, state in enumerate(rows, start=1):
+            if state.keys() != shapes.keys() or any(state[k].shape != shape for k, shape in shapes.items()):
+                raise ValueError(f"member {index} does not have the same tensors as member 0")
+            for name, tensor in fixed.items():
+                if not torch.equal(state[name], tensor):
+                    raise ValueError(f"non-floating tensor {name!r} differs between members; it cannot be fused")
+            self._flatten(state, self.matrix[index])
         self.mixed = torch.empty(self.offsets[-1], dtype=torch.float32, device=device)
         self.base = self._flatten_like_members(base, "the base model") if base is not None else None
         self.stored = {name: self._flatten_like_members(state, f"the stored {name} state")

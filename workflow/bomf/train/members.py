@@ -14,11 +14,12 @@ import math
 import os
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from ..io import atomic_path, read_json, write_csv, write_json
 from ..layout import MEMBER_FILE
@@ -218,20 +219,44 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
 
 
 def _verified_state(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    """A state file's tensors, checked against its recorded checksum on the one read of the file (a shared
+    filesystem serves each member once per job, not twice)."""
     if not path.is_file():
         raise MemberIntegrityError(f"{path}: member file missing")
-    actual = sha256(path)
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise MemberIntegrityError(f"{path}: checksum {actual[:12]}… differs from the recorded "
                                    f"{expected[:12]}… (truncated or corrupted); rerun the finetune rule")
-    return load_file(str(path))
+    return load(data)
 
 
-def load_members(directory: str | Path) -> list[dict[str, torch.Tensor]]:
-    """Every member's state dict, each verified against the checksum recorded when it was written."""
-    directory = Path(directory)
-    return [_verified_state(directory / name, expected)
-            for name, expected in MemberManifest.read(directory).members.items()]
+class Members(Sequence):
+    """A run's members in order, each read (and verified) when it is taken: a ``MemberStack`` built from them
+    holds one member in host memory at a time beside its matrix, not all N."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.files = list(MemberManifest.read(self.directory).members.items())
+        for name, _ in self.files:  # a missing file is found before any work; a corrupted one when read
+            if not (self.directory / name).is_file():
+                raise MemberIntegrityError(f"{self.directory / name}: member file missing")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        name, expected = self.files[index]
+        return _verified_state(self.directory / name, expected)
+
+    def __iter__(self):
+        return (self[index] for index in range(len(self)))
+
+
+def load_members(directory: str | Path) -> Members:
+    """Every member's state dict, in order, each verified against the checksum recorded when it was written
+    (read on access: ``Members``)."""
+    return Members(directory)
 
 
 def load_stored(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
