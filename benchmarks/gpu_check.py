@@ -249,7 +249,8 @@ class Check:
         run = self.work / "results" / task / model / f"seed{SEED}"
         out = run / name
         pipeline.finetune(config=config, task=task, model=model, seed=SEED, data_dir=self.prepared(config, task),
-                          best_file=self.best_file(task, model), out_dir=out, staging_dir=run / f"{name}.resume")
+                          best_file=self.best_file(task, model), out_dir=out, staging_dir=run / f"{name}.resume",
+                          checkpoint_seconds=60 * config["finetune"]["checkpoint_minutes"])
         return out
 
     def needs_members(self) -> Path:
@@ -341,7 +342,8 @@ class Check:
         interrupted, staging = run / "members-killed", run / "members-killed.resume"
         kwargs = {"config": config, "task": "sst2", "model": "minilm", "seed": SEED,
                   "data_dir": str(self.prepared(config, "sst2")), "best_file": str(self.best_file("sst2", "minilm")),
-                  "out_dir": str(interrupted), "staging_dir": str(staging)}
+                  "out_dir": str(interrupted), "staging_dir": str(staging),
+                  "checkpoint_seconds": 60 * config["finetune"]["checkpoint_minutes"]}
         job = self.work / "killed-finetune.json"
         job.write_text(json.dumps({"job": "finetune", "kwargs": kwargs}))
         log = self.work / "killed-finetune.log"

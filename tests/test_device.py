@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import GLUE_DIR, REPO, tiny_config, write_tiny_config
+from conftest import GLUE_DIR, REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, tiny_config, write_tiny_config
 from simulated_cuda import CAPABILITY, NAME, on_cuda, simulated_cuda
 
 from bomf import pipeline
@@ -20,6 +20,7 @@ from bomf.device import (CUBLAS_WORKSPACE, Compute, DeviceError, local_problem, 
                          training_precision)
 from bomf.fuse.baselines import grid_points
 from bomf.io import read_json
+from bomf.records import EvaluatedModel, HpoChoice
 from bomf.runtime import seed_everything
 from bomf.settings import Hyperparameters, OptimConfig
 from bomf.tasks.kinds import kind_of
@@ -211,7 +212,7 @@ def _jobs(config, run, data, workdir):
                        out=run / "hpo/round0/trial0.json")
     pipeline.hpo_select([run / "hpo/round0/trial0.json"], run / "hpo/trials.csv", run / "hpo/best.json")
     pipeline.finetune(**job, data_dir=data, best_file=run / "hpo/best.json", out_dir=run / "members",
-                      staging_dir=run / "members.resume")
+                      staging_dir=run / "members.resume", checkpoint_seconds=1800)
     methods = ("bomf", "swa", "greedy_soup", "learned_soup", "ema", "ties", "best_member")
     for method in methods:
         pipeline.fuse(**job, data_dir=data, members_dir=run / "members", method=method,
@@ -256,6 +257,29 @@ def test_every_job_runs_on_the_gpu_without_mixing_devices(gpu_run):
         environment = environment.get("environment", environment)
         assert {key: environment[key] for key in described} == described, path
     assert len(read_json(gpu_run.parent / "imported/members/members.json")["members"]) == 2
+
+
+@pytest.mark.parametrize("task, base", [("squad_v2", TINY_QA_CONFIG), ("e2e", TINY_GENERATION_CONFIG)])
+def test_the_text_kinds_run_on_the_gpu_without_mixing_devices(tmp_path, monkeypatch, tiny_model_dir, tiny_llama_dir,
+                                                              task, base):
+    """Extractive QA (span decoding) and LoRA generation (left-padded greedy decoding): stage 2, a fusion and
+    the test evaluation on the stand-in CUDA device."""
+    model_dir = tiny_llama_dir if task == "e2e" else tiny_model_dir
+    config = validate_config(tiny_config(model_dir, base, tasks=[task], device="auto"))
+    job = {"config": config, "task": task, "model": "tiny", "seed": 0}
+    data, run = tmp_path / "data", tmp_path / "run"
+    pipeline.prepare_data(config, task, data)
+    HpoChoice({"learning_rate": 1e-3, "batch_size": 8}, 0.0, 0.0, "", 0, "").write(run / "hpo/best.json")
+    for variable in GPU_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    with simulated_cuda(monkeypatch):
+        pipeline.finetune(**job, data_dir=data, best_file=run / "hpo/best.json", out_dir=run / "members",
+                          staging_dir=run / "members.resume", checkpoint_seconds=1800)
+        pipeline.fuse(**job, data_dir=data, members_dir=run / "members", method="swa", out_dir=run / "fusion/swa",
+                      journal=run / "fusion/swa.journal.jsonl")
+        pipeline.evaluate_test(**job, method="swa", data_dir=data, members_dir=run / "members",
+                               fusion_dir=run / "fusion/swa", out=run / "test/swa.json")
+    assert EvaluatedModel.environment_of(run / "test/swa.json")["device"] == "cuda"
 
 
 def test_the_fuse_journal_is_tied_to_the_device_and_precision(tmp_path, tiny_model_dir):

@@ -26,7 +26,8 @@ def test_minilm_learns_sst2_and_bomf_is_at_least_the_best_member(tmp_path):
     pipeline.prepare_data(config, "sst2", data)
     HpoChoice({"learning_rate": 1e-4, "batch_size": 16}, score=math.nan, loss=math.nan, metric="accuracy", trials=0,
               warning="").write(run / "hpo/best.json")
-    pipeline.finetune(config, "sst2", "minilm", 0, data, run / "hpo/best.json", run / "members", run / "members.resume")
+    pipeline.finetune(config, "sst2", "minilm", 0, data, run / "hpo/best.json", run / "members", run / "members.resume",
+                      checkpoint_seconds=1800)
     for method in ("bomf", "best_member"):
         pipeline.fuse(config, "sst2", "minilm", 0, data, run / "members", method, run / "fusion" / method,
                       run / "fusion" / f"{method}.journal.jsonl")

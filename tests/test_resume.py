@@ -22,6 +22,7 @@ import torch
 
 import bomf.fuse.mobo
 import bomf.train.members
+import bomf.train.training
 from bomf.fuse.journal import JournaledObjective
 from bomf.fuse.mobo import run_mobo
 from bomf.io import read_json
@@ -31,6 +32,7 @@ from bomf.tasks.readers import read_glue_tsv
 from bomf.tasks.registry import GLUE_TASKS
 from bomf.tasks.sequence import SequenceData
 from bomf.train.members import StaleStateError, member_path, run_finetune
+from bomf.train.training import TrainingStopped
 from conftest import GLUE_DIR, write_tiny_config
 from test_pipeline import SNAKEMAKE
 
@@ -60,12 +62,14 @@ def finetune_config(members: int = 3, start_fraction: float = 0.5) -> dict:
     return {"epochs": 2, "members": members, "start_fraction": start_fraction, "ema_decay": 0.9}
 
 
-def finetune(source, rte, out_dir: Path, config: dict, hp=HP) -> pd.DataFrame:
+def finetune(source, rte, out_dir: Path, config: dict, hp=HP, checkpoint_seconds=None) -> pd.DataFrame:
     """run_finetune with dropout on (its RNG is part of the state); 32 examples, batch 8: 4 steps an epoch."""
-    return run_finetune({"source": str(source)}, RTE, rte, hp, OPTIM, config, 0, CPU, out_dir, out_dir.with_suffix(".resume"))
+    return run_finetune({"source": str(source)}, RTE, rte, hp, OPTIM, config, 0, CPU, out_dir, out_dir.with_suffix(".resume"),
+                        checkpoint_seconds=checkpoint_seconds)
 
 
-def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, monkeypatch, hp=HP) -> dict:
+def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, monkeypatch, hp=HP,
+                         checkpoint_seconds=None) -> dict:
     """A fine-tune stopped right after its ``states``-th resumable state; returns that state's JSON."""
     write, written = bomf.train.members.write_training_state, []
 
@@ -78,7 +82,7 @@ def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, 
     with monkeypatch.context() as patch:
         patch.setattr(bomf.train.members, "write_training_state", write_then_stop)
         with pytest.raises(Interrupted):
-            finetune(source, rte, out_dir, config, hp)
+            finetune(source, rte, out_dir, config, hp, checkpoint_seconds)
     assert not (out_dir / "members.json").exists()
     return read_json(out_dir.with_suffix(".resume") / "state.json")
 
@@ -119,6 +123,45 @@ def test_resumed_finetune_is_bit_identical(tiny_model_dir, rte, tmp_path, monkey
     assert trajectory == expected_trajectory
     assert not staging.exists()
     assert all(bomf.train.members.sha256(out_dir / name) == digest for name, digest in manifest["members"].items())
+
+
+@pytest.mark.parametrize("states,resumed_step,members_done", [(2, 2, 0), (5, 5, 0), (7, 7, 2)])
+def test_a_finetune_killed_in_its_first_half_resumes_from_its_last_periodic_state(
+        tiny_model_dir, rte, tmp_path, monkeypatch, capsys, uninterrupted_finetunes, states, resumed_step, members_done):
+    """States every finetune.checkpoint_minutes (here: after every step), not only at members: a job killed
+    before its first member (steps 6, 7, 8) resumes where it was and ends as the uninterrupted run did."""
+    config, out_dir = finetune_config(), tmp_path / "members"
+    state = interrupted_finetune(tiny_model_dir, rte, out_dir, config, states, monkeypatch, checkpoint_seconds=1e-9)
+    assert state["step"] == resumed_step and len(state["members"]) == members_done
+    capsys.readouterr()
+    finetune(tiny_model_dir, rte, out_dir, config, checkpoint_seconds=1e-9)
+    assert f"resumed from step {resumed_step} ({members_done} of 3 members done)" in capsys.readouterr().out
+    assert finetune_results(out_dir) == uninterrupted_finetunes[3, 0.5]
+
+
+def test_a_finetune_signalled_by_slurm_saves_its_state_stops_and_resumes(tiny_model_dir, rte, tmp_path, monkeypatch,
+                                                                         capsys, uninterrupted_finetunes):
+    """SIGTERM (SLURM's warning before a time limit or a pre-emption) at step 3 of 8: the job writes its state
+    there and stops with one line; the rerun resumes there and ends as the uninterrupted run did."""
+    accumulate, calls = bomf.train.training._accumulate_gradients, []
+
+    def signalled(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return accumulate(*args)
+
+    out_dir = tmp_path / "members"
+    with monkeypatch.context() as patch:
+        patch.setattr(bomf.train.training, "_accumulate_gradients", signalled)
+        with pytest.raises(TrainingStopped, match="stopped on request at step 3 of 8, its state saved"):
+            finetune(tiny_model_dir, rte, out_dir, finetune_config())
+    assert read_json(out_dir.with_suffix(".resume") / "state.json")["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the job's only while it trains
+    capsys.readouterr()
+    finetune(tiny_model_dir, rte, out_dir, finetune_config())
+    assert "resumed from step 3 (0 of 3 members done)" in capsys.readouterr().out
+    assert finetune_results(out_dir) == uninterrupted_finetunes[3, 0.5]
 
 
 def flip_a_byte(path: Path) -> None:

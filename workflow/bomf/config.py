@@ -15,6 +15,9 @@ from .settings import OUTER_LOOP_BASELINES, canonical, catalog_name, member_step
 from .tasks.registry import DataError, get_task
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+# Settings of how a job runs, not of what it computes: never part of a job's params (an edit reruns nothing);
+# the rules that need them hand them over as resources.
+RUN_ONLY = (("finetune", "checkpoint_minutes"),)
 # The schema's name patterns in words (names become directories of every run).
 PATTERNS = {
     "^[A-Za-z0-9_-]+$": "use letters, digits, _ and - only (it names a directory)",
@@ -548,4 +551,7 @@ def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:
         if model in config["imported_runs"]:
             settings["imported_runs"] = {model: config["imported_runs"][model]}
         settings["output_dir"] = config["output_dir"]
+    for section, name in RUN_ONLY:
+        if name in settings.get(section, {}):
+            settings[section] = {key: value for key, value in settings[section].items() if key != name}
     return canonical(settings)

@@ -163,8 +163,10 @@ def hpo_select(trial_files: list, out_csv, out_best) -> None:
     print(f"best of {len(trials)} trials: {best.params} score {best.score:.4f}")
 
 
-def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir) -> None:
-    """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it."""
+def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir,
+             checkpoint_seconds: float) -> None:
+    """Stage 2; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds what resumes it,
+    written every ``checkpoint_seconds`` of training besides at every member."""
     from .settings import hyperparameters
     from .train import members
 
@@ -172,7 +174,8 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
     hp = hyperparameters(config["optim"], HpoChoice.read(best_file).params)
     data = run.splits(data_dir, ("train", "val"))
     trajectory = members.run_finetune(run.model_spec, run.task, data, hp, config["optim"], config["finetune"],
-                                      seed, run.device, out_dir, staging_dir, run.compute.training)
+                                      seed, run.device, out_dir, staging_dir, run.compute.training,
+                                      checkpoint_seconds)
     _members_written(run, trajectory, out_dir)
 
 

@@ -6,7 +6,9 @@ numpy and torch are imported inside the functions that use them: ``job`` wraps e
 
 import os
 import random
+import signal
 import sys
+import threading
 import traceback
 from contextlib import contextmanager
 
@@ -37,6 +39,23 @@ def seed_everything(seed: int) -> None:
     # anyway: BO-only jobs use seed_rngs.
     set_cublas_workspace()
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@contextmanager
+def stop_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)):
+    """A block in which SIGTERM (what SLURM sends before killing a job at its time limit or pre-empting it) or
+    SIGUSR1 (``sbatch --signal``) does not kill the process but is recorded: the block gets a function that says
+    whether one came, so a training loop can save its state at its next step and stop."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may handle signals
+        yield lambda: False
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in signals}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextmanager

@@ -25,6 +25,8 @@ rule finetune:
         gpu=1,
         mem_mb=16000,
         runtime=240,
+        # How often a resume state is written changes nothing trained: a resource, not a param (no rerun).
+        checkpoint_seconds=round(60 * config["finetune"]["checkpoint_minutes"]),
     params:
         settings=model_settings("optim", "finetune"),
         # Members and resumable training states while training runs; kept when the job fails (outputs are

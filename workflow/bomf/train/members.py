@@ -24,7 +24,7 @@ from safetensors.torch import load, load_file, save_file
 from ..io import atomic_path, read_json, write_csv, write_json
 from ..layout import MEMBER_FILE
 from ..records import MemberManifest
-from ..runtime import seed_everything
+from ..runtime import seed_everything, stop_signals
 from ..settings import OptimConfig, member_steps
 from ..tasks.kinds import kind_of
 from ..tasks.models import member_state
@@ -64,20 +64,25 @@ def save_member(model: torch.nn.Module, path: Path) -> str:
 
 def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, finetune_config: dict, seed: int,
                  device, out_dir: str | Path, staging_dir: str | Path | None = None,
-                 precision: str = "fp32") -> pd.DataFrame:
+                 precision: str = "fp32", checkpoint_seconds: float | None = None) -> pd.DataFrame:
     """Train the full model and save ``finetune.members`` members, and the exponential moving average of the
     trajectory from the first member on (``finetune.ema_decay``; null keeps none); returns the trajectory.
 
     Members and training states go to ``staging_dir`` (default: ``out_dir`` + ``.resume``), which survives
-    an interrupted job; a valid state there is resumed from. On success the members move to ``out_dir`` and
-    the staging directory is removed.
+    an interrupted job; a valid state there is resumed from. A state is written at every member, every
+    ``checkpoint_seconds`` of training (None: only at members), and when SLURM signals a time limit or a
+    pre-emption (then
+    training stops: ``training.TrainingStopped``), so a killed job loses at most that much. On success the
+    members move to ``out_dir`` and the staging directory is removed.
     """
     out_dir = Path(out_dir)
     staging = Path(staging_dir) if staging_dir is not None else out_dir.with_name(out_dir.name + ".resume")
     steps_per_epoch = math.ceil(len(data["train"]) / hp.batch_size)
     steps = member_steps(steps_per_epoch * finetune_config["epochs"], finetune_config["members"],
                          finetune_config["start_fraction"])
-    identity = _run_identity(model_spec, data, hp, optim_config, finetune_config, seed, steps,
+    # How often states are written does not change what is trained: not part of the identity.
+    trained = {key: value for key, value in finetune_config.items() if key != "checkpoint_minutes"}
+    identity = _run_identity(model_spec, data, hp, optim_config, trained, seed, steps,
                              {"device": torch.device(device).type, "precision": precision})
     resume, checksums = _resumable_state(staging, identity)
     if resume is not None:
@@ -94,10 +99,12 @@ def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, fin
     average = ExponentialAverage(decay, steps[0]) if decay is not None else None
     seed_everything(seed)
     model = kind_of(task).load_model(model_spec, task, device)
-    trajectory = fine_tune(model, data["train"], data["val"], task, hp, OptimConfig.from_config(optim_config),
-                           finetune_config["epochs"], seed, device, eval_steps=steps, on_eval=save,
-                           progress="finetune", resume=resume, on_state=save_state, average=average,
-                           precision=precision)
+    with stop_signals() as stop_requested:
+        trajectory = fine_tune(model, data["train"], data["val"], task, hp, OptimConfig.from_config(optim_config),
+                               finetune_config["epochs"], seed, device, eval_steps=steps, on_eval=save,
+                               progress="finetune", resume=resume, on_state=save_state, average=average,
+                               precision=precision, checkpoint_seconds=checkpoint_seconds,
+                               stop_requested=stop_requested)
     if len(checksums) != len(steps):
         raise RuntimeError(f"training diverged (non-finite loss) at step {trajectory[-1]['step']}: "
                            f"{len(checksums)} of {len(steps)} members saved; lower the learning rate")
@@ -132,9 +139,12 @@ def _run_identity(model_spec: dict, data: dict, hp, optim_config: dict, finetune
 
 
 def write_training_state(directory: Path, state: TrainingState, identity: dict, checksums: dict) -> None:
-    """The state after a member step: tensors (optimizer, RNGs) in a safetensors file named by the step, the
-    rest in ``state.json``, written last. The model is not written again: it is the member just saved."""
+    """A training state: tensors (model, optimizer, RNGs) in a safetensors file named by the step, the rest in
+    ``state.json``, written last. At a member's step the model is not written again: it is the member just
+    saved."""
     tensors, optimizer = _flatten_optimizer(state.optimizer)
+    if not checksums or identity["steps"][len(checksums) - 1] != state.step:
+        tensors |= {f"model.{name}": t.detach().to("cpu", copy=True).contiguous() for name, t in state.model.items()}
     tensors |= {"rng.torch": state.rng, "rng.data_order": state.data_order}
     tensors |= {f"average.{name}": tensor for name, tensor in (state.average or {}).items()}
     if state.cuda_rng is not None:
@@ -146,7 +156,8 @@ def write_training_state(directory: Path, state: TrainingState, identity: dict, 
         "identity": identity, "step": state.step, "elapsed": state.elapsed, "members": dict(checksums),
         "tensors": {tensor_file.name: sha256(tensor_file)}, "optimizer": optimizer,
         "scheduler": state.scheduler, "scaler": state.scaler, "trajectory": state.trajectory,
-        "average": state.average is not None})
+        "average": state.average is not None, "running_loss": state.running_loss,
+        "running_count": state.running_count})
     for old in directory.glob("state-step*.safetensors"):
         if old != tensor_file:
             old.unlink()
@@ -159,17 +170,25 @@ def read_training_state(directory: Path, identity: dict) -> tuple[TrainingState,
         changed = sorted(k for k in identity.keys() | saved["identity"].keys()
                          if identity.get(k) != saved["identity"].get(k))
         raise StaleStateError(f"written for another run (different {', '.join(changed)})")
-    members = saved["members"]
-    if len(members) != len(saved["trajectory"]) or saved["step"] != identity["steps"][len(members) - 1]:
-        raise StaleStateError(f"step {saved['step']} does not match its {len(members)} members")
+    members, steps, step = saved["members"], identity["steps"], saved["step"]
+    done = len(members)
+    if (done != len(saved["trajectory"]) or done > len(steps) or (done and step < steps[done - 1])
+            or (done < len(steps) and step >= steps[done])):
+        raise StaleStateError(f"step {step} does not match its {done} members")
     _verify(directory, {**members, **saved["tensors"]})
     (tensor_file,) = saved["tensors"]
     tensors = load_file(str(directory / tensor_file))
+    model = {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
+    if not model:  # a state at a member's step: the member is the model
+        if not done or step != steps[done - 1]:
+            raise StaleStateError(f"step {step} holds no model and is no member's step")
+        model = load_file(str(directory / list(members)[-1]))
     state = TrainingState(
-        step=saved["step"], model=load_file(str(directory / list(members)[-1])),
+        step=step, model=model,
         optimizer=_unflatten_optimizer(tensors, saved["optimizer"]), scheduler=saved["scheduler"],
         data_order=tensors["rng.data_order"], rng=tensors["rng.torch"], cuda_rng=tensors.get("rng.cuda"),
         trajectory=saved["trajectory"], elapsed=saved["elapsed"], scaler=saved["scaler"],
+        running_loss=saved["running_loss"], running_count=saved["running_count"],
         average={key[len("average."):]: value for key, value in tensors.items() if key.startswith("average.")}
         if saved["average"] else None)
     return state, dict(members)

@@ -88,10 +88,10 @@ class ExponentialAverage:
 @dataclass
 class TrainingState:
     """Everything ``fine_tune`` needs to continue after ``step`` as if it had never stopped (bit for bit on
-    CPU). Taken right after an evaluation, when the running train loss has just been reset."""
+    CPU): taken after an evaluation, every ``checkpoint_seconds`` and when a stop is requested."""
 
     step: int
-    model: dict[str, torch.Tensor]  # what ``models.member_state`` holds (a LoRA model: its adapters)
+    model: dict[str, torch.Tensor]  # the tensors ``models.member_state`` holds (a LoRA model: its adapters)
     optimizer: dict  # torch's optimizer state_dict
     scheduler: dict  # the learning-rate schedule's state_dict
     data_order: torch.Tensor  # the data-order generator at the start of the epoch of ``step``
@@ -101,6 +101,13 @@ class TrainingState:
     elapsed: float  # training seconds up to ``step``
     average: dict[str, torch.Tensor] | None = None  # ``ExponentialAverage.state()``, if one is kept
     scaler: dict | None = None  # fp16 training's loss scale (GradScaler.state_dict(); empty when disabled)
+    running_loss: float = 0.0  # the train loss summed since the last evaluation (its row's train_loss)
+    running_count: int = 0
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped at a requested stop (SLURM's signal before a time limit or a pre-emption) after saving
+    its state: the job fails, and its rerun resumes there."""
 
 
 def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec, hp: Hyperparameters,
@@ -108,15 +115,17 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
               eval_steps: list[int] | None = None, on_eval: MemberCallback | None = None,
               progress: str = "train", resume: TrainingState | None = None,
               on_state: Callable[[TrainingState], None] | None = None,
-              average: ExponentialAverage | None = None, precision: str = "fp32") -> list[dict]:
+              average: ExponentialAverage | None = None, precision: str = "fp32",
+              checkpoint_seconds: float | None = None, stop_requested: Callable[[], bool] | None = None) -> list[dict]:
     """Train ``model`` (on ``device`` already: ``TaskKind.load_model``) with AdamW + warmup schedule, forward
     passes autocast to ``precision`` (``bomf.device``: bf16, fp16 with a loss scaler, or fp32; parameters
     stay float32), and return one trajectory row per evaluation.
 
     Evaluations happen at ``eval_steps`` (default: the end of every epoch); ``on_eval`` receives each one,
-    which is how stage 2 saves its members, and then ``on_state`` receives the state to ``resume`` from.
-    ``average`` is updated after every optimizer step. A diverged run (non-finite loss) stops early with
-    NaN scores.
+    which is how stage 2 saves its members, and then ``on_state`` receives the state to ``resume`` from; it
+    also receives one every ``checkpoint_seconds`` of training, and one when ``stop_requested()`` turns true,
+    after which training raises TrainingStopped. ``average`` is updated after every optimizer step. A diverged
+    run (non-finite loss) stops early with NaN scores.
     """
     metrics = list(task.metrics)
     steps_per_epoch = math.ceil(len(train) / hp.batch_size)
@@ -133,6 +142,7 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
         if resume.scaler:
             scaler.load_state_dict(resume.scaler)
         trajectory, step, elapsed = list(resume.trajectory), resume.step, resume.elapsed
+        running_loss, running_count = resume.running_loss, resume.running_count
         if average is not None and resume.average is not None:
             average.load(resume.average, device)
     # A resumed run redraws the permutation of its last step's epoch and skips that epoch's finished batches.
@@ -140,6 +150,16 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
     finished_batches = step - first_epoch * steps_per_epoch
     batch_starts = range(0, len(train), hp.batch_size)
     started = time.perf_counter() - elapsed
+    last_state = time.perf_counter()
+
+    def training_state() -> TrainingState:
+        state, saved = model.state_dict(), set(member_names(model))
+        return TrainingState(step, {name: t for name, t in state.items() if name in saved}, optimizer.state_dict(),
+                             scheduler.state_dict(), epoch_order, torch.get_rng_state(), _device_rng(device),
+                             list(trajectory), time.perf_counter() - started,
+                             average.state() if average is not None else None, scaler.state_dict(), running_loss,
+                             running_count)
+
     bar = tqdm(total=total_steps, initial=step, desc=progress, mininterval=5, disable=None)
     for epoch in range(first_epoch, epochs):
         epoch_order = order.get_state()
@@ -171,12 +191,15 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
                 bar.set_postfix({k: f"{v:.3f}" for k, v in scores.items()})
                 if on_eval is not None:
                     on_eval(len(trajectory) - 1, step, model, row)
-                if on_state is not None:
-                    on_state(TrainingState(step, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
-                                           epoch_order, torch.get_rng_state(), _device_rng(device),
-                                           list(trajectory), time.perf_counter() - started,
-                                           average.state() if average is not None else None,
-                                           scaler.state_dict()))
+            stopping = stop_requested is not None and stop_requested()
+            due = checkpoint_seconds is not None and time.perf_counter() - last_state >= checkpoint_seconds
+            if on_state is not None and (step in eval_steps or stopping or due):
+                on_state(training_state())
+                last_state = time.perf_counter()
+            if stopping:
+                bar.close()
+                raise TrainingStopped(f"training stopped on request at step {step} of {total_steps}"
+                                      f"{', its state saved: a rerun resumes there' if on_state else ''}")
     bar.close()
     return trajectory
 
@@ -198,15 +221,16 @@ def _restore(state: TrainingState, model: nn.Module, optimizer, scheduler, order
 
 def _accumulate_gradients(model, train: SplitData, batch: list[int], max_device_batch: int, device,
                           precision: str, scaler) -> float:
-    """Forward/backward one optimizer batch in chunks that fit the device; returns the batch's mean loss."""
+    """Forward/backward one optimizer batch in chunks that fit the device; returns the batch's mean loss. The
+    loss is summed on the device (in float64, as Python summed it) and read once: one synchronisation a step."""
     total = 0.0
     for start in range(0, len(batch), max_device_batch):
         chunk = batch[start:start + max_device_batch]
         with training_autocast(device, precision):
             loss = model(**train.batch(chunk, device)).loss
         scaler.scale(loss * len(chunk) / len(batch)).backward()
-        total += loss.float().item() * len(chunk)
-    return total / len(batch)
+        total = total + loss.detach().double() * len(chunk)
+    return float(total) / len(batch)
 
 
 def _row(step: int, epoch: int, progress_epochs: float, train_loss: float, scores: dict, started: float) -> dict:
