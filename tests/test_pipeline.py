@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,23 @@ def test_the_cluster_profile_names_only_rules_of_the_workflow():
     """A rule renamed without its set-resources entry would silently lose its GPU partition on a cluster."""
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert set(profile["set-resources"]) <= RULES
+
+
+def test_the_local_gpu_profile_limits_gpu_jobs_to_the_gpus():
+    """profiles/gpus caps the jobs that ask for a GPU (gpu=1: the rules the cluster profile sends to its GPU
+    partition) at its count, so Snakemake starts no more GPU jobs than there are GPUs to bind them to."""
+    profile = yaml.safe_load((REPO / "profiles" / "gpus" / "config.yaml").read_text())
+    assert profile["resources"] == {"gpu": 2}
+    result = subprocess.run([*SNAKEMAKE, "-n", "--quiet", "rules", "all", "--profile", "profiles/gpus"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    cluster = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())["set-resources"]
+    rules = "\n".join(path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk"))
+    blocks = re.split(r"^(?=\S)", rules, flags=re.MULTILINE)  # a rule's block ends where the next statement starts
+    gpu = {block[len("rule "):].split(":")[0] for block in blocks if block.startswith("rule ") and "gpu=1" in block}
+    gpu |= {derived for base, derived in re.findall(r"^use rule (\w+) as (\w+)", rules, flags=re.MULTILINE)
+            if base in gpu}
+    assert gpu == set(cluster)
 
 
 def test_default_config_dry_run():

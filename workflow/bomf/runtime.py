@@ -9,8 +9,10 @@ import random
 import signal
 import sys
 import threading
+import time
 import traceback
 from contextlib import contextmanager
+from pathlib import Path
 
 from .device import set_cublas_workspace
 
@@ -82,6 +84,38 @@ def set_threads(count: int) -> None:
 
 # The terminal's stderr while a job's output goes to its log (see job), for what the user must read.
 _terminal: int | None = None
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver sees
+
+
+def local_gpus() -> list[str]:
+    """The GPUs a local job may use: CUDA_VISIBLE_DEVICES's list where it is set, else every GPU the NVIDIA
+    driver sees (by index), without importing torch."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [device.strip() for device in visible.split(",") if device.strip()]
+    return [str(index) for index in range(len(list(NVIDIA_GPUS.glob("*"))))] if NVIDIA_GPUS.is_dir() else []
+
+
+def claim_gpu(devices: list[str], wait: float = 1.0):
+    """Bind this process to one of ``devices`` no other local job holds: an exclusive lock on the device's
+    file (released by the kernel when the process ends, however it ends), waiting while all are taken. Sets
+    CUDA_VISIBLE_DEVICES to it before anything initialises CUDA; returns the open lock file to keep."""
+    import fcntl
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"bomf-gpus-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    while True:
+        for device in devices:
+            handle = open(folder / f"{device}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            os.environ["CUDA_VISIBLE_DEVICES"] = device
+            return handle
+        time.sleep(wait)
 
 
 def tell_user(message: str) -> None:
@@ -90,6 +124,17 @@ def tell_user(message: str) -> None:
     print(line, end="", flush=True)
     if _terminal is not None:
         os.write(_terminal, line.encode())
+
+
+def _print_peak_memory() -> None:
+    """The job's peak host memory and, where it used CUDA, peak device memory: what sizes mem_mb and the GPU."""
+    import resource
+
+    line = f"peak host memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        line += f", peak device memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+    print(line, flush=True)
 
 
 @contextmanager
@@ -108,9 +153,15 @@ def job(snakemake):
     with open(snakemake.log[0], "w", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        slot = None
         try:
             set_threads(max(1, snakemake.threads))
-            # Recorded so a cluster run shows which GPU (gres) each job received.
+            # SLURM binds a GPU job to its GPU; a local run with several GPUs binds each GPU job to a free one
+            # (at most as many at once as --resources gpu=<count> lets Snakemake start: profiles/gpus).
+            devices = local_gpus()
+            slot = (claim_gpu(devices) if getattr(snakemake.resources, "gpu", 0) and len(devices) > 1
+                    and "SLURM_JOB_ID" not in os.environ else None)
+            # Recorded so a run shows which GPU (gres, or local slot) each job received.
             print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
             yield
         except Exception as error:
@@ -122,6 +173,9 @@ def job(snakemake):
         else:
             failure = None
         finally:
+            _print_peak_memory()
+            if slot is not None:
+                slot.close()
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
