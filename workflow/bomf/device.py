@@ -18,6 +18,7 @@ import os
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 # cuBLAS is deterministic only with a fixed workspace, set before the first CUDA call (torch's reproducibility
 # notes); ":4096:8" is the documented setting that costs least speed.
@@ -98,14 +99,24 @@ def resolve_device(setting: str):
 
 def local_problem(config: dict) -> str | None:
     """Why the jobs of a local run (run where Snakemake runs) could not compute as configured, checked once
-    before any job starts (None: they can). Imports torch only where a GPU is asked for or was given."""
+    before any job starts (None: they can). Only where a GPU is asked for or was given, and in a process of its
+    own: CUDA initialised in Snakemake's would hold device memory for the whole run."""
+    import json
+    import subprocess
+    import sys
+
     if config["device"] == "cpu" or (config["device"] == "auto" and assigned_gpus() is None):
         return None
-    try:
-        Compute.resolve(config)
-    except DeviceError as error:
-        return str(error)
-    return None
+    check = ("import json, sys\nfrom bomf.device import Compute, DeviceError\n"
+             "try:\n    Compute.resolve(json.loads(sys.argv[1]))\nexcept DeviceError as error:\n    print(error)")
+    package = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))
+    settings = json.dumps({"device": config["device"], "precision": config["precision"]})
+    result = subprocess.run([sys.executable, "-c", check, settings], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": path})
+    if result.returncode != 0:
+        return f"the device check failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}"
+    return result.stdout.strip() or None
 
 
 def capability(device) -> tuple[int, int] | None:
