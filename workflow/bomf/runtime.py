@@ -158,9 +158,9 @@ def job(snakemake):
             set_threads(max(1, snakemake.threads))
             # SLURM binds a GPU job to its GPU; a local run with several GPUs binds each GPU job to a free one
             # (at most as many at once as --resources gpu=<count> lets Snakemake start: profiles/gpus).
-            devices = local_gpus()
-            slot = (claim_gpu(devices) if getattr(snakemake.resources, "gpu", 0) and len(devices) > 1
-                    and "SLURM_JOB_ID" not in os.environ else None)
+            if getattr(snakemake.resources, "gpu", 0) and "SLURM_JOB_ID" not in os.environ:
+                devices = local_gpus()
+                slot = claim_gpu(devices) if len(devices) > 1 else None
             # Recorded so a run shows which GPU (gres, or local slot) each job received.
             print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
             yield

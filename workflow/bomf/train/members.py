@@ -71,9 +71,8 @@ def run_finetune(model_spec: dict, task, data: dict, hp, optim_config: dict, fin
     Members and training states go to ``staging_dir`` (default: ``out_dir`` + ``.resume``), which survives
     an interrupted job; a valid state there is resumed from. A state is written at every member, every
     ``checkpoint_seconds`` of training (None: only at members), and when SLURM signals a time limit or a
-    pre-emption (then
-    training stops: ``training.TrainingStopped``), so a killed job loses at most that much. On success the
-    members move to ``out_dir`` and the staging directory is removed.
+    pre-emption (then training stops: ``training.TrainingStopped``), so a killed job loses at most that much.
+    On success the members move to ``out_dir`` and the staging directory is removed.
     """
     out_dir = Path(out_dir)
     staging = Path(staging_dir) if staging_dir is not None else out_dir.with_name(out_dir.name + ".resume")
