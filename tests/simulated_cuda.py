@@ -20,6 +20,7 @@ from torch.utils._pytree import tree_flatten
 
 CAPABILITY = (8, 0)
 NAME = "simulated CUDA device"
+TOTAL_MEMORY, FREE_MEMORY = 80 * 2**30, 79 * 2**30  # an H100's, as torch.cuda.mem_get_info reports them
 _TAG = "_simulated_cuda"
 _DEVICE_GET = torch._C.TensorBase.device.__get__
 _IS_CUDA_GET = torch._C.TensorBase.is_cuda.__get__
@@ -129,10 +130,13 @@ def simulated_cuda(monkeypatch):
              "set_rng_state": lambda state, device="cuda": rng_states.update(state=state),
              "manual_seed": lambda seed: None, "manual_seed_all": lambda seed: None, "synchronize": lambda *a: None,
              "memory_allocated": lambda *a: 0, "max_memory_allocated": lambda *a: 0,
-             "reset_peak_memory_stats": lambda *a: None, "empty_cache": lambda: None}
+             "reset_peak_memory_stats": lambda *a: None, "empty_cache": lambda: None,
+             "mem_get_info": lambda device=None: (FREE_MEMORY, TOTAL_MEMORY)}
     for name, stub in stubs.items():
         monkeypatch.setattr(torch.cuda, name, stub)
     monkeypatch.setattr(torch.version, "cuda", "12.8")
+    # Batches are collated into pinned memory by a worker thread (SplitData.batches), outside this thread's mode.
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor, *args, **kwargs: tensor)
     monkeypatch.setattr(torch, "autocast", cpu_autocast)
     monkeypatch.setattr(nn.Module, "__call__", checked_call)
     with _Placement():

@@ -6,12 +6,13 @@ import copy
 import json
 import subprocess
 import sys
+import threading
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import GLUE_DIR, REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, tiny_config, write_tiny_config
+from conftest import DATA_DIR, GLUE_DIR, REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, tiny_config, write_tiny_config
 from simulated_cuda import CAPABILITY, NAME, on_cuda, simulated_cuda
 
 from bomf import pipeline
@@ -173,6 +174,30 @@ def test_scores_on_the_gpu_are_float32_scores(monkeypatch, tiny_model_dir):
     assert gpu_scores == scores
 
 
+def test_gpu_batches_are_collated_by_a_worker_beside_the_device(monkeypatch, tiny_model_dir):
+    """On CUDA the next batches are collated (into pinned memory) by a worker thread while the device computes,
+    and arrive on the device equal to the CPU's; on the CPU they are collated in line."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    data = SequenceData(read_glue_tsv(STSB, GLUE_DIR / "STS-B" / "dev.tsv")[:20], tokenizer, 64, STSB)
+    index_lists = [[3, 1, 4], [1, 5, 9, 2], [6, 5], [3, 5, 8, 9, 7]]
+    collate, threads = data.collate, []
+
+    def recording(indices):
+        threads.append(threading.current_thread().name)
+        return collate(indices)
+
+    monkeypatch.setattr(data, "collate", recording)
+    expected = [data.batch(indices, CPU) for indices in index_lists]
+    assert set(threads) == {threading.current_thread().name}
+    threads.clear()
+    with simulated_cuda(monkeypatch):
+        batches = list(data.batches(index_lists, resolve_device("cuda")))
+    assert len(threads) == len(index_lists) and all(name.startswith("collate") for name in threads)
+    for batch, reference in zip(batches, expected, strict=True):
+        assert batch.keys() == reference.keys()
+        assert all(on_cuda(batch[key]) and torch.equal(batch[key].cpu(), reference[key]) for key in batch)
+
+
 def test_a_half_precision_checkpoint_is_loaded_in_float32(tmp_path, tiny_model_dir):
     from transformers import AutoModelForSequenceClassification
 
@@ -209,7 +234,8 @@ def _jobs(config, run, data, workdir):
     pipeline.prepare_data(config, "stsb", data)
     pipeline.hpo_suggest(config, "stsb", 0, 0, [], run / "hpo/round0/suggest.json")
     pipeline.hpo_trial(**job, data_dir=data, suggest_file=run / "hpo/round0/suggest.json", trial_index=0,
-                       out=run / "hpo/round0/trial0.json")
+                       out=run / "hpo/round0/trial0.json", staging_dir=run / "hpo/round0/trial0.resume",
+                       checkpoint_seconds=1800)
     pipeline.hpo_select([run / "hpo/round0/trial0.json"], run / "hpo/trials.csv", run / "hpo/best.json")
     pipeline.finetune(**job, data_dir=data, best_file=run / "hpo/best.json", out_dir=run / "members",
                       staging_dir=run / "members.resume", checkpoint_seconds=1800)
@@ -227,14 +253,18 @@ def _jobs(config, run, data, workdir):
     for point in range(points):
         pipeline.grid_trial(**job, data_dir=data, point_index=point, frozen_layers=0,
                             out=run / f"grid/frozen0/point{point}.json",
+                            staging_dir=run / f"grid/frozen0/point{point}.resume", checkpoint_seconds=1800,
                             out_checkpoint=run / f"grid/frozen0/point{point}.safetensors")
     pipeline.grid_finetune(**job, trial_files=[run / f"grid/frozen0/point{p}.json" for p in range(points)],
                            checkpoints=[run / f"grid/frozen0/point{p}.safetensors" for p in range(points)],
                            out_dir=run / "fusion/grid_finetune")
-    pipeline.hpbo_full(**job, data_dir=data, best_file=run / "hpo/best.json", out_dir=run / "fusion/hpbo_full")
-    pipeline.oracle_subset(**job, data_dir=data, members_dir=run / "members", out_dir=run / "fusion/oracle_subset")
+    pipeline.hpbo_full(**job, data_dir=data, best_file=run / "hpo/best.json", out_dir=run / "fusion/hpbo_full",
+                       staging_dir=run / "fusion/hpbo_full.resume", checkpoint_seconds=1800)
+    pipeline.oracle_subset(**job, data_dir=data, members_dir=run / "members", out_dir=run / "fusion/oracle_subset",
+                           journal=run / "fusion/oracle_subset.journal.jsonl")
     pipeline.loss_landscape(**job, data_dir=data, members_dir=run / "members",
-                            fusion_dirs={"swa": run / "fusion/swa"}, out_dir=run / "landscape")
+                            fusion_dirs={"swa": run / "fusion/swa"}, out_dir=run / "landscape",
+                            journal=run / "landscape.journal.jsonl")
     # A user's own checkpoints: the exported models as members of an imported run.
     no_landscape = {**config["figures"], "landscape": {**config["figures"]["landscape"], "enabled": False}}
     imported = validate_config({**config, "figures": no_landscape, "imported_runs": {"mine": {
@@ -290,8 +320,12 @@ def test_the_text_kinds_run_on_the_gpu_without_mixing_devices(tmp_path, monkeypa
 def test_the_fuse_journal_is_tied_to_the_device_and_precision(tmp_path, tiny_model_dir):
     """A resumed search never mixes scores of another device or precision: they are part of its identity."""
     compute = Compute(CPU, "fp32", False)
-    assert compute.scoring_identity() == {"device": "cpu", "scoring_precision": "fp32", "tf32": False}
+    assert compute.scoring_identity() == {"device": "cpu", "scoring_precision": "fp32", "tf32": False,
+                                          "frozen_base": "fp32"}
     assert Compute(CPU, "fp32", True).scoring_identity() != compute.scoring_identity()
+    # A LoRA model's frozen base is held in the training precision on a GPU (bomf.device.frozen_dtype).
+    gpu = torch.device("cuda", 0)
+    assert Compute(gpu, "bf16", False).scoring_identity() != Compute(gpu, "fp16", False).scoring_identity()
 
 
 def test_provenance_lists_what_the_tests_were_computed_on(gpu_run, tmp_path):
@@ -317,3 +351,43 @@ def test_a_local_run_that_cannot_compute_as_configured_stops_before_any_job(tmp_
     assert not any(p.is_file() for p in (tmp_path / ".snakemake").rglob("*") if "log" not in p.parts)
     config_dict = validate_config(tiny_config(tiny_model_dir, device="cpu"))
     assert local_problem(config_dict) is None
+
+
+def test_a_lora_base_is_held_in_the_training_precision_on_the_gpu_its_adapters_in_float32(monkeypatch,
+                                                                                         tiny_llama_dir, tmp_path):
+    """A run that trains in bf16 on a GPU loads its LoRA model's frozen base in bf16 (half its memory) and scores
+    with it; the adapters, what members hold and fusion mixes, stay float32, and so does an export. On the CPU
+    every weight is float32, whatever precision is asked for."""
+    from bomf.tasks.generation import GenerationData
+    from bomf.tasks.models import member_state, save_model
+    from bomf.tasks.readers import read_e2e_csv
+    from bomf.tasks.registry import TEXT_TASKS
+
+    e2e = TEXT_TASKS["e2e"]
+    spec = {"source": str(tiny_llama_dir),
+            "lora": {"rank": 4, "proxy_rank": 2, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
+    tokenizer = load_tokenizer(str(tiny_llama_dir))
+    data = GenerationData(read_e2e_csv(DATA_DIR / "e2e" / "devset.csv")[:4], tokenizer, e2e.prompt, 96, 4, False)
+
+    def dtypes(model) -> tuple[set, set]:
+        state = model.state_dict()
+        adapters = set(member_state(model))
+        return ({t.dtype for n, t in state.items() if n not in adapters and t.is_floating_point()},
+                {state[n].dtype for n in adapters})
+
+    for precision in ("fp32", "bf16"):
+        assert dtypes(kind_of(e2e).load_model(spec, e2e, CPU, precision=precision)) == ({torch.float32},
+                                                                                       {torch.float32})
+    with simulated_cuda(monkeypatch):
+        device = resolve_device("cuda")
+        precision = training_precision("auto", device)
+        assert precision == "bf16"
+        model = kind_of(e2e).load_model(spec, e2e, device, precision=precision)
+        assert all(on_cuda(p) for p in model.parameters())
+        assert dtypes(model) == ({torch.bfloat16}, {torch.float32})
+        assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+        scores, _ = data.evaluate(model, ["rougeL"], 4, device)  # float32 adapters on a bf16 base, no autocast
+        assert np.isfinite(scores["loss"])
+        saved = save_model(model.cpu(), tokenizer, tmp_path)
+    assert {p.dtype for p in saved.parameters()} == {torch.float32}
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float32"

@@ -334,7 +334,7 @@ def test_greedy_soup_never_lowers_the_validation_metric(objective):
 
 
 def test_learned_soup_weights_are_on_the_simplex_and_lower_the_loss(objective):
-    config = {"learned_soup_epochs": 3, "learned_soup_lr": 0.5}
+    config = {"learned_soup_epochs": 3, "learned_soup_lr": 0.5, "optim.max_device_batch": 8}
     result = METHODS["learned_soup"](FusionContext(objective, config, seed=0))
     check_simplex(result.point, 3)
     assert bool((result.point > 0).all())  # softmax weights are strictly positive
@@ -373,7 +373,130 @@ def test_a_methods_search_cost_leaves_out_the_members(objective, method, searche
     from bomf.fuse.journal import JournaledObjective
 
     journaled = JournaledObjective(objective)
-    context = FusionContext(journaled, {**BO_CONFIG, "learned_soup_epochs": 1, "learned_soup_lr": 0.05}, seed=0)
+    context = FusionContext(journaled, {**BO_CONFIG, "learned_soup_epochs": 1, "learned_soup_lr": 0.05,
+                                        "optim.max_device_batch": 8}, seed=0)
     METHODS[method](context)
     assert journaled.evaluations - context.member_calls == searched
     assert context.member_calls == (3 if method in ("best_member", "greedy_soup", "bomf") else 0)
+
+
+@pytest.mark.parametrize("max_device_batch", [3, 1])
+def test_learned_soup_in_chunks_of_max_device_batch_learns_the_whole_batchs_weights(objective, max_device_batch):
+    """Each batch's gradient accumulated over chunks of optim.max_device_batch examples is the whole batch's:
+    the same steps (one per batch of 8 RTE pairs), the same weights."""
+    settings = {"learned_soup_epochs": 3, "learned_soup_lr": 0.5}
+    whole = METHODS["learned_soup"](FusionContext(objective, {**settings, "optim.max_device_batch": 8}, seed=0))
+    chunked = METHODS["learned_soup"](FusionContext(objective, {**settings, "optim.max_device_batch": max_device_batch},
+                                                    seed=0))
+    assert (whole.point - 1 / 3).abs().max() > 1e-2  # the weights moved away from the uniform start
+    assert torch.allclose(chunked.point, whole.point, rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(chunked.tables["history"], whole.tables["history"], rtol=1e-6)
+
+
+def test_a_fuse_job_gets_the_settings_its_method_declares_from_any_section(tiny_model_dir):
+    """learned_soup declares optim.max_device_batch beside its fusion.* settings: its fuse job's settings (the
+    keys common.smk's fusion_settings gives it) change with it, no other method's do, and every method's
+    FusionContext.config is read from its job's settings alone."""
+    from conftest import tiny_config
+
+    from bomf.config import job_settings, validate_config
+    from bomf.device import COMPUTE_SETTINGS
+    from bomf.fuse.fusion import method_settings, setting_keys
+
+    config = validate_config(tiny_config(tiny_model_dir))
+    edited = validate_config(tiny_config(tiny_model_dir, optim={"max_device_batch": 3}))
+
+    def job(config: dict, method: str) -> dict:
+        keys = (*COMPUTE_SETTINGS, "optim.eval_batch_size", *setting_keys(method))
+        return job_settings(config, {"task": "rte", "model": "tiny", "seed": "0", "method": method}, keys)
+
+    for method in METHODS:
+        assert method_settings(job(config, method), method) == method_settings(config, method), method
+        assert (job(edited, method) != job(config, method)) == (method == "learned_soup"), method
+    assert method_settings(edited, "learned_soup") == {"learned_soup_epochs": config["fusion"]["learned_soup_epochs"],
+                                                       "learned_soup_lr": config["fusion"]["learned_soup_lr"],
+                                                       "optim.max_device_batch": 3}
+
+
+# --------------------------------------------------------------------------- a stack beyond fusion.device_memory
+
+
+@pytest.fixture(scope="module")
+def base_state(tiny_model_dir):
+    return make_model(tiny_model_dir).state_dict()
+
+
+def chunked_stack(members, base_state, chunks: int) -> MemberStack:
+    """The members with θ₀ and an EMA, in a budget that leaves room for about ``chunks`` chunks of columns."""
+    from bomf.memory import FLOAT32, MERGE_VECTORS
+
+    size = sum(t.numel() for t in members[0].values() if t.is_floating_point())
+    memory = FLOAT32 * size + (len(members) + 1 + MERGE_VECTORS) * FLOAT32 * (size // chunks)
+    return MemberStack(members, CPU, base=base_state, stored={"ema": perturbed(base_state, 9)}, memory=memory)
+
+
+@pytest.mark.parametrize("point", [[0.2, 0.5, 0.3], [1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 1.0],
+                                   {"method": "task_arithmetic", "scale": 1.5},
+                                   {"method": "ties", "density": 0.3, "scale": 1.0},
+                                   {"method": "dare", "drop_rate": 0.5, "seed": 4, "scale": 1.2}, "ema"])
+def test_a_chunked_stack_computes_every_point_bit_identically(members, base_state, point, capsys):
+    from bomf.fuse.merging import Merge
+    from bomf.fuse.points import Stored
+
+    whole = MemberStack(members, CPU, base=base_state, stored={"ema": perturbed(base_state, 9)})
+    chunked = chunked_stack(members, base_state, chunks=4)
+    assert len(whole.blocks) == 1 and 4 <= len(chunked.blocks) <= 5
+    assert f"in {len(chunked.blocks)} chunks" in capsys.readouterr().out
+    if isinstance(point, dict):
+        point = Merge.from_record(point)
+    elif isinstance(point, str):
+        point = Stored(point)
+    else:
+        point = torch.tensor(point, dtype=torch.float64)
+    expected = whole.state(whole.parameters(point))
+    got = chunked.state(chunked.parameters(point))
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[name], expected[name]) for name in expected)
+
+
+def test_a_chunked_stack_loads_a_model_and_mixes_the_landscapes_affine_weights(members, base_state, tiny_model_dir):
+    whole = MemberStack(members, CPU)
+    chunked = chunked_stack(members, base_state, chunks=3)
+    affine = torch.tensor([1.5, -0.75, 0.25], dtype=torch.float64)
+    assert torch.equal(chunked.combine(affine), whole.combine(affine))
+    model = make_model(tiny_model_dir)
+    chunked.load_into(model, one_hot(1, 3))
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in members[1].items())
+
+
+def test_learned_soup_learns_the_same_weights_on_a_chunked_stack(objective, members, base_state, tiny_model_dir,
+                                                                 rte_val):
+    config = {"learned_soup_epochs": 2, "learned_soup_lr": 0.5, "optim.max_device_batch": 8}
+    chunked = FusionObjective(chunked_stack(members, base_state, chunks=3), make_model(tiny_model_dir), rte_val,
+                              RTE, 8, CPU)
+    expected = METHODS["learned_soup"](FusionContext(objective, config, seed=0)).point
+    assert torch.equal(METHODS["learned_soup"](FusionContext(chunked, config, seed=0)).point, expected)
+
+
+def test_a_budget_without_room_for_one_chunk_is_one_line_naming_the_setting(members):
+    with pytest.raises(ValueError, match=r"^fusion.device_memory: .* cannot hold the mixed parameters"):
+        MemberStack(members, CPU, memory=1000)
+
+
+def test_stack_memory_leaves_room_for_the_model_and_its_activations(tiny_model_dir, monkeypatch):
+    from simulated_cuda import simulated_cuda
+
+    from bomf.fuse.fusion import stack_memory
+    from bomf.memory import GIB, SCORING_ACTIVATIONS
+
+    model = make_model(tiny_model_dir)
+    weights = sum(t.nbytes for t in [*model.parameters(), *model.buffers()])
+    activations = int(SCORING_ACTIVATIONS * weights)
+    assert stack_memory(None, CPU, model) is None  # the CPU has no device budget unless one is set
+    assert stack_memory(0.5, CPU, model) == GIB // 2 - weights - activations
+    with simulated_cuda(monkeypatch):
+        # Null on CUDA: what the device has free, the model already on it.
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 * GIB, 80 * GIB))
+        cuda = torch.device("cuda")
+        assert stack_memory(None, cuda, model.to(cuda)) == 3 * GIB - activations
+        assert stack_memory(2.0, cuda, model) == 2 * GIB - weights - activations

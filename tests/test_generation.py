@@ -283,3 +283,47 @@ def test_evaluate_peft_lora_model(tokenizer, eval_data):
     scores, predictions = eval_data.evaluate(model, ["rougeL", "bleu"], 8, CPU)
     assert math.isfinite(scores["loss"]) and 0 <= scores["rougeL"] <= 1 and 0 <= scores["bleu"] <= 1
     assert len(predictions) == len(eval_data.examples)
+
+
+def whole_batch_loss(model, batch: dict) -> float:
+    """The generation loss from the batch's whole logits in float32 (B·L·V of them): what forward chunks."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    token_losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
+                                                     ignore_index=IGNORE, reduction="none")
+    return (token_losses.sum(dim=1) / (labels != IGNORE).sum(dim=1)).mean().item()
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_the_loss_over_chunks_of_positions_is_the_whole_batchs(tiny_llama_dir, tokenizer, samsum, e2e, lora):
+    """``forward`` applies the LM head to a bounded chunk of positions at a time: the same loss as the whole
+    batch's float32 logits, for a LoRA member (adapters made non-zero) and a plain causal LM (an export)."""
+    from bomf.tasks.generation import LOSS_CHUNK_LOGITS
+    from bomf.tasks.kinds import kind_of
+    from bomf.tasks.registry import TEXT_TASKS
+
+    task = TEXT_TASKS["e2e"]
+    kind = kind_of(task)
+    if lora:
+        torch.manual_seed(0)
+        settings = {"rank": 4, "proxy_rank": 2, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+        model = kind.load_model({"source": str(tiny_llama_dir), "lora": settings}, task, CPU)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(std=0.5)
+    else:
+        model = kind.load_saved(tiny_llama_dir, task)
+    model.eval()
+    examples = sorted(samsum[:40], key=lambda e: len(e["source"]))[:8] + e2e[:24]
+    data = GenerationData(examples, tokenizer, SAMSUM_PROMPT, max_length=192, max_new_tokens=12,
+                          expand_references=False)
+    batch = data.batch(range(len(data)), CPU)
+    chunk = LOSS_CHUNK_LOGITS // len(tokenizer)
+    assert int((batch["labels"] != IGNORE).sum()) > 2 * chunk  # several chunks, the last one partial
+    with torch.no_grad():
+        loss = float(data.forward(model, batch)[0])
+        assert loss == pytest.approx(whole_batch_loss(model, batch), abs=1e-6)
+        if lora:  # the adapters took part
+            with model.disable_adapter():
+                assert abs(float(data.forward(model, batch)[0]) - loss) > 1e-3

@@ -109,8 +109,10 @@ def test_every_builtin_task_has_a_kind_that_reports_its_metrics(name):
 def test_every_kind_module_implements_the_kind_protocol(name):
     kind = KINDS[name]
     module = kind.implementation
+    # A LoRA kind also takes the dtype of its frozen base (bomf.device.frozen_dtype).
+    base = ["base_dtype"] if kind.model_family == "causal_lm" else []
     expected = {"encode": ["task", "examples", "tokenizer", "max_length", "settings", "split"],
-                "load_model": ["model_spec", "task", "proxy"], "load_saved": ["model_dir", "task"]}
+                "load_model": ["model_spec", "task", "proxy", *base], "load_saved": ["model_dir", "task"]}
     for function, parameters in expected.items():
         assert list(inspect.signature(getattr(module, function)).parameters) == parameters, (name, function)
     data_classes = [value for value in vars(module).values()

@@ -6,8 +6,8 @@ import torch
 
 from bomf.fuse import landscape
 from bomf.fuse.fusion import FusionObjective, MemberStack, one_hot
-from bomf.fuse.landscape import (LandscapePlane, default_members, evaluate_landscape, evaluate_points, grid_points,
-                                 member_gram, member_points, projected_points)
+from bomf.fuse.landscape import (AffineObjective, LandscapePlane, default_members, evaluate_landscape, evaluate_points,
+                                 grid_points, member_gram, member_points, projected_points)
 from bomf.tasks.models import load_tokenizer
 from bomf.tasks.readers import read_glue_tsv
 from bomf.tasks.registry import GLUE_TASKS
@@ -163,17 +163,24 @@ def test_grid_points_cover_the_square_beta_major():
 
 
 def test_evaluation_at_member_coordinates_reproduces_the_members_scores(stack, plane, objective):
-    frame = evaluate_points(stack, objective, plane, plane.member_coordinates)
+    frame = evaluate_points(AffineObjective.of(objective), plane, plane.member_coordinates)
     assert frame.columns.tolist() == ["alpha", "beta", "loss", "accuracy"]
     for row, index in enumerate(PLANE_MEMBERS):
         assert frame.loc[row, objective.names].to_dict() == objective(one_hot(index, 4)), index
 
 
 def test_evaluate_landscape_scores_every_grid_point_off_the_simplex(stack, plane, objective):
-    frame = evaluate_landscape(stack, objective, plane, 2, -0.5, 1.5)
+    frame = evaluate_landscape(AffineObjective.of(objective), plane, 2, -0.5, 1.5)
     assert list(zip(frame["alpha"], frame["beta"])) == grid_points(2, -0.5, 1.5)
     assert frame[objective.names].notna().all().all()
     corner = plane.weights_at(1.5, 1.5)
     assert float(corner.min()) < 0  # the point is off the simplex, where stack.mix would refuse it
     objective.model.load_state_dict(stack.state(corner.float() @ stack.matrix), strict=True)
     assert frame.iloc[-1][objective.names].to_dict() == pytest.approx(objective.score(), rel=1e-6)
+
+
+def test_affine_objective_scores_only_affine_weights(plane, objective):
+    affine = AffineObjective.of(objective)
+    assert affine(plane.weights_at(0.0, 0.0)) == objective(one_hot(PLANE_MEMBERS[0], 4))
+    with pytest.raises(ValueError, match="weights: 4 affine weights"):
+        affine(torch.tensor([0.5, 0.5, 0.5, 0.0], dtype=torch.float64))

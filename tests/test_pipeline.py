@@ -73,6 +73,25 @@ def test_the_cluster_profile_names_only_rules_of_the_workflow():
     assert set(profile["set-resources"]) <= RULES
 
 
+def test_gpu_jobs_get_the_profiles_cpus_and_memory_computed_from_the_model(tmp_path, tiny_model_dir):
+    """The cluster profile gives every GPU rule its CPUs (one anchor), and each job that trains or stacks the model
+    asks for the host memory bomf.memory computes from the model's files and the member count."""
+    from bomf.memory import job_device_memory_mb, job_memory_mb, model_parameters
+
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    assert set(profile["set-threads"]) == set(profile["set-resources"]) and set(profile["set-threads"].values()) == {4}
+    config = write_tiny_config(tmp_path / "config.yaml", tiny_model_dir)
+    result = snakemake(tmp_path, config, "-n", "--forceall")
+    assert result.returncode == 0, result.stderr
+    asked = dict(re.findall(r"rule (\w+):\n(?:    .*\n)*?    resources: .*?mem_mb=(\d+)", result.stdout))
+    parameters = model_parameters(str(tiny_model_dir))
+    members = yaml.safe_load(config.read_text())["finetune"]["members"]
+    for job in ("hpo_trial", "finetune", "fuse", "evaluate_test", "loss_landscape"):
+        assert int(asked[job]) == job_memory_mb(job, parameters, members, "cpu"), job  # the tiny config: device cpu
+    gpu = re.search(r"rule finetune:\n(?:    .*\n)*?    resources: .*?gpu_memory_mb=(\d+)", result.stdout)
+    assert int(gpu.group(1)) == job_device_memory_mb("finetune", parameters, members)
+
+
 def test_the_local_gpu_profile_limits_gpu_jobs_to_the_gpus():
     """profiles/gpus caps the jobs that ask for a GPU (gpu=1: the rules the cluster profile sends to its GPU
     partition) at its count, so Snakemake starts no more GPU jobs than there are GPUs to bind them to."""

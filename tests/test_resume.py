@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,7 @@ import torch
 
 import bomf.fuse.mobo
 import bomf.train.members
+import bomf.train.resume
 import bomf.train.training
 from bomf.fuse.journal import JournaledObjective
 from bomf.fuse.mobo import run_mobo
@@ -31,7 +33,10 @@ from bomf.tasks.models import load_tokenizer
 from bomf.tasks.readers import read_glue_tsv
 from bomf.tasks.registry import GLUE_TASKS
 from bomf.tasks.sequence import SequenceData
-from bomf.train.members import StaleStateError, member_path, run_finetune
+from bomf.fuse.baselines import train_keeping_best
+from bomf.train.hpo import run_trial
+from bomf.train.members import member_path, run_finetune
+from bomf.train.resume import StaleStateError
 from bomf.train.training import TrainingStopped
 from conftest import GLUE_DIR, write_tiny_config
 from test_pipeline import SNAKEMAKE
@@ -41,6 +46,8 @@ CPU = torch.device("cpu")
 HP = Hyperparameters(learning_rate=1e-3, batch_size=8, warmup_ratio=0.1, weight_decay=0.01)
 OPTIM = {"schedule": "linear", "adam_eps": 1e-6, "adam_betas": [0.9, 0.98], "max_device_batch": 8,
          "eval_batch_size": 16}
+# The optim section of the jobs that take their other hyperparameters from the config (stage-1 trials, the grid).
+JOB_OPTIM = {**OPTIM, "weight_decay": 0.01, "warmup_ratio": 0.1}
 TIMING_COLUMNS = ["bo_seconds", "eval_seconds"]
 
 
@@ -68,10 +75,10 @@ def finetune(source, rte, out_dir: Path, config: dict, hp=HP, checkpoint_seconds
                         checkpoint_seconds=checkpoint_seconds)
 
 
-def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, monkeypatch, hp=HP,
-                         checkpoint_seconds=None) -> dict:
-    """A fine-tune stopped right after its ``states``-th resumable state; returns that state's JSON."""
-    write, written = bomf.train.members.write_training_state, []
+@contextmanager
+def killed_after_states(monkeypatch, states: int):
+    """A block whose training job is killed right after writing its ``states``-th resumable state."""
+    write, written = bomf.train.resume.write_training_state, []
 
     def write_then_stop(*args):
         write(*args)
@@ -80,9 +87,16 @@ def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, 
             raise Interrupted
 
     with monkeypatch.context() as patch:
-        patch.setattr(bomf.train.members, "write_training_state", write_then_stop)
+        patch.setattr(bomf.train.resume, "write_training_state", write_then_stop)
         with pytest.raises(Interrupted):
-            finetune(source, rte, out_dir, config, hp, checkpoint_seconds)
+            yield
+
+
+def interrupted_finetune(source, rte, out_dir: Path, config: dict, states: int, monkeypatch, hp=HP,
+                         checkpoint_seconds=None) -> dict:
+    """A fine-tune stopped right after its ``states``-th resumable state; returns that state's JSON."""
+    with killed_after_states(monkeypatch, states):
+        finetune(source, rte, out_dir, config, hp, checkpoint_seconds)
     assert not (out_dir / "members.json").exists()
     return read_json(out_dir.with_suffix(".resume") / "state.json")
 
@@ -110,7 +124,7 @@ def test_resumed_finetune_is_bit_identical(tiny_model_dir, rte, tmp_path, monkey
     config = finetune_config(members, start)
     out_dir = tmp_path / "members"
     state = interrupted_finetune(tiny_model_dir, rte, out_dir, config, states, monkeypatch)
-    assert state["step"] == resumed_step and len(state["members"]) == states
+    assert state["step"] == resumed_step and len(state["files"]) == states
     staging = out_dir.with_suffix(".resume")
     assert [p.name for p in staging.glob("state-step*.safetensors")] == [f"state-step{resumed_step:09d}.safetensors"]
     capsys.readouterr()
@@ -132,7 +146,7 @@ def test_a_finetune_killed_in_its_first_half_resumes_from_its_last_periodic_stat
     before its first member (steps 6, 7, 8) resumes where it was and ends as the uninterrupted run did."""
     config, out_dir = finetune_config(), tmp_path / "members"
     state = interrupted_finetune(tiny_model_dir, rte, out_dir, config, states, monkeypatch, checkpoint_seconds=1e-9)
-    assert state["step"] == resumed_step and len(state["members"]) == members_done
+    assert state["step"] == resumed_step and len(state["files"]) == members_done
     capsys.readouterr()
     finetune(tiny_model_dir, rte, out_dir, config, checkpoint_seconds=1e-9)
     assert f"resumed from step {resumed_step} ({members_done} of 3 members done)" in capsys.readouterr().out
@@ -204,7 +218,60 @@ def test_state_of_another_run_raises_when_read(tiny_model_dir, rte, tmp_path, mo
     interrupted_finetune(tiny_model_dir, rte, out_dir, finetune_config(), 1, monkeypatch)
     identity = read_json(out_dir.with_suffix(".resume") / "state.json")["identity"]
     with pytest.raises(StaleStateError, match="different seed"):
-        bomf.train.members.read_training_state(out_dir.with_suffix(".resume"), {**identity, "seed": 1})
+        bomf.train.resume.read_training_state(out_dir.with_suffix(".resume"), {**identity, "seed": 1})
+
+
+def without_seconds(trajectory: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in trajectory]
+
+
+@pytest.mark.parametrize("states", [1, 5])
+def test_a_killed_stage1_trial_resumes_to_the_same_record(tiny_model_dir, rte, tmp_path, monkeypatch, capsys,
+                                                          states):
+    """A proxy trial (2 epochs of 4 steps) killed after its states-th periodic state (here: after every step)
+    resumes from it and records what the uninterrupted trial records."""
+    spec, params = {"source": str(tiny_model_dir), "proxy_frozen_layers": 1}, {"learning_rate": 1e-3, "batch_size": 8}
+
+    def trial(staging):
+        return run_trial(spec, RTE, rte, params, JOB_OPTIM, True, 2, 0, CPU, staging_dir=staging, checkpoint_seconds=1e-9)
+
+    expected = trial(tmp_path / "reference.resume")
+    staging = tmp_path / "trial0.resume"
+    with killed_after_states(monkeypatch, states):
+        trial(staging)
+    assert read_json(staging / "state.json")["step"] == states
+    capsys.readouterr()
+    resumed = trial(staging)
+    assert f"resumed from step {states}" in capsys.readouterr().out
+    assert (resumed.score, resumed.loss) == (expected.score, expected.loss)
+    assert without_seconds(resumed.trajectory) == without_seconds(expected.trajectory)
+    assert not staging.exists() and not (tmp_path / "reference.resume").exists()
+
+
+@pytest.mark.parametrize("states", [3, 9])
+def test_a_killed_grid_run_resumes_with_its_best_checkpoint_and_average(tiny_model_dir, rte, tmp_path, monkeypatch,
+                                                                        capsys, states):
+    """A grid fine-tune (6 steps an epoch, scored at 6, 8, 10, 12) killed before its first evaluation (step 3) and
+    after its best checkpoint and two member steps (step 9) resumes with what it kept: the same record and the
+    same best checkpoint as the uninterrupted run."""
+    finetune, params = {"epochs": 2, "members": 3, "start_fraction": 0.5}, {"learning_rate": 5e-4, "batch_size": 6}
+
+    def grid_run(staging):
+        return train_keeping_best({"source": str(tiny_model_dir)}, RTE, rte, params, JOB_OPTIM, finetune, 1, 0, CPU,
+                                  staging_dir=staging, checkpoint_seconds=1e-9)
+
+    expected, expected_best = grid_run(tmp_path / "reference.resume")
+    staging = tmp_path / "point0.resume"
+    with killed_after_states(monkeypatch, states):
+        grid_run(staging)
+    assert read_json(staging / "state.json")["step"] == states
+    capsys.readouterr()
+    record, best = grid_run(staging)
+    assert f"resumed from step {states}" in capsys.readouterr().out
+    assert (record.best, record.best_step, record.swa) == (expected.best, expected.best_step, expected.swa)
+    assert without_seconds(record.trajectory) == without_seconds(expected.trajectory)
+    assert best.keys() == expected_best.keys() and all(torch.equal(best[k], expected_best[k]) for k in best)
+    assert not staging.exists()
 
 
 @pytest.mark.parametrize("method", ["swa", "bomf"])
@@ -502,3 +569,164 @@ def test_two_runs_give_identical_results(run_config, reference_run, tmp_path):
     assert returncode == 0, output[-5000:]
     assert results(workdir) == results(reference_run)
     assert "replayed 0 journaled evaluations" in (workdir / LOGS / "fusion/bomf.log").read_text()
+
+
+# --------------------------------------------------------------------------- landscape and oracle journals
+
+@pytest.fixture(scope="module")
+def scoring_run(tiny_model_dir, tmp_path_factory) -> dict:
+    """The inputs of the landscape and oracle jobs: three members fine-tuned on RTE, the validation and test
+    splits as prepare_data writes them, SWA's record (the landscape projects it) and the tiny config."""
+    from bomf import pipeline
+    from bomf.config import validate_config
+    from bomf.io import write_jsonl
+    from conftest import tiny_config
+
+    rows = read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    root = tmp_path_factory.mktemp("scoring")
+    job = {"config": validate_config(tiny_config(tiny_model_dir)), "task": "rte", "model": "tiny", "seed": 0,
+           "data_dir": root / "data", "members_dir": root / "members"}
+    finetune(tiny_model_dir, {"train": SequenceData(rows[:32], tokenizer, 64, RTE),
+                              "val": SequenceData(rows[32:48], tokenizer, 64, RTE)}, job["members_dir"],
+             finetune_config())
+    write_jsonl(job["data_dir"] / "val.jsonl", rows[32:48])
+    write_jsonl(job["data_dir"] / "test.jsonl", rows[48:64])
+    pipeline.fuse(**job, method="swa", out_dir=root / "swa", journal=root / "swa.journal.jsonl")
+    return {**job, "swa": root / "swa"}
+
+
+def loss_landscape(job: dict, out_dir: Path, journal: Path, **landscape) -> None:
+    from bomf import pipeline
+
+    figures = {**job["config"]["figures"], "landscape": {**job["config"]["figures"]["landscape"], **landscape}}
+    pipeline.loss_landscape(**{key: job[key] for key in ("task", "model", "seed", "data_dir", "members_dir")},
+                            config={**job["config"], "figures": figures}, fusion_dirs={"swa": job["swa"]},
+                            out_dir=out_dir, journal=journal)
+
+
+def oracle_subset(job: dict, out_dir: Path, journal: Path, data_dir: Path | None = None) -> None:
+    from bomf import pipeline
+
+    pipeline.oracle_subset(**{key: job[key] for key in ("config", "task", "model", "seed", "members_dir")},
+                           data_dir=data_dir or job["data_dir"], out_dir=out_dir, journal=journal)
+
+
+def scored_calls(monkeypatch, stop_after: int | None = None) -> list:
+    """Counts the models actually scored (a replayed evaluation scores none); raises Interrupted instead of
+    scoring after ``stop_after`` of them, as a kill would stop the job."""
+    from bomf.fuse.fusion import FusionObjective
+
+    score, calls = FusionObjective.score, []
+
+    def counted(objective):
+        if len(calls) == stop_after:
+            raise Interrupted
+        calls.append(None)
+        return score(objective)
+
+    monkeypatch.setattr(FusionObjective, "score", counted)
+    return calls
+
+
+def directory_files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+LANDSCAPE_POINTS = 25  # tiny.yaml: a 5 x 5 grid
+ORACLE_SUBSETS = 6  # three members, oracle_max_subsets 4 < 7 subsets: the 6 runs of consecutive members
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_landscape(scoring_run, tmp_path_factory) -> dict[str, bytes]:
+    out_dir = tmp_path_factory.mktemp("landscape") / "landscape"
+    loss_landscape(scoring_run, out_dir, out_dir.with_suffix(".journal.jsonl"))
+    assert not out_dir.with_suffix(".journal.jsonl").exists()
+    return directory_files(out_dir)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_oracle(scoring_run, tmp_path_factory) -> dict[str, bytes]:
+    out_dir = tmp_path_factory.mktemp("oracle") / "oracle_subset"
+    oracle_subset(scoring_run, out_dir, out_dir.with_suffix(".journal.jsonl"))
+    assert not out_dir.with_suffix(".journal.jsonl").exists()
+    return directory_files(out_dir)
+
+
+@pytest.mark.parametrize("done", [1, 11])
+def test_an_interrupted_landscape_replays_its_journal(scoring_run, uninterrupted_landscape, tmp_path, monkeypatch,
+                                                      capsys, done):
+    """``done`` grid points (off the simplex from the first on: the grid starts at (-0.2, -0.2)) are journaled
+    before the kill; the rerun replays exactly them and scores only the rest, to the same files."""
+    out_dir, journal = tmp_path / "landscape", tmp_path / "landscape.journal.jsonl"
+    with monkeypatch.context() as patch:
+        scored_calls(patch, stop_after=done)
+        with pytest.raises(Interrupted):
+            loss_landscape(scoring_run, out_dir, journal)
+    records = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    assert len(records) == done and min(records[0]["weights"]) < 0
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        calls = scored_calls(patch)
+        loss_landscape(scoring_run, out_dir, journal)
+    assert f"{LANDSCAPE_POINTS} grid points, replayed {done} journaled evaluations" in capsys.readouterr().out
+    assert len(calls) == LANDSCAPE_POINTS - done
+    assert directory_files(out_dir) == uninterrupted_landscape and not journal.exists()
+
+
+def test_a_landscape_journal_for_other_settings_is_discarded(scoring_run, uninterrupted_landscape, tmp_path,
+                                                             monkeypatch, capsys):
+    """A journal of another grid (same first points: only ``high`` differs) is not replayed."""
+    out_dir, journal = tmp_path / "landscape", tmp_path / "landscape.journal.jsonl"
+    with monkeypatch.context() as patch:
+        scored_calls(patch, stop_after=3)
+        with pytest.raises(Interrupted):
+            loss_landscape(scoring_run, out_dir, journal, high=2.0)
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        calls = scored_calls(patch)
+        loss_landscape(scoring_run, out_dir, journal)
+    output = capsys.readouterr().out
+    assert "written for other inputs or settings; discarding it" in output and "replayed 0 journaled" in output
+    assert len(calls) == LANDSCAPE_POINTS
+    assert directory_files(out_dir) == uninterrupted_landscape
+
+
+def test_an_interrupted_oracle_replays_its_journal(scoring_run, uninterrupted_oracle, tmp_path, monkeypatch, capsys):
+    """Four subsets scored on test before the kill; the rerun scores the other two and the chosen weights on
+    validation (not journaled), to the same record and table."""
+    out_dir, journal = tmp_path / "oracle_subset", tmp_path / "oracle_subset.journal.jsonl"
+    with monkeypatch.context() as patch:
+        scored_calls(patch, stop_after=4)
+        with pytest.raises(Interrupted):
+            oracle_subset(scoring_run, out_dir, journal)
+    assert len(journal.read_text().splitlines()) == 1 + 4
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        calls = scored_calls(patch)
+        oracle_subset(scoring_run, out_dir, journal)
+    assert "replayed 4 journaled evaluations" in capsys.readouterr().out
+    assert len(calls) == ORACLE_SUBSETS - 4 + 1
+    assert directory_files(out_dir) == uninterrupted_oracle and not journal.exists()
+
+
+def test_an_oracle_journal_for_another_test_split_is_discarded(scoring_run, tmp_path, monkeypatch, capsys):
+    """The oracle scores the test split: its journal names that split's checksum, not validation's."""
+    from bomf.io import write_jsonl
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(scoring_run["data_dir"], data_dir)
+    out_dir, journal = tmp_path / "oracle_subset", tmp_path / "oracle_subset.journal.jsonl"
+    with monkeypatch.context() as patch:
+        scored_calls(patch, stop_after=4)
+        with pytest.raises(Interrupted):
+            oracle_subset(scoring_run, out_dir, journal, data_dir)
+    assert set(json.loads(journal.read_text().splitlines()[0])["identity"]["split"]) == {"test"}
+    write_jsonl(data_dir / "test.jsonl", read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")[64:80])
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        calls = scored_calls(patch)
+        oracle_subset(scoring_run, out_dir, journal, data_dir)
+    output = capsys.readouterr().out
+    assert "written for other inputs or settings; discarding it" in output and "replayed 0 journaled" in output
+    assert len(calls) == ORACLE_SUBSETS + 1

@@ -263,7 +263,9 @@ def test_gradient_accumulation_matches_one_full_batch(tiny_model_dir, tokenizer,
     grads = []
     for chunk in (8, max_device_batch):
         model = no_dropout_classifier(tiny_model_dir).train()
-        loss = _accumulate_gradients(model, data, list(range(8)), chunk, CPU, "fp32", gradient_scaler(CPU, "fp32"))
+        chunks = [list(range(start, min(start + chunk, 8))) for start in range(0, 8, chunk)]
+        loss = _accumulate_gradients(model, data.batches(chunks, CPU), [len(c) for c in chunks], CPU, "fp32",
+                                     gradient_scaler(CPU, "fp32"))
         grads.append((loss, {n: p.grad.clone() for n, p in model.named_parameters()}))
     (loss_full, grad_full), (loss_chunked, grad_chunked) = grads
     assert loss_chunked == pytest.approx(loss_full, rel=1e-5)

@@ -9,7 +9,9 @@ stops too, rather than train on a CPU core until its time limit).
 Precision: scoring (validation, the fusion objective, test, the landscape) is always float32, with TF32
 matmuls only where ``precision.tf32`` asks for them; training autocasts to ``precision.training`` (``auto``:
 bf16 on GPUs with native bf16, compute capability 8.0 and newer; fp16 with a gradient scaler on older GPUs;
-float32 on the CPU). Parameters, members, the EMA and exports are float32 whatever the training precision.
+float32 on the CPU). Parameters, members, the EMA and exports are float32 whatever the training precision;
+only a LoRA model's frozen base, which no training changes, is held in the training precision on CUDA
+(``frozen_dtype``).
 
 torch is imported inside the functions: the config check and the Snakefile read this module's names.
 """
@@ -143,6 +145,22 @@ def training_precision(setting: str, device) -> str:
     return setting
 
 
+def frozen_dtype(device, precision: str):
+    """The dtype of the weights no training changes (a LoRA model's base) for training in ``precision`` on
+    ``device``: bf16 or fp16 on CUDA, where training's autocast computes their matmuls in it anyway and half
+    the memory is saved; float32 on the CPU and for fp32 training.
+
+    Scoring keeps that base. It is still float32 scoring in the sense that matters for comparisons: every
+    evaluation of a run (validation in training, the fusion objective, test) sees the same base weights, and
+    what differs between the models compared (the adapters: members, fusions), the loss and the metrics are
+    float32."""
+    import torch
+
+    if device.type != "cuda":
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
 def _device_name(device) -> str:
     import torch
 
@@ -183,8 +201,10 @@ class Compute:
         return dict(zip(COMPUTE_FIELDS, values))
 
     def scoring_identity(self) -> dict:
-        """What the scores of a fused model depend on beyond its inputs: the fuse journal replays only these."""
-        return {"device": self.device.type, "scoring_precision": SCORING_PRECISION, "tf32": self.tf32}
+        """What the scores of a fused model depend on beyond its inputs: the fuse journal replays only these (the
+        training precision: a LoRA model's frozen base is held in it, ``frozen_dtype``)."""
+        return {"device": self.device.type, "scoring_precision": SCORING_PRECISION, "tf32": self.tf32,
+                "frozen_base": self.training}
 
 
 def training_autocast(device, precision: str):

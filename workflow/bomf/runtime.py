@@ -161,8 +161,14 @@ def job(snakemake):
             if getattr(snakemake.resources, "gpu", 0) and "SLURM_JOB_ID" not in os.environ:
                 devices = local_gpus()
                 slot = claim_gpu(devices) if len(devices) > 1 else None
+            # A GPU job reads its model from the directory prepare_model made (pipeline.Run.model_spec): the
+            # hub is offline, so a job on a node without network fails at once instead of waiting on timeouts
+            # (read when huggingface_hub is imported, which no job has done before this).
+            if getattr(snakemake.resources, "gpu", 0):
+                os.environ["HF_HUB_OFFLINE"] = "1"
             # Recorded so a run shows which GPU (gres, or local slot) each job received.
             print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
+            print(f"threads: {max(1, snakemake.threads)}", flush=True)
             yield
         except Exception as error:
             traceback.print_exc()

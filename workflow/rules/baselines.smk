@@ -19,10 +19,13 @@ rule grid_trial:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=memory_mb("grid_trial"),
+        gpu_memory_mb=memory_mb("grid_trial", on_gpu=True),
         runtime=240,
+        checkpoint_seconds=CHECKPOINT_SECONDS,
     params:
         settings=model_settings("optim", "finetune", "baselines.grid"),
+        staging=resume_dir,
     script:
         "../scripts/grid_trial.py"
 
@@ -92,10 +95,13 @@ rule hpbo_full:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=memory_mb("hpbo_full"),
+        gpu_memory_mb=memory_mb("hpbo_full", on_gpu=True),
         runtime=240,
+        checkpoint_seconds=CHECKPOINT_SECONDS,
     params:
         settings=model_settings("optim", "finetune"),
+        staging=resume_dir,
     script:
         "../scripts/hpbo_full.py"
 
@@ -118,9 +124,12 @@ rule oracle_subset:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=memory_mb("oracle_subset"),
+        gpu_memory_mb=memory_mb("oracle_subset", on_gpu=True),
         runtime=240,
     params:
-        settings=model_settings("optim.eval_batch_size", "baselines.oracle_max_subsets"),
+        settings=model_settings("optim.eval_batch_size", "baselines.oracle_max_subsets", "fusion.device_memory"),
+        # Every test evaluation, replayed by a rerun; beside the output, which a failed job loses.
+        journal=f"{RUN}/fusion/oracle_subset.journal.jsonl",
     script:
         "../scripts/oracle_subset.py"

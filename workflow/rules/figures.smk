@@ -22,11 +22,14 @@ rule loss_landscape:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=memory_mb("loss_landscape"),
+        gpu_memory_mb=memory_mb("loss_landscape", on_gpu=True),
         runtime=240,
     params:
-        settings=model_settings("optim.eval_batch_size", "figures.landscape"),
+        settings=model_settings("optim.eval_batch_size", "figures.landscape", "fusion.device_memory"),
         methods=LANDSCAPE_METHODS,
+        # Every grid evaluation, replayed by a rerun; beside the outputs, which a failed job loses.
+        journal=f"{RUN}/landscape.journal.jsonl",
     script:
         "../scripts/loss_landscape.py"
 

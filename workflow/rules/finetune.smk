@@ -23,10 +23,10 @@ rule finetune:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=memory_mb("finetune"),
+        gpu_memory_mb=memory_mb("finetune", on_gpu=True),
         runtime=240,
-        # How often a resume state is written changes nothing trained: a resource, not a param (no rerun).
-        checkpoint_seconds=round(60 * config["finetune"]["checkpoint_minutes"]),
+        checkpoint_seconds=CHECKPOINT_SECONDS,
     params:
         settings=model_settings("optim", "finetune"),
         # Members and resumable training states while training runs; kept when the job fails (outputs are

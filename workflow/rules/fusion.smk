@@ -20,7 +20,8 @@ rule fuse:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=memory_mb("fuse"),
+        gpu_memory_mb=memory_mb("fuse", on_gpu=True),
         runtime=240,
     params:
         settings=fusion_settings,

@@ -40,10 +40,13 @@ rule hpo_trial:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=memory_mb("hpo_trial"),
+        gpu_memory_mb=memory_mb("hpo_trial", on_gpu=True),
         runtime=120,
+        checkpoint_seconds=CHECKPOINT_SECONDS,
     params:
         settings=model_settings("optim", "hpo.epochs", "hpo.max_train", "data.split_seed"),
+        staging=resume_dir,
     script:
         "../scripts/hpo_trial.py"
 

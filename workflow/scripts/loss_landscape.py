@@ -9,4 +9,4 @@ with job(snakemake):
                             data_dir=Path(snakemake.input.data).parent,
                             members_dir=Path(snakemake.input.manifest).parent,
                             fusion_dirs=dict(zip(snakemake.params.methods, snakemake.input.fusion)),
-                            out_dir=Path(snakemake.output[0]).parent)
+                            out_dir=Path(snakemake.output[0]).parent, journal=snakemake.params.journal)

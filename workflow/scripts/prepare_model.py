@@ -3,4 +3,4 @@ from bomf.runtime import job
 
 with job(snakemake):
     pipeline.prepare_model(config=snakemake.params.settings, model=snakemake.wildcards.model,
-                           out_dir=snakemake.output[0].rsplit("/", 1)[0])
+                           out_dir=snakemake.output[0])

@@ -11,6 +11,7 @@ Figure 3).
 import itertools
 import math
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -21,6 +22,7 @@ from ..runtime import seed_everything
 from ..settings import OptimConfig, hyperparameters, member_steps
 from ..tasks.kinds import kind_of
 from ..tasks.models import freeze_lower_layers, load_member_state, member_state
+from ..train.resume import ResumeDirectory, Saved, checkpointed, training_identity
 from ..train.training import fine_tune
 from .fusion import FusionObjective, uniform
 
@@ -32,11 +34,15 @@ def grid_points(grid: dict) -> list[dict]:
 
 
 def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_config: dict, finetune_config: dict,
-                       frozen_layers: int, seed: int, device,
-                       precision: str = "fp32") -> tuple[BestCheckpointRun, dict[str, torch.Tensor]]:
+                       frozen_layers: int, seed: int, device, precision: str = "fp32",
+                       staging_dir: str | Path | None = None,
+                       checkpoint_seconds: float | None = None) -> tuple[BestCheckpointRun, dict[str, torch.Tensor]]:
     """Fine-tune with ``params`` (lowest ``frozen_layers`` layers frozen), scoring the validation split at the
     end of every epoch and at stage 2's member steps. Returns the run's record (trajectory, best checkpoint's
-    scores, scores of the uniform average of the member-step checkpoints) and the best checkpoint's state."""
+    scores, scores of the uniform average of the member-step checkpoints) and the best checkpoint's state.
+    Given a ``staging_dir``, the run resumes from the state there (which keeps the best checkpoint and the
+    running sum of the member-step checkpoints) and writes one every ``checkpoint_seconds`` and on SLURM's
+    signal (``train.resume``)."""
     hp = hyperparameters(optim_config, params)
     optim = OptimConfig.from_config(optim_config)
     epochs = finetune_config["epochs"]
@@ -44,8 +50,20 @@ def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_c
     members = member_steps(steps_per_epoch * epochs, finetune_config["members"], finetune_config["start_fraction"])
     eval_steps = sorted({*members, *(steps_per_epoch * (e + 1) for e in range(epochs))})
     primary = task.primary_metric
+    identity = training_identity(model_spec, data, seed, device, precision, hyperparameters=vars(hp),
+                                 optim=optim_config, eval_steps=eval_steps, frozen_layers=frozen_layers)
+    resume = ResumeDirectory(staging_dir, identity) if staging_dir is not None else None
+    saved = resume.saved if resume is not None else None
+    # What the run keeps besides its training state: the best checkpoint, the member-step checkpoints' sum.
     best = {"scores": None, "step": None, "state": None}
     average = {"sum": None, "count": 0}
+    if saved is not None:
+        print(f"resumed from step {saved.state.step}", flush=True)
+        kept = saved.kept
+        best.update(scores=saved.notes["best_scores"], step=saved.notes["best_step"],
+                    state={k[len("best."):]: v for k, v in kept.items() if k.startswith("best.")} or None)
+        average.update(sum={k[len("sum."):]: v for k, v in kept.items() if k.startswith("sum.")} or None,
+                       count=saved.notes["count"])
 
     def keep(index, step, model, row):
         scores = {key[len("val_"):]: value for key, value in row.items() if key.startswith("val_")}
@@ -60,20 +78,29 @@ def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_c
                     total += state[name].double()
             average["count"] += 1
 
+    def save_state(state):
+        kept = {**{f"best.{k}": v for k, v in (best["state"] or {}).items()},
+                **{f"sum.{k}": v for k, v in (average["sum"] or {}).items()}}
+        notes = {"best_scores": best["scores"], "best_step": best["step"], "count": average["count"]}
+        resume.write(Saved(state, kept=kept, notes=notes))
+
     seed_everything(seed)
-    model = kind_of(task).load_model(model_spec, task, device)
+    model = kind_of(task).load_model(model_spec, task, device, precision=precision)
     freeze_lower_layers(model, frozen_layers)
-    started = time.perf_counter()
-    trajectory = fine_tune(model, data["train"], data["val"], task, hp, optim, epochs, seed, device,
-                           eval_steps=eval_steps, on_eval=keep, progress=f"frozen {frozen_layers}", precision=precision)
+    started = time.perf_counter() - (saved.state.elapsed if saved is not None else 0.0)
+    with checkpointed(resume, checkpoint_seconds, save_state) as resumable:
+        trajectory = fine_tune(model, data["train"], data["val"], task, hp, optim, epochs, seed, device,
+                               eval_steps=eval_steps, on_eval=keep, progress=f"frozen {frozen_layers}",
+                               precision=precision, state_at_evaluations=False, **resumable)
     seconds = time.perf_counter() - started
     if best["state"] is None:
         raise RuntimeError(f"training with {params} diverged (non-finite loss) before its first evaluation")
     swa_scores = _average_scores(model, average, task, data["val"], optim.eval_batch_size, device)
     record = BestCheckpointRun(params, frozen_layers, epochs, primary, best_step=best["step"], best=best["scores"],
                                swa=swa_scores, seconds=round(seconds, 3), trajectory=trajectory)
+    if resume is not None:
+        resume.remove()
     return record, best["state"]
-
 
 
 def _average_scores(model, average: dict, task, val, batch_size: int, device) -> dict[str, float]:

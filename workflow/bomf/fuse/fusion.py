@@ -1,9 +1,10 @@
 """Stage 3 and its baselines: fusing members θ(w) = Σ wᵢθᵢ, w on the simplex, or merging their task vectors.
 
 ``MemberStack`` owns the hard part (members stacked once on the device, mixing as one matmul into a
-preallocated buffer); ``FusionObjective`` writes a point (``points``: simplex weights, a task-vector merge, or
-a stored state such as the EMA) into one preallocated model and scores it; a fusion method is a small
-function registered by name that decides which point to use. What a method chose is recorded, never a
+preallocated buffer; beyond fusion.device_memory, kept in host memory and mixed chunk by chunk);
+``FusionObjective`` writes a point (``points``: simplex weights, a task-vector merge, or a stored state such
+as the EMA) into one preallocated model and scores it; a fusion method is a small function registered by
+name that decides which point to use. What a method chose is recorded, never a
 model: every reader rebuilds it from the members.
 """
 
@@ -17,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..memory import GIB, SCORING_ACTIVATIONS, chunk_columns, stack_bytes
 from ..metrics import ranking_key
 from ..tasks.models import load_member_state
 from ..tasks.registry import TaskSpec
@@ -42,11 +44,16 @@ class MemberStack:
     Non-floating tensors (integer buffers such as position ids) cannot be averaged: they must be equal in
     every member and are taken as they are. ``base``: the state the members were fine-tuned from (θ₀, in
     the same layout), which the task-vector merges need; ``stored``: states stage 2 kept beside the members
-    (the EMA of its trajectory), by name.
+    (the EMA), by name. ``memory``: the bytes of device memory the stack may take (None: no limit; see
+    ``stack_memory``). Where the whole stack does not fit (``memory.stack_bytes``), the matrix, θ₀ and the
+    stored states stay in host memory (pinned on CUDA) and every point is computed chunk by chunk of
+    ``columns`` columns into the mixed parameters on the device (``memory.chunk_columns``), to the same
+    values: each entry's arithmetic is the same in a chunk as in the whole.
     """
 
     def __init__(self, states: Sequence[dict[str, torch.Tensor]], device: torch.device,
-                 base: dict[str, torch.Tensor] | None = None, stored: dict[str, dict[str, torch.Tensor]] | None = None):
+                 base: dict[str, torch.Tensor] | None = None, stored: dict[str, dict[str, torch.Tensor]] | None = None,
+                 memory: int | None = None):
         if len(states) < 2:
             raise ValueError(f"fusion needs at least 2 members, got {len(states)}")
         # One pass, one member at a time: ``states`` may read each member when it is taken (train.members.Members).
@@ -58,7 +65,13 @@ class MemberStack:
         self.fixed = {name: t.to(device) for name, t in fixed.items()}
         self.shapes = [shapes[name] for name in self.float_names]
         self.offsets = np.concatenate([[0], np.cumsum([first[name].numel() for name in self.float_names])]).tolist()
-        self.matrix = torch.empty(len(states), self.offsets[-1], dtype=torch.float32, device=device)
+        size = self.offsets[-1]
+        self.columns = self._columns(size, len(states), memory)
+        chunked = self.columns < size
+        # A chunked stack's home is host memory, pinned on CUDA so that each chunk is copied at full speed.
+        self._home = {"device": torch.device("cpu") if chunked else device,
+                      "pin_memory": chunked and device.type == "cuda"}
+        self.matrix = torch.empty(len(states), size, dtype=torch.float32, **self._home)
         self._flatten(first, self.matrix[0])
         del first
         for index, state in enumerate(rows, start=1):
@@ -68,16 +81,38 @@ class MemberStack:
                 if not torch.equal(state[name], tensor):
                     raise ValueError(f"non-floating tensor {name!r} differs between members; it cannot be fused")
             self._flatten(state, self.matrix[index])
-        self.mixed = torch.empty(self.offsets[-1], dtype=torch.float32, device=device)
+        self.mixed = torch.empty(size, dtype=torch.float32, device=device)
         self.base = self._flatten_like_members(base, "the base model") if base is not None else None
         self.stored = {name: self._flatten_like_members(state, f"the stored {name} state")
                        for name, state in (stored or {}).items()}
+        if chunked:
+            print(f"members' stack chunked: {len(self)} × {size:,} floats ({self.matrix.nbytes / GIB:.2f} GiB) kept "
+                  f"in host memory and mixed on {device} in {len(self.blocks)} chunks of {self.columns:,} columns "
+                  f"({memory / GIB:.2f} GiB of device memory left for it: fusion.device_memory)", flush=True)
+
+    @staticmethod
+    def _columns(size: int, count: int, memory: int | None) -> int:
+        """Columns mixed at a time: all of them where the stack fits ``memory`` whole, else as many as fit."""
+        if memory is None or stack_bytes(size, count) <= memory:
+            return size
+        columns = chunk_columns(size, count, memory)
+        if columns < 1:
+            raise ValueError(f"fusion.device_memory: {memory / GIB:.2f} GiB of device memory left for the members' "
+                             f"stack (beside the model and its activations) cannot hold the mixed parameters "
+                             f"({4 * size / GIB:.2f} GiB) and a chunk of columns; raise it")
+        return columns
+
+    @property
+    def blocks(self) -> list[tuple[int, int]]:
+        """The (start, stop) column chunks a point is computed in: one where the stack is whole on the device."""
+        size = self.offsets[-1]
+        return [(start, min(start + self.columns, size)) for start in range(0, size, self.columns)]
 
     def _flatten_like_members(self, state: dict[str, torch.Tensor], what: str) -> torch.Tensor:
         shapes = dict(zip(self.float_names, self.shapes))
         if state.keys() != shapes.keys() | self.fixed.keys() or any(state[k].shape != s for k, s in shapes.items()):
             raise ValueError(f"{what} does not have the same tensors as the members")
-        return self._flatten(state, torch.empty_like(self.mixed))
+        return self._flatten(state, torch.empty(self.offsets[-1], dtype=torch.float32, **self._home))
 
     def _flatten(self, state: dict[str, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
         for name, start, stop in zip(self.float_names, self.offsets, self.offsets[1:]):
@@ -93,27 +128,53 @@ class MemberStack:
         if isinstance(point, Merge):
             if self.base is None:
                 raise ValueError(f"{point.method} merges task vectors: the stack needs the base model")
-            return point.vector(self.matrix, self.base, out=self.mixed)
+            return point.vector(self.matrix, self.base, out=self.mixed, blocks=self.blocks)
         if isinstance(point, Stored):
             if point.name not in self.stored:
                 raise ValueError(f"stage 2 kept no {point.name} state beside its members (finetune.ema_decay: null?)")
             return self.mixed.copy_(self.stored[point.name])
         weights = point.to(self.matrix)
         check_simplex(weights, len(self))
-        return torch.mv(self.matrix.t(), weights, out=self.mixed)
+        return self.combine(weights)
+
+    def combine(self, weights: torch.Tensor) -> torch.Tensor:
+        """Σ wᵢθᵢ of any weights (affine ones too: the landscape's plane) into the preallocated buffer, chunk by
+        chunk where the stack is in host memory."""
+        weights = weights.to(device=self.mixed.device, dtype=torch.float32)
+        with torch.no_grad():
+            for start, stop in self.blocks:
+                block = self.matrix[:, start:stop].to(self.mixed.device)
+                torch.mv(block.t(), weights, out=self.mixed[start:stop])
+        return self.mixed
 
     def mix(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """Σ wᵢθᵢ as a state dict of views into the preallocated buffer (overwritten by the next call)."""
         return self.state(self.parameters(weights))
 
     def state(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A state dict of views into a flat parameter vector (autograd flows through them)."""
+        """A state dict of views into a flat parameter vector (autograd flows through them), on the stack's
+        device: a vector computed from a chunked stack's host matrix (learned_soup's mix) is copied there."""
+        flat = flat.to(self.mixed.device)
         views = {name: flat[start:stop].view(shape)
                  for name, start, stop, shape in zip(self.float_names, self.offsets, self.offsets[1:], self.shapes)}
         return {**views, **self.fixed}
 
     def load_into(self, model: nn.Module, point: "torch.Tensor | Merge | Stored") -> None:
         load_member_state(model, self.state(self.parameters(point)))
+
+
+def stack_memory(device_memory: float | None, device: torch.device, model: nn.Module) -> int | None:
+    """The bytes of device memory a members' stack may take beside ``model`` (already on ``device``) and its
+    activations (``memory.SCORING_ACTIVATIONS`` copies of it): fusion.device_memory (GiB) less the two; where
+    it is null, what the CUDA device has free less the activations, and no limit on the CPU."""
+    model_bytes = sum(t.nbytes for t in itertools.chain(model.parameters(), model.buffers()))
+    activations = int(SCORING_ACTIVATIONS * model_bytes)
+    if device_memory is not None:
+        return int(device_memory * GIB) - model_bytes - activations
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free - activations
 
 
 class FusionObjective:
@@ -152,7 +213,7 @@ def one_hot(index: int, count: int) -> torch.Tensor:
 @dataclass
 class FusionContext:
     objective: FusionObjective | JournaledObjective  # a journaled one replays an interrupted run's evaluations
-    config: dict  # the method's declared settings of the `fusion` section (PARAMETERS)
+    config: dict  # the settings the method declares (PARAMETERS), under the names it declares (method_settings)
     seed: int
 
     @property
@@ -178,8 +239,10 @@ class FusionResult:
 
 
 METHODS: dict[str, Callable[[FusionContext], FusionResult]] = {}
-# The fusion.* settings each method reads (its FusionContext.config holds these only): a job gets exactly
-# them, so editing one reruns only the methods that read it.
+# The settings each method reads, declared with ``register``: a bare name is a fusion.* setting, a dotted one
+# ("optim.max_device_batch") that setting of another section. A fuse job gets exactly these (``setting_keys``),
+# so editing one reruns only the methods that read it; its FusionContext.config holds them under the declared
+# names (``method_settings``).
 PARAMETERS: dict[str, tuple[str, ...]] = {}
 BO_PARAMETERS = ("acquisition", "initial_points", "evaluations", "selection", "mc_samples", "restarts", "raw_samples")
 # Each task-vector merge's grid: its hyperparameter -> the fusion.* setting listing the values tried.
@@ -189,11 +252,27 @@ MERGE_GRIDS = {"task_arithmetic": {"scale": "merge_scales"},
 
 
 def register(name: str, parameters: tuple[str, ...] = ()):
+    """A fusion method, by name, and the settings it reads (``PARAMETERS``)."""
     def decorate(method):
         METHODS[name], PARAMETERS[name] = method, parameters
         return method
 
     return decorate
+
+
+def setting_keys(method: str) -> tuple[str, ...]:
+    """The config keys the settings ``method`` declares are read from (``bomf.config.job_settings``'s
+    ``section.name``); none for a method that is not registered here (an outer-loop baseline)."""
+    return tuple(p if "." in p else f"fusion.{p}" for p in PARAMETERS.get(method, ()))
+
+
+def method_settings(config: dict, method: str) -> dict:
+    """``method``'s FusionContext.config: each setting it declares, read from ``config``."""
+    settings = {}
+    for declared, key in zip(PARAMETERS[method], setting_keys(method)):
+        section, _, name = key.partition(".")
+        settings[declared] = config[section][name]
+    return settings
 
 
 @register("swa")
@@ -242,29 +321,36 @@ def greedy_soup(ctx: FusionContext) -> FusionResult:
     return FusionResult(uniform(soup, ctx.count), {"history": pd.DataFrame(tried)})
 
 
-@register("learned_soup", ("learned_soup_epochs", "learned_soup_lr"))
+@register("learned_soup", ("learned_soup_epochs", "learned_soup_lr", "optim.max_device_batch"))
 def learned_soup(ctx: FusionContext) -> FusionResult:
-    """Mixing weights softmax(a) learned by Adam on the validation loss (Wortsman et al.'s learned soup).
-    Gradients reach ``a`` through one fused parameter vector and one batch at a time, so memory stays that
-    of a single forward and backward pass of one model."""
+    """Mixing weights softmax(a) learned by Adam on the validation loss (Wortsman et al.'s learned soup), one
+    step per batch of ``optim.eval_batch_size`` examples. Gradients reach ``a`` through one fused parameter
+    vector: each batch's gradient with respect to it is accumulated over chunks of at most
+    ``optim.max_device_batch`` examples (weighted by their size, as training accumulates), then taken back
+    through the mix once, so memory stays that of a single forward and backward pass of one model on one chunk."""
     objective, stack = ctx.objective, ctx.objective.stack
     logits = torch.zeros(ctx.count, device=stack.matrix.device, requires_grad=True)
     optimizer = torch.optim.Adam([logits], lr=ctx.config["learned_soup_lr"])
     order = torch.Generator().manual_seed(ctx.seed)
-    batch_size, rows = objective.batch_size, []
+    batch_size, chunk_size, rows = objective.batch_size, ctx.config["optim.max_device_batch"], []
     for epoch in range(ctx.config["learned_soup_epochs"]):
         permutation = torch.randperm(len(objective.val), generator=order).tolist()
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=objective.device)  # read once an epoch: no sync a chunk
         for start in range(0, len(permutation), batch_size):
             indices = permutation[start:start + batch_size]
-            params = stack.state(torch.softmax(logits, 0) @ stack.matrix)
-            batch = objective.val.batch(indices, objective.device)
-            loss = torch.func.functional_call(objective.model, params, kwargs=batch).loss
-            loss.backward()
+            mixed = torch.softmax(logits, 0) @ stack.matrix
+            fused = mixed.detach().requires_grad_()  # the chunks' gradients gather here, before the mix
+            params = stack.state(fused)
+            for first in range(0, len(indices), chunk_size):
+                chunk = indices[first:first + chunk_size]
+                batch = objective.val.batch(chunk, objective.device)
+                loss = torch.func.functional_call(objective.model, params, kwargs=batch).loss
+                (loss * len(chunk) / len(indices)).backward()
+                total = total + loss.detach().double() * len(chunk)
+            mixed.backward(fused.grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            total += loss.item() * len(indices)
-        rows.append({"epoch": epoch, "val_loss": total / len(permutation)})
+        rows.append({"epoch": epoch, "val_loss": total.item() / len(permutation)})
     weights = torch.softmax(logits.detach(), 0).double().cpu()
     return FusionResult(weights / weights.sum(), {"history": pd.DataFrame(rows)})
 

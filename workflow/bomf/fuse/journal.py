@@ -1,6 +1,7 @@
-"""Every objective evaluation of a fusion search recorded, and replayed by a rerun of an interrupted job.
+"""Every objective evaluation of a scoring job (a fusion search, the oracle subset, the landscape) recorded,
+and replayed by a rerun of an interrupted job.
 
-Given a journal file, a rerun of an interrupted search replays the journaled evaluations and takes the
+Given a journal file, a rerun of an interrupted job replays the journaled evaluations, and a search takes the
 journaled BO points instead of proposing them again.
 """
 
@@ -18,8 +19,8 @@ class JournaledObjective:
     a ``path``, appended to a JSON-lines journal there, flushed and fsynced one line per evaluation.
 
     A rerun replays the journal: the k-th evaluation returns the k-th record when its point is exactly the
-    recorded one (JSON round-trips float64 exactly). Fusion methods are deterministic, so a rerun asks
-    for the same points in the same order; from the first mismatch on, the rest of the journal is stale
+    recorded one (JSON round-trips float64 exactly). Fusion methods, the oracle and the landscape are
+    deterministic, so a rerun asks for the same points in the same order; from the first mismatch on, the rest of the journal is stale
     and is dropped. The first line names what the journal was written for (``identity``); a journal written
     for anything else is discarded whole. Attributes other than calls are the wrapped objective's.
     """

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from ..tasks.models import load_member_state
-from .fusion import FusionObjective, MemberStack, one_hot
+from .fusion import FusionObjective, one_hot
+from .journal import JournaledObjective
 
 GRAM_BLOCK_ELEMENTS = 1 << 22  # float64 elements per block of columns (32 MiB) while accumulating the Gram
 AFFINE_TOLERANCE = 1e-6
@@ -134,29 +136,41 @@ def projected_points(plane: LandscapePlane, named_weights: dict[str, torch.Tenso
     return pd.DataFrame(rows, columns=["name", "alpha", "beta", "distance"])
 
 
+class AffineObjective(FusionObjective):
+    """The fusion objective at affine member weights (summing to 1, possibly negative): plane points lie off
+    the simplex, which ``MemberStack.parameters`` rejects, so they are mixed by ``MemberStack.combine``."""
+
+    @classmethod
+    def of(cls, objective: FusionObjective) -> "AffineObjective":
+        """The same members, model and split as ``objective``."""
+        return cls(objective.stack, objective.model, objective.val, objective.task, objective.batch_size,
+                   objective.device)
+
+    def fused_model(self, weights: torch.Tensor) -> nn.Module:
+        stack = self.stack
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (len(stack),) or abs(float(weights.sum()) - 1.0) > AFFINE_TOLERANCE:
+            raise ValueError(f"weights: {len(stack)} affine weights (summing to 1) expected, got {weights.tolist()}")
+        load_member_state(self.model, stack.state(stack.combine(weights)))
+        return self.model
+
+
 def grid_points(size: int, low: float, high: float) -> list[tuple[float, float]]:
     """size x size (α, β) points over [low, high]², β-major (rows of constant β)."""
     axis = np.linspace(low, high, size).tolist()
     return [(alpha, beta) for beta in axis for alpha in axis]
 
 
-def evaluate_points(stack: MemberStack, objective: FusionObjective, plane: LandscapePlane,
+def evaluate_points(objective: "AffineObjective | JournaledObjective", plane: LandscapePlane,
                     points: list[tuple[float, float]]) -> pd.DataFrame:
-    """Validation loss and metrics of the plane points: columns alpha, beta, then ``objective.names``.
-
-    Plane points are off the simplex, so the mix is written directly (``stack.mix`` would reject it).
-    """
-    rows = []
-    with torch.no_grad():
-        for alpha, beta in points:
-            weights = plane.weights_at(alpha, beta).to(stack.matrix)
-            torch.mv(stack.matrix.t(), weights, out=stack.mixed)
-            load_member_state(objective.model, stack.state(stack.mixed))
-            rows.append({"alpha": alpha, "beta": beta, **objective.score()})
+    """Validation loss and metrics of the plane points: columns alpha, beta, then ``objective.names``. Each
+    point is one call of ``objective`` at its affine weights (``weights_at``), so a journaled objective
+    records and replays every evaluation."""
+    rows = [{"alpha": alpha, "beta": beta, **objective(plane.weights_at(alpha, beta))} for alpha, beta in points]
     return pd.DataFrame(rows, columns=["alpha", "beta", *objective.names])
 
 
-def evaluate_landscape(stack: MemberStack, objective: FusionObjective, plane: LandscapePlane, size: int,
+def evaluate_landscape(objective: "AffineObjective | JournaledObjective", plane: LandscapePlane, size: int,
                        low: float, high: float) -> pd.DataFrame:
     """The size x size grid of ``grid_points`` evaluated by ``evaluate_points``."""
-    return evaluate_points(stack, objective, plane, grid_points(size, low, high))
+    return evaluate_points(objective, plane, grid_points(size, low, high))

@@ -1,6 +1,7 @@
 """The points a fusion method chooses, and their JSON: simplex weights over the members (a tensor), a task-vector
 merge (``merging.Merge``), or a state stage 2 kept beside the members (``Stored``: the EMA). A point is all a
-reader needs to rebuild the method's model from the members."""
+reader needs to rebuild the method's model from the members. The landscape's points are weight tensors too,
+affine ones (possibly negative)."""
 
 from dataclasses import dataclass
 

@@ -38,7 +38,7 @@ TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "s
 # Benchmark stages in pipeline order; unknown stages follow alphabetically under their own names.
 STAGE_LABELS = {
     "data": "Data preparation",
-    "model": "Model conversion (GGUF)",
+    "model": "Model preparation (hub download or GGUF conversion)",
     "hpo": "Stage 1: BO on the proxy",
     "hpo_full": "Stage 1: BO on the full model",
     "grid": "Grid fine-tunes",

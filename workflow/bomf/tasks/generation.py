@@ -17,11 +17,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..sources import resolve_model_source
+from .models import is_lora
 from .registry import TaskSpec
 from .splits import SplitData
 from .text_metrics import EXAMPLE_METRICS
 
 IGNORE = -100  # label of tokens the loss skips (prompt and padding), as transformers expects
+# Logits (positions × vocabulary) the scoring loss holds at once: 64 MiB in float32, whatever the batch.
+LOSS_CHUNK_LOGITS = 2 ** 24
+# Config fields of architectures that transform the LM head's logits (Gemma 2's soft-capping, Cohere's
+# scale): the chunked scoring loss applies the head alone, so such a model is refused when it is loaded.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale")
 
 
 class GenerationData(SplitData):
@@ -76,16 +82,15 @@ class GenerationData(SplitData):
     def references(self) -> list[list[str]]:
         return [example["references"] for example in self.examples]
 
-    def batch(self, indices, device: torch.device) -> dict[str, torch.Tensor]:
+    def collate(self, indices) -> dict[str, torch.Tensor]:
         """Right-padded loss sequences; ``model(**batch).loss`` is their token-weighted mean loss."""
         rows = [self.sequences[i] for i in indices]
         width = max(len(ids) for ids, _ in rows)
         input_ids = [ids + [self.pad_id] * (width - len(ids)) for ids, _ in rows]
         labels = [labels + [IGNORE] * (width - len(labels)) for _, labels in rows]
         attention_mask = [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]
-        return {"input_ids": torch.tensor(input_ids, device=device),
-                "attention_mask": torch.tensor(attention_mask, device=device),
-                "labels": torch.tensor(labels, device=device)}
+        return {"input_ids": torch.tensor(input_ids), "attention_mask": torch.tensor(attention_mask),
+                "labels": torch.tensor(labels)}
 
     def fingerprint(self) -> str:
         """sha256 of every loss sequence's token ids and labels (lengths included, so no two splits of the
@@ -121,16 +126,29 @@ class GenerationData(SplitData):
                                             skip_special_tokens=True)
         return [_first_line(text) for text in texts]
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, None]:
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
         """The mean over the batch's sequences of each sequence's mean token loss, so every example weighs the
-        same whatever its length (as the per-example mean of classification)."""
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        same whatever its length (as the per-example mean of classification).
+
+        The final hidden states are computed once; the LM head and the float32 cross-entropy then run over
+        chunks of the labelled positions (``LOSS_CHUNK_LOGITS`` logits at a time), so the batch's logits
+        (B·L·V of them, gigabytes for a large vocabulary) are never materialised."""
+        lm = model.get_base_model() if is_lora(model) else model  # a LoRA model's adapters are in its layers
+        hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  use_cache=False).last_hidden_state
         # Token t predicts token t + 1.
         labels = batch["labels"][:, 1:]
-        token_losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE,
-                                       reduction="none")
-        counts = (labels != IGNORE).sum(dim=1)
-        return (token_losses.sum(dim=1) / counts).mean().item(), None
+        rows, positions = (labels != IGNORE).nonzero(as_tuple=True)
+        targets = labels[rows, positions]
+        head = lm.get_output_embeddings()
+        step = max(1, LOSS_CHUNK_LOGITS // head.out_features)
+        token_losses = torch.cat([
+            F.cross_entropy(head(hidden[rows[start:start + step], positions[start:start + step]]).float(),
+                            targets[start:start + step], reduction="none")
+            for start in range(0, len(targets), step)])
+        sums = torch.zeros(len(labels), dtype=torch.float32, device=labels.device).index_add_(0, rows, token_losses)
+        counts = torch.bincount(rows, minlength=len(labels))
+        return (sums / counts).mean(), None
 
     def decode(self, outputs: list, model: nn.Module, batch_size: int, device: torch.device) -> list[str]:
         return self.generate(model, batch_size, device)
@@ -152,24 +170,36 @@ def encode(task: TaskSpec, examples: list[dict], tokenizer, max_length: int, set
                           expand_references=split == "train")
 
 
-def load_model(model_spec: dict, task: TaskSpec, proxy: bool) -> nn.Module:
+def load_model(model_spec: dict, task: TaskSpec, proxy: bool, base_dtype: torch.dtype) -> nn.Module:
     lora = model_spec["lora"]
-    return load_causal_lm(model_spec["source"], lora, lora["proxy_rank"] if proxy else lora["rank"])
+    return load_causal_lm(model_spec["source"], lora, lora["proxy_rank"] if proxy else lora["rank"], base_dtype)
 
 
-def load_causal_lm(source: str, lora: dict, rank: int) -> nn.Module:
-    """A causal LM with fresh LoRA adapters of ``rank`` on ``lora.target_modules``; only they train."""
+def load_causal_lm(source: str, lora: dict, rank: int, base_dtype: torch.dtype) -> nn.Module:
+    """A causal LM with fresh LoRA adapters of ``rank`` on ``lora.target_modules``; only they train. The frozen
+    base is loaded in ``base_dtype`` (``bomf.device.frozen_dtype``), the adapters are float32 whatever it is
+    (peft's ``autocast_adapter_dtype``): they are what members hold, what fusion mixes and what fp16's loss
+    scaler unscales. (A half-precision base rounds the adapters' random initialisation to its precision.)"""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(resolve_model_source(source), dtype=torch.float32)
+    base = plain_head(AutoModelForCausalLM.from_pretrained(resolve_model_source(source), dtype=base_dtype))
     config = LoraConfig(r=rank, lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                         target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
-    return get_peft_model(base, config)
+    return get_peft_model(base, config, autocast_adapter_dtype=True)
 
 
 def load_saved(model_dir: str | Path, task: TaskSpec) -> nn.Module:
     """The merged checkpoint ``models.save_model`` wrote (adapters folded into the base): an exported model."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return plain_head(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
+
+
+def plain_head(model: nn.Module) -> nn.Module:
+    """``model``, whose logits are its LM head's output (what ``GenerationData.forward`` computes)."""
+    for field in LOGIT_TRANSFORMS:
+        if getattr(model.config, field, None) is not None:
+            raise ValueError(f"{model.config.name_or_path}: its config sets {field}, a transform of the logits after "
+                             f"the LM head, which the generation loss does not apply; use a model without one")
+    return model

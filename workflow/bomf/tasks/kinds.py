@@ -5,11 +5,13 @@ A kind's declaration here is cheap to import (the config check and the Snakefile
 the workflow is parsed); its implementation is a module of its own, imported on first use, that defines
 
     encode(task, examples, tokenizer, max_length, settings, split) -> splits.SplitData
-    load_model(model_spec, task, proxy) -> nn.Module   # heads and adapters fresh; proxy = the stage-1 proxy
+    load_model(model_spec, task, proxy[, base_dtype]) -> nn.Module   # heads and adapters fresh; proxy: stage 1's
     load_saved(model_dir, task) -> nn.Module           # what models.save_model wrote (an export)
 
 both in float32 whatever the checkpoint was saved in (``torch_dtype`` in its config.json): transformers would
-otherwise load a bf16 or fp16 checkpoint as it is, and train and fuse it in half precision.
+otherwise load a bf16 or fp16 checkpoint as it is, and train and fuse it in half precision. A LoRA kind's
+(``model_family`` "causal_lm") ``load_model`` takes a fourth argument, ``base_dtype``, the dtype of its frozen
+base (``bomf.device.frozen_dtype``): float32 but where the run trains in bf16 or fp16 on CUDA.
 
 (``settings``: the kind's config section, or None). A new kind is that module, one entry in ``KINDS`` and
 its schema section.
@@ -19,6 +21,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
+from ..device import frozen_dtype
 from ..metrics import METRICS, REGRESSION_METRICS
 from .registry import TaskSpec
 
@@ -41,11 +44,17 @@ class TaskKind:
         settings = config[self.settings_section] if self.settings_section else None
         return self.implementation.encode(task, examples, tokenizer, max_length, settings, split)
 
-    def load_model(self, model_spec: dict, task: TaskSpec, device, proxy: bool = False):
+    def load_model(self, model_spec: dict, task: TaskSpec, device, proxy: bool = False, precision: str = "fp32"):
         """The model this kind fine-tunes, from a catalog entry, on ``device``: the one place a job's model is
-        put on its device (its batches: ``SplitData.batch``). Heads and LoRA matrices draw from torch's global
-        RNG: seed it before calling."""
-        return self.implementation.load_model(model_spec, task, proxy).to(device)
+        put on its device (its batches: ``SplitData.batch``). ``precision``: the run's training precision
+        (``bomf.device.Compute.training``), given by every job of the run, training or scoring, so all of them
+        hold a LoRA model's frozen base alike. Heads and LoRA matrices draw from torch's global RNG: seed it
+        before calling."""
+        if self.model_family == "causal_lm":  # LoRA: a frozen base beside the adapters that train
+            model = self.implementation.load_model(model_spec, task, proxy, frozen_dtype(device, precision))
+        else:  # fine-tuned in full: nothing is frozen for good
+            model = self.implementation.load_model(model_spec, task, proxy)
+        return model.to(device)
 
     def load_saved(self, model_dir, task: TaskSpec):
         return self.implementation.load_saved(model_dir, task)

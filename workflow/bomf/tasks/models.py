@@ -63,12 +63,13 @@ def load_member_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def save_model(model: nn.Module, tokenizer, out_dir: str | Path) -> nn.Module:
     """A regular transformers checkpoint with its tokenizer in ``out_dir``; a LoRA model also keeps its adapter
-    in ``out_dir``/adapter and is merged into its base for the checkpoint (the model is consumed). Returns
-    the model saved."""
+    in ``out_dir``/adapter and is merged into its base for the checkpoint (the model is consumed), in float32:
+    a base held in half precision (``bomf.device.frozen_dtype``) is widened, exactly, before the merge.
+    Returns the model saved."""
     out_dir = Path(out_dir)
     if is_lora(model):
         model.save_pretrained(out_dir / "adapter")
-        model = model.merge_and_unload()
+        model = model.float().merge_and_unload()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return model

@@ -65,13 +65,13 @@ class QAData(SplitData):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def batch(self, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """Model kwargs for these features, padded to their longest; ``model(**batch).loss`` is their mean loss."""
         rows = [{key: values[i] for key, values in self.inputs.items()} for i in indices]
         padded = self.tokenizer.pad(rows, return_tensors="pt")
         padded["start_positions"] = self.start_positions[indices]
         padded["end_positions"] = self.end_positions[indices]
-        return {key: value.to(device) for key, value in padded.items()}
+        return dict(padded)
 
     def fingerprint(self) -> str:
         """sha256 of every feature's tokens and answer positions: identifies the encoded split."""
@@ -86,13 +86,13 @@ class QAData(SplitData):
     def references(self) -> list[list[str]]:
         return [list(e["answers"]["text"]) for e in self.examples]
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, tuple]:
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple]:
         out = model(**batch)
-        logits = (out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy())
-        return out.loss.float().item(), logits
+        return out.loss.float(), (out.start_logits.float(), out.end_logits.float())
 
     def decode(self, outputs: list[tuple], model: nn.Module, batch_size: int, device: torch.device) -> list[str]:
         """The predicted answer of each example ("" for no answer)."""
+        outputs = [(starts.cpu().numpy(), ends.cpu().numpy()) for starts, ends in outputs]
         return self.predictions([row for starts, _ in outputs for row in starts],
                                 [row for _, ends in outputs for row in ends])
 

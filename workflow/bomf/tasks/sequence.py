@@ -37,11 +37,11 @@ class SequenceData(SplitData):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, indices, device: torch.device) -> dict[str, torch.Tensor]:
+    def collate(self, indices) -> dict[str, torch.Tensor]:
         rows = [{key: values[i] for key, values in self.features.items()} for i in indices]
         padded = self.tokenizer.pad(rows, return_tensors="pt")
         padded["labels"] = self.labels[indices]
-        return {key: value.to(device) for key, value in padded.items()}
+        return dict(padded)
 
     @property
     def references(self) -> list:
@@ -52,14 +52,14 @@ class SequenceData(SplitData):
         digest.update(self.labels.numpy().tobytes())
         return digest.hexdigest()
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(**batch)
-        return out.loss.float().item(), out.logits.float().cpu()
+        return out.loss.float(), out.logits.float()
 
     def decode(self, outputs: list[torch.Tensor], model: nn.Module, batch_size: int,
                device: torch.device) -> np.ndarray:
         """Class ids, or scores for regression."""
-        logits = torch.cat(outputs)
+        logits = torch.cat(outputs).cpu()
         return logits.squeeze(-1).numpy() if self.is_regression else logits.argmax(-1).numpy()
 
     def score(self, metrics: list[str], predictions: np.ndarray) -> dict[str, float]:

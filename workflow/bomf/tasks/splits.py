@@ -8,6 +8,9 @@ those into one prediction per example.
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import torch
 from torch import nn
@@ -20,8 +23,31 @@ class SplitData(ABC):
     def __len__(self) -> int: ...
 
     @abstractmethod
+    def collate(self, indices) -> dict[str, torch.Tensor]:
+        """Model kwargs for these units (CPU tensors), labels included: ``model(**batch).loss`` is their mean
+        loss."""
+
     def batch(self, indices, device: torch.device) -> dict[str, torch.Tensor]:
-        """Model kwargs for these units, labels included: ``model(**batch).loss`` is their mean loss."""
+        """``collate``'s batch on ``device``."""
+        return {key: value.to(device) for key, value in self.collate(indices).items()}
+
+    def batches(self, index_lists: Iterable, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+        """The batch of each index list in turn. On CUDA a worker thread collates the next two into pinned
+        memory while the device computes (what a GPU job's extra CPUs are for), and each is copied without
+        blocking; on the CPU they are collated in line, leaving the cores to the model."""
+        index_lists = iter(index_lists)
+        if device.type != "cuda":
+            yield from (self.batch(indices, device) for indices in index_lists)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="collate") as worker:
+            pending = [worker.submit(self._pinned, indices) for indices in islice(index_lists, 2)]
+            while pending:
+                host = pending.pop(0).result()
+                pending += [worker.submit(self._pinned, indices) for indices in islice(index_lists, 1)]
+                yield {key: value.to(device, non_blocking=True) for key, value in host.items()}
+
+    def _pinned(self, indices) -> dict[str, torch.Tensor]:
+        return {key: value.pin_memory() for key, value in self.collate(indices).items()}
 
     @abstractmethod
     def fingerprint(self) -> str:
@@ -33,8 +59,9 @@ class SplitData(ABC):
         """Per example, what its prediction is scored against (a label, a score, answer or reference texts)."""
 
     @abstractmethod
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, object]:
-        """The batch's mean loss per unit, and what ``decode`` needs of the model's output."""
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, object]:
+        """The batch's mean loss per unit (a float32 scalar on the device, read once per evaluation), and what
+        ``decode`` needs of the model's output (left on the device: ``decode`` copies it once)."""
 
     @abstractmethod
     def decode(self, outputs: list, model: nn.Module, batch_size: int, device: torch.device) -> list:
@@ -47,17 +74,19 @@ class SplitData(ABC):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, metrics: list[str], batch_size: int,
                  device: torch.device) -> tuple[dict[str, float], list]:
-        """Mean loss over the split's units, the metrics over its examples, and each example's prediction."""
+        """Mean loss over the split's units, the metrics over its examples, and each example's prediction. The
+        loss is summed on the device (in float64, as Python summed it) and read once: one synchronisation."""
         was_training = model.training
         model.eval()
         try:
             total_loss, outputs = 0.0, []
-            for start in range(0, len(self), batch_size):
-                indices = list(range(start, min(start + batch_size, len(self))))
-                loss, output = self.forward(model, self.batch(indices, device))
-                total_loss += loss * len(indices)
+            index_lists = [list(range(start, min(start + batch_size, len(self))))
+                           for start in range(0, len(self), batch_size)]
+            for indices, batch in zip(index_lists, self.batches(index_lists, device)):
+                loss, output = self.forward(model, batch)
+                total_loss = total_loss + loss.double() * len(indices)
                 outputs.append(output)
             predictions = self.decode(outputs, model, batch_size, device)
         finally:
             model.train(was_training)
-        return {"loss": total_loss / len(self), **self.score(metrics, predictions)}, predictions
+        return {"loss": float(total_loss) / len(self), **self.score(metrics, predictions)}, predictions

@@ -9,6 +9,7 @@ validation primary metric over its epochs.
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.quasirandom import SobolEngine
@@ -18,6 +19,7 @@ from ..runtime import seed_everything, seed_rngs, torch_threads
 from ..settings import OptimConfig, hyperparameters
 from ..tasks.kinds import kind_of
 from ..tasks.models import trainable_fraction
+from .resume import ResumeDirectory, checkpointed, training_identity
 from .training import fine_tune
 
 INTEGER_PARAMS = frozenset({"batch_size"})
@@ -118,16 +120,29 @@ def trial_loss(trajectory: list[dict], primary_metric: str) -> float:
 
 
 def run_trial(model_spec: dict, task, data: dict, params: dict, optim_config: dict, proxy: bool,
-              epochs: int, seed: int, device, precision: str = "fp32") -> HpoTrial:
+              epochs: int, seed: int, device, precision: str = "fp32", staging_dir: str | Path | None = None,
+              checkpoint_seconds: float | None = None) -> HpoTrial:
     """Train with ``params`` (the stage-1 proxy of ``model_spec`` if ``proxy``) in ``precision``
-    (``bomf.device``); the trial's record."""
+    (``bomf.device``); the trial's record. Given a ``staging_dir``, the trial resumes from the state there and
+    writes one every ``checkpoint_seconds`` and on SLURM's signal (``train.resume``)."""
+    hp = hyperparameters(optim_config, params)
+    identity = training_identity(model_spec, data, seed, device, precision, hyperparameters=vars(hp),
+                                 optim=optim_config, proxy=proxy, epochs=epochs)
+    resume = ResumeDirectory(staging_dir, identity) if staging_dir is not None else None
+    resumed = resume.resume if resume is not None else None
+    if resumed is not None:
+        print(f"resumed from step {resumed.step}", flush=True)
     seed_everything(seed)
-    model = kind_of(task).load_model(model_spec, task, device, proxy=proxy)
-    started = time.perf_counter()
-    trajectory = fine_tune(model, data["train"], data["val"], task, hyperparameters(optim_config, params),
-                           OptimConfig.from_config(optim_config), epochs, seed, device, progress="trial",
-                           precision=precision)
-    return HpoTrial(params, score=trial_score(trajectory, task.primary_metric),
-                    loss=trial_loss(trajectory, task.primary_metric), metric=task.primary_metric, proxy=proxy,
-                    trainable_fraction=trainable_fraction(model), epochs=epochs,
-                    seconds=round(time.perf_counter() - started, 3), trajectory=trajectory)
+    model = kind_of(task).load_model(model_spec, task, device, proxy=proxy, precision=precision)
+    started = time.perf_counter() - (resumed.elapsed if resumed is not None else 0.0)
+    with checkpointed(resume, checkpoint_seconds) as resumable:
+        trajectory = fine_tune(model, data["train"], data["val"], task, hp, OptimConfig.from_config(optim_config),
+                               epochs, seed, device, progress="trial", precision=precision,
+                               state_at_evaluations=False, **resumable)
+    trial = HpoTrial(params, score=trial_score(trajectory, task.primary_metric),
+                     loss=trial_loss(trajectory, task.primary_metric), metric=task.primary_metric, proxy=proxy,
+                     trainable_fraction=trainable_fraction(model), epochs=epochs,
+                     seconds=round(time.perf_counter() - started, 3), trajectory=trajectory)
+    if resume is not None:
+        resume.remove()
+    return trial

@@ -7,7 +7,7 @@ epochs) and stage 2 (the full run that saves members), so both see exactly the s
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -116,15 +116,16 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
               progress: str = "train", resume: TrainingState | None = None,
               on_state: Callable[[TrainingState], None] | None = None,
               average: ExponentialAverage | None = None, precision: str = "fp32",
-              checkpoint_seconds: float | None = None, stop_requested: Callable[[], bool] | None = None) -> list[dict]:
+              checkpoint_seconds: float | None = None, stop_requested: Callable[[], bool] | None = None,
+              state_at_evaluations: bool = True) -> list[dict]:
     """Train ``model`` (on ``device`` already: ``TaskKind.load_model``) with AdamW + warmup schedule, forward
     passes autocast to ``precision`` (``bomf.device``: bf16, fp16 with a loss scaler, or fp32; parameters
     stay float32), and return one trajectory row per evaluation.
 
     Evaluations happen at ``eval_steps`` (default: the end of every epoch); ``on_eval`` receives each one,
-    which is how stage 2 saves its members, and then ``on_state`` receives the state to ``resume`` from; it
-    also receives one every ``checkpoint_seconds`` of training, and one when ``stop_requested()`` turns true,
-    after which training raises TrainingStopped. ``average`` is updated after every optimizer step. A diverged
+    which is how stage 2 saves its members, and then (``state_at_evaluations``) ``on_state`` receives the
+    state to ``resume`` from; it also receives one every ``checkpoint_seconds`` of training, and one when
+    ``stop_requested()`` turns true, after which training raises TrainingStopped. ``average`` is updated after every optimizer step. A diverged
     run (non-finite loss) stops early with NaN scores.
     """
     metrics = list(task.metrics)
@@ -164,10 +165,15 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
     for epoch in range(first_epoch, epochs):
         epoch_order = order.get_state()
         permutation = torch.randperm(len(train), generator=order).tolist()
-        for start in batch_starts[finished_batches if epoch == first_epoch else 0:]:
-            batch = permutation[start:start + hp.batch_size]
-            loss_value = _accumulate_gradients(model, train, batch, optim.max_device_batch, device, precision,
-                                               scaler)
+        # Each optimizer batch in device batches of at most max_device_batch examples, and those of the whole
+        # epoch as one stream (``SplitData.batches``), so the next is prepared while the device computes.
+        steps = [[batch[start:start + optim.max_device_batch] for start in range(0, len(batch), optim.max_device_batch)]
+                 for batch in (permutation[start:start + hp.batch_size]
+                               for start in batch_starts[finished_batches if epoch == first_epoch else 0:])]
+        chunks = train.batches((chunk for step_chunks in steps for chunk in step_chunks), device)
+        for step_chunks in steps:
+            loss_value = _accumulate_gradients(model, chunks, [len(chunk) for chunk in step_chunks], device,
+                                               precision, scaler)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -193,7 +199,7 @@ def fine_tune(model: nn.Module, train: SplitData, val: SplitData, task: TaskSpec
                     on_eval(len(trajectory) - 1, step, model, row)
             stopping = stop_requested is not None and stop_requested()
             due = checkpoint_seconds is not None and time.perf_counter() - last_state >= checkpoint_seconds
-            if on_state is not None and (step in eval_steps or stopping or due):
+            if on_state is not None and ((state_at_evaluations and step in eval_steps) or stopping or due):
                 on_state(training_state())
                 last_state = time.perf_counter()
             if stopping:
@@ -219,18 +225,18 @@ def _restore(state: TrainingState, model: nn.Module, optimizer, scheduler, order
         torch.cuda.set_rng_state(state.cuda_rng, device)
 
 
-def _accumulate_gradients(model, train: SplitData, batch: list[int], max_device_batch: int, device,
+def _accumulate_gradients(model, chunks: Iterator[dict[str, torch.Tensor]], chunk_sizes: list[int], device,
                           precision: str, scaler) -> float:
-    """Forward/backward one optimizer batch in chunks that fit the device; returns the batch's mean loss. The
-    loss is summed on the device (in float64, as Python summed it) and read once: one synchronisation a step."""
-    total = 0.0
-    for start in range(0, len(batch), max_device_batch):
-        chunk = batch[start:start + max_device_batch]
+    """Forward/backward one optimizer batch, the next ``len(chunk_sizes)`` device batches of ``chunks``; returns
+    the batch's mean loss. The loss is summed on the device (in float64, as Python summed it) and read once:
+    one synchronisation a step."""
+    total, batch_size = 0.0, sum(chunk_sizes)
+    for size, batch in zip(chunk_sizes, chunks):
         with training_autocast(device, precision):
-            loss = model(**train.batch(chunk, device)).loss
-        scaler.scale(loss * len(chunk) / len(batch)).backward()
-        total = total + loss.detach().double() * len(chunk)
-    return float(total) / len(batch)
+            loss = model(**batch).loss
+        scaler.scale(loss * size / batch_size).backward()
+        total = total + loss.detach().double() * size
+    return float(total) / batch_size
 
 
 def _row(step: int, epoch: int, progress_epochs: float, train_loss: float, scores: dict, started: float) -> dict:
