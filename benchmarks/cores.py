@@ -34,7 +34,8 @@ tokenizer = load_tokenizer(source)
 data = {"train": SequenceData(rows[:train], tokenizer, 128, task), "val": SequenceData(rows[train:train + val], tokenizer, 128, task)}
 optim = {"weight_decay": 0.1, "warmup_ratio": 0.2, "schedule": "linear", "adam_eps": 1e-6, "adam_betas": [0.9, 0.98],
          "max_device_batch": 32, "eval_batch_size": 64}
-record = run_trial({"source": source, "max_length": 128, "proxy_frozen_layers": 3}, task, data,
+record = run_trial({"source": source, "max_length": 128, "proxy_frozen_layers": 3, "proxy_frozen_embeddings": False},
+                   task, data,
                    {"learning_rate": 1e-4, "batch_size": 16}, optim, True, 1, 0, torch.device("cpu"))
 print(f"score {record.score:.4f} trial {record.seconds:.1f}s process {time.perf_counter() - started:.1f}s")
 """

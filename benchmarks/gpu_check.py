@@ -324,7 +324,8 @@ class Check:
         import pandas as pd
 
         from bomf.records import MemberManifest
-        from bomf.train.members import STATE_FILE, load_members
+        from bomf.train.members import load_members
+        from bomf.train.resume import STATE_FILE
 
         config = self.config()
         started = time.perf_counter()

@@ -2,16 +2,18 @@
 
 At each hyperparameter point (learning rates log-spaced over [--lr-low, --lr-high] × batch sizes) a
 stage-1 trial (``bomf.train.hpo.run_trial``: seeded model, ``fine_tune``, validation every epoch, score = best
-validation accuracy) is run twice on the real all-MiniLM-L6-v2 and SST-2: with the proxy (config.yaml's
-minilm entry: lowest ``proxy_frozen_layers`` = 3 of 6 layers frozen; embeddings, upper layers and head
-train) and with the full model; the optim section is config.yaml's too. Proxy and full trials alternate,
-so a slow spell of a shared machine hits both. Reported: each point's trial seconds and scores, the time
-ratio, and Spearman's ρ between proxy and full-model scores over the points (the paper's claim: the proxy's
-best learning rate is the full model's).
+validation primary metric) is run three times on the real all-MiniLM-L6-v2 and a GLUE task (--task): the
+paper's proxy (config.yaml's minilm entry: lowest ``proxy_frozen_layers`` = 3 of 6 layers frozen; embeddings,
+upper layers and head train), the proxy with its embeddings frozen too (``proxy_frozen_embeddings: true``: the
+backward pass stops at layer 4), and the full model; the optim section is config.yaml's too. The three
+alternate at every point, so a slow spell of a shared machine hits all alike. Reported: each point's trial
+seconds and scores, each proxy's time ratio to the full model, Spearman's ρ between its scores and the full
+model's over the points, and the point each would choose (the paper's claim: the proxy's best is the full
+model's).
 
-Run (≈8 min on 2 cores with the defaults: 12 trials of 300 examples × 2 epochs, 200 validation):
+Run (≈9 min a task on one core with the defaults: 18 trials of 300 examples × 2 epochs, 200 validation):
 
-    .venv/bin/python benchmarks/proxy.py --train 300 --val 200 --epochs 2 --learning-rates 3 \
+    .venv/bin/python benchmarks/proxy.py --task sst2 --train 300 --val 200 --epochs 2 --learning-rates 3 \
         --lr-low 2e-5 --lr-high 3e-4 --batch-sizes 16 32
 """
 
@@ -35,6 +37,7 @@ from bomf.train.hpo import run_trial
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = REPO.parent / "shared" / "data" / "glue"
 CPU = torch.device("cpu")
+FOLDERS = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA"}
 
 
 def rho(a: list[float], b: list[float]) -> str:
@@ -46,8 +49,9 @@ def rho(a: list[float], b: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train", type=int, default=300, help="SST-2 training examples (seeded subsample)")
-    parser.add_argument("--val", type=int, default=200, help="validation examples carved out of SST-2 train")
+    parser.add_argument("--task", default="sst2", choices=sorted(FOLDERS))
+    parser.add_argument("--train", type=int, default=300, help="training examples (seeded subsample)")
+    parser.add_argument("--val", type=int, default=200, help="validation examples carved out of the task's train")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--learning-rates", type=int, default=3, help="count, log-spaced over [lr-low, lr-high]")
     parser.add_argument("--lr-low", type=float, default=2e-5)
@@ -62,52 +66,49 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     config = yaml.safe_load(args.config.read_text())
-    model_spec, optim = config["model_catalog"]["minilm"], config["optim"]
-    task = GLUE_TASKS["sst2"]
-    examples = read_glue_tsv(task, args.glue_dir / "SST-2" / "train.tsv")
+    entry, optim = config["model_catalog"]["minilm"], config["optim"]
+    sides = {"proxy": {**entry, "proxy_frozen_embeddings": False},
+             "proxy, embeddings frozen": {**entry, "proxy_frozen_embeddings": True}, "full": entry}
+    task = GLUE_TASKS[args.task]
+    examples = read_glue_tsv(task, args.glue_dir / FOLDERS[args.task] / "train.tsv")
     splits = make_splits(examples, examples[:1], {"split_seed": 0, "val_size": args.val, "max_train": args.train,
                                                   "max_test": 1})
-    tokenizer = load_tokenizer(model_spec["source"])
-    data = {name: SequenceData(splits[name], tokenizer, model_spec["max_length"], task) for name in ("train", "val")}
+    tokenizer = load_tokenizer(entry["source"])
+    data = {name: SequenceData(splits[name], tokenizer, entry["max_length"], task) for name in ("train", "val")}
     rates = np.geomspace(args.lr_low, args.lr_high, args.learning_rates).tolist()
     points = [{"learning_rate": lr, "batch_size": bs} for bs in args.batch_sizes for lr in rates]
-    majority = max(np.mean(data["val"].labels.numpy()), 1 - np.mean(data["val"].labels.numpy()))
+    metric = task.primary_metric
 
-    print(f"MiniLM-L6 SST-2: {len(data['train'])} train / {len(data['val'])} val (majority class {majority:.3f}), "
-          f"{args.epochs} epoch(s), proxy = lowest {model_spec['proxy_frozen_layers']} layers frozen, "
-          f"{torch.get_num_threads()} torch thread(s)", flush=True)
-    print(f"{'lr':>8} {'bs':>3} | {'proxy s':>8} {'full s':>7} {'ratio':>6} | {'proxy acc':>9} {'full acc':>8} | "
-          f"{'proxy loss':>10} {'full loss':>9}", flush=True)
-    rows, started = [], time.perf_counter()
+    print(f"MiniLM-L6 {args.task}: {len(data['train'])} train / {len(data['val'])} val, {args.epochs} epoch(s), "
+          f"proxy = lowest {entry['proxy_frozen_layers']} layers frozen, {torch.get_num_threads()} torch thread(s)",
+          flush=True)
+    print(f"{'lr':>8} {'bs':>3} | " + " | ".join(f"{name}: s, {metric}, loss" for name in sides), flush=True)
+    results, started = {name: [] for name in sides}, time.perf_counter()
     for point in points:
-        record = {}
-        for proxy in (True, False):
-            trial = run_trial(model_spec, task, data, point, optim, proxy, args.epochs, args.seed, CPU)
+        for name, spec in sides.items():
+            trial = run_trial(spec, task, data, point, optim, name != "full", args.epochs, args.seed, CPU)
             losses = [r["val_loss"] for r in trial.trajectory if math.isfinite(r["val_loss"])]
-            record[proxy] = {"seconds": trial.seconds, "score": trial.score,
-                             "loss": min(losses) if losses else math.nan, "fraction": trial.trainable_fraction}
-        rows.append((point, record))
-        p, f = record[True], record[False]
-        print(f"{point['learning_rate']:>8.1e} {point['batch_size']:>3} | {p['seconds']:>8.1f} {f['seconds']:>7.1f} "
-              f"{p['seconds'] / f['seconds']:>6.2f} | {p['score']:>9.3f} {f['score']:>8.3f} | "
-              f"{p['loss']:>10.3f} {f['loss']:>9.3f}", flush=True)
+            results[name].append({"seconds": trial.seconds, "score": trial.score,
+                                  "loss": min(losses) if losses else math.nan, "fraction": trial.trainable_fraction})
+        print(f"{point['learning_rate']:>8.1e} {point['batch_size']:>3} | " + " | ".join(
+            f"{r[-1]['seconds']:6.1f} {r[-1]['score']:.3f} {r[-1]['loss']:.3f}" for r in results.values()), flush=True)
 
-    proxy_seconds = sum(r[True]["seconds"] for _, r in rows)
-    full_seconds = sum(r[False]["seconds"] for _, r in rows)
-    proxy_scores, full_scores = [r[True]["score"] for _, r in rows], [r[False]["score"] for _, r in rows]
-    proxy_losses, full_losses = [r[True]["loss"] for _, r in rows], [r[False]["loss"] for _, r in rows]
+    def best(rows: list[dict]) -> dict:  # ties on the metric go to the lower loss
+        return points[max(range(len(points)), key=lambda i: (rows[i]["score"], -rows[i]["loss"]))]
 
-    def best(scores: list[float], losses: list[float]) -> dict:  # ties on accuracy go to the lower loss
-        return points[max(range(len(points)), key=lambda i: (scores[i], -losses[i]))]
-
-    print(f"trainable fraction: proxy {rows[0][1][True]['fraction']:.3f}, full {rows[0][1][False]['fraction']:.3f}")
-    print(f"trial time proxy / full: {proxy_seconds / full_seconds:.2f} ({proxy_seconds:.0f} s vs {full_seconds:.0f} s "
-          f"over {len(points)} points)")
-    print(f"Spearman ρ proxy vs full, best val accuracy: {rho(proxy_scores, full_scores)}")
-    print(f"Spearman ρ proxy vs full, best val loss:     {rho(proxy_losses, full_losses)}")
-    bp, bf = best(proxy_scores, proxy_losses), best(full_scores, full_losses)
-    print(f"best point: proxy lr {bp['learning_rate']:.1e} bs {bp['batch_size']}, "
-          f"full lr {bf['learning_rate']:.1e} bs {bf['batch_size']}; total {time.perf_counter() - started:.0f} s")
+    full = results["full"]
+    chosen = best(full)
+    print(f"full model: {sum(r['seconds'] for r in full):.0f} s over {len(points)} points, best point lr "
+          f"{chosen['learning_rate']:.1e} bs {chosen['batch_size']}")
+    for name in ("proxy", "proxy, embeddings frozen"):
+        rows = results[name]
+        point = best(rows)
+        print(f"{name}: trainable fraction {rows[0]['fraction']:.3f}; trial time / full "
+              f"{sum(r['seconds'] for r in rows) / sum(r['seconds'] for r in full):.2f}; Spearman ρ vs full, "
+              f"{metric}: {rho([r['score'] for r in rows], [r['score'] for r in full])}, loss: "
+              f"{rho([r['loss'] for r in rows], [r['loss'] for r in full])}; best point lr "
+              f"{point['learning_rate']:.1e} bs {point['batch_size']} ({'the same' if point == chosen else 'another'})")
+    print(f"total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def test_candidate_subsets(count, limit, expected, search):
 def test_train_keeping_best_keeps_the_best_checkpoint_and_averages_the_member_steps(tiny_model_dir, rte):
     finetune = {"epochs": 2, "members": 3, "start_fraction": 0.5}
     params = {"learning_rate": 5e-4, "batch_size": 8}
-    record, best_state = train_keeping_best({"source": str(tiny_model_dir)}, RTE, rte, params, OPTIM, finetune, 1, 0, CPU)
+    spec = {"source": str(tiny_model_dir), "proxy_frozen_embeddings": False}
+    record, best_state = train_keeping_best(spec, RTE, rte, params, OPTIM, finetune, 1, 0, CPU)
 
     rows = record.trajectory
     # End of both epochs (6 and 12 steps) and the member steps 8, 10, 12 are scored.

@@ -401,7 +401,7 @@ def test_a_fuse_job_gets_the_settings_its_method_declares_from_any_section(tiny_
 
     from bomf.config import job_settings, validate_config
     from bomf.device import COMPUTE_SETTINGS
-    from bomf.fuse.fusion import method_settings, setting_keys
+    from bomf.fuse.methods import method_settings, setting_keys
 
     config = validate_config(tiny_config(tiny_model_dir))
     edited = validate_config(tiny_config(tiny_model_dir, optim={"max_device_batch": 3}))
@@ -500,3 +500,14 @@ def test_stack_memory_leaves_room_for_the_model_and_its_activations(tiny_model_d
         cuda = torch.device("cuda")
         assert stack_memory(None, cuda, model.to(cuda)) == 3 * GIB - activations
         assert stack_memory(2.0, cuda, model) == 2 * GIB - weights - activations
+
+
+def test_every_declared_fusion_method_is_implemented_and_only_those():
+    """bomf.fuse.methods declares the methods (no torch: the Snakefile reads it); fusion registers each one's
+    implementation under its name, and refuses a name not declared there."""
+    from bomf.fuse.fusion import register
+    from bomf.fuse.methods import SETTINGS
+
+    assert set(METHODS) == set(SETTINGS)
+    with pytest.raises(ValueError, match="'my_method' is not declared in bomf.fuse.methods.SETTINGS"):
+        register("my_method")

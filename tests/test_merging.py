@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bomf.fuse.fusion import METHODS, PARAMETERS, FusionContext, FusionObjective, MemberStack
+from bomf.fuse.fusion import METHODS, FusionContext, FusionObjective, MemberStack
+from bomf.fuse.methods import SETTINGS as DECLARED
 from bomf.fuse.journal import JournaledObjective
 from bomf.fuse.merging import MERGES, Merge
 from bomf.fuse.points import point_of
@@ -67,7 +68,7 @@ SETTINGS = {"merge_scales": [0.5, 1.0], "ties_densities": [0.3, 1.0], "dare_drop
 
 @pytest.mark.parametrize("method", ["task_arithmetic", "ties", "dare"])
 def test_a_merge_method_chooses_its_grid_point_on_validation(method, merge_objective, tmp_path):
-    config = {key: SETTINGS[key] for key in PARAMETERS[method]}
+    config = {key: SETTINGS[key] for key in DECLARED[method]}
     journal = tmp_path / "journal.jsonl"
     objective = JournaledObjective(merge_objective, journal, {"method": method})
     result = METHODS[method](FusionContext(objective, config, seed=0))
@@ -105,6 +106,6 @@ def test_a_merge_needs_the_base_model(base_and_members):
 
 
 def test_history_columns_name_the_hyperparameters(merge_objective):
-    result = METHODS["ties"](FusionContext(merge_objective, {key: SETTINGS[key] for key in PARAMETERS["ties"]}, 0))
+    result = METHODS["ties"](FusionContext(merge_objective, {key: SETTINGS[key] for key in DECLARED["ties"]}, 0))
     assert isinstance(result.tables["history"], pd.DataFrame)
     assert {"density", "scale", "loss", "accuracy", "chosen"} <= set(result.tables["history"].columns)

@@ -67,6 +67,19 @@ def test_dry_run_plans_every_stage(tmp_path, tiny_model_dir):
     assert planned == RULES, result.stdout
 
 
+def test_the_snakefile_and_the_config_check_import_neither_torch_nor_botorch(tmp_path, tiny_model_dir):
+    """Every cluster job parses the Snakefile again: parsing it (the config check, job settings, memory from the
+    model's files) must not pay torch's import."""
+    config = write_tiny_config(tmp_path / "config.yaml", tiny_model_dir)
+    command = [sys.executable, "-X", "importtime", *SNAKEMAKE[1:], "--directory", str(tmp_path), "--configfile",
+               str(config), "--cores", "1", "-n", "--quiet", "rules", "all"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "bomf.config" in imported and "bomf.memory" in imported
+    assert not imported & {"torch", "botorch", "transformers"}
+
+
 def test_the_cluster_profile_names_only_rules_of_the_workflow():
     """A rule renamed without its set-resources entry would silently lose its GPU partition on a cluster."""
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())

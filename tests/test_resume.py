@@ -230,7 +230,8 @@ def test_a_killed_stage1_trial_resumes_to_the_same_record(tiny_model_dir, rte, t
                                                           states):
     """A proxy trial (2 epochs of 4 steps) killed after its states-th periodic state (here: after every step)
     resumes from it and records what the uninterrupted trial records."""
-    spec, params = {"source": str(tiny_model_dir), "proxy_frozen_layers": 1}, {"learning_rate": 1e-3, "batch_size": 8}
+    spec = {"source": str(tiny_model_dir), "proxy_frozen_layers": 1, "proxy_frozen_embeddings": False}
+    params = {"learning_rate": 1e-3, "batch_size": 8}
 
     def trial(staging):
         return run_trial(spec, RTE, rte, params, JOB_OPTIM, True, 2, 0, CPU, staging_dir=staging, checkpoint_seconds=1e-9)
@@ -257,8 +258,9 @@ def test_a_killed_grid_run_resumes_with_its_best_checkpoint_and_average(tiny_mod
     finetune, params = {"epochs": 2, "members": 3, "start_fraction": 0.5}, {"learning_rate": 5e-4, "batch_size": 6}
 
     def grid_run(staging):
-        return train_keeping_best({"source": str(tiny_model_dir)}, RTE, rte, params, JOB_OPTIM, finetune, 1, 0, CPU,
-                                  staging_dir=staging, checkpoint_seconds=1e-9)
+        spec = {"source": str(tiny_model_dir), "proxy_frozen_embeddings": False}
+        return train_keeping_best(spec, RTE, rte, params, JOB_OPTIM, finetune, 1, 0, CPU, staging_dir=staging,
+                                  checkpoint_seconds=1e-9)
 
     expected, expected_best = grid_run(tmp_path / "reference.resume")
     staging = tmp_path / "point0.resume"

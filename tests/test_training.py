@@ -1,5 +1,6 @@
 """Fine-tuning, evaluation, layer freezing and member files, on the tiny BERT with real RTE / STS-B examples."""
 
+import copy
 import math
 import weakref
 from pathlib import Path
@@ -87,31 +88,46 @@ def test_member_steps_too_few_steps(total, count):
 # --------------------------------------------------------------------------- layer freezing
 
 
+@pytest.mark.parametrize("embeddings", [False, True])
 @pytest.mark.parametrize("count", [0, 1, 2])
-def test_freeze_lower_layers(tiny_model_dir, count):
+def test_freeze_lower_layers(tiny_model_dir, count, embeddings):
     model = classifier(tiny_model_dir)
     layers = encoder_layers(model)
     assert len(layers) == 2 and layers is model.bert.encoder.layer
-    freeze_lower_layers(model, count)
+    freeze_lower_layers(model, count, embeddings=embeddings)
     for index, layer in enumerate(layers):
         assert all(p.requires_grad == (index >= count) for p in layer.parameters()), index
-    assert all(p.requires_grad for p in model.bert.embeddings.parameters())
+    # Word, position and token-type embeddings and their LayerNorm: frozen with the layers above them only.
+    assert all(p.requires_grad == (not embeddings or count == 0) for p in model.bert.embeddings.parameters())
     assert all(p.requires_grad for p in model.classifier.parameters())
-    frozen = sum(p.numel() for layer in list(layers)[:count] for p in layer.parameters())
+    frozen = [p for p in model.parameters() if not p.requires_grad]
     total = sum(p.numel() for p in model.parameters())
-    assert trainable_fraction(model) == pytest.approx(1 - frozen / total)
+    assert trainable_fraction(model) == pytest.approx(1 - sum(p.numel() for p in frozen) / total)
+
+
+def test_a_proxy_with_frozen_embeddings_stops_the_backward_pass_at_its_lowest_trained_layer(tiny_model_dir, rte):
+    """With the embeddings and layer 0 frozen, no gradient flows below layer 1: layer 0 is never differentiated
+    (its output does not require grad), which is where the proxy's time goes."""
+    model = classifier(tiny_model_dir)
+    freeze_lower_layers(model, 1, embeddings=True)
+    reached = []
+    model.bert.encoder.layer[0].register_forward_hook(lambda module, args, out: reached.append(out[0].requires_grad))
+    model.bert.encoder.layer[1].register_forward_hook(lambda module, args, out: reached.append(out[0].requires_grad))
+    model(**rte["train"].batch([0, 1, 2], CPU)).loss.backward()
+    assert reached == [False, True]
+    assert all(p.grad is None for p in model.bert.embeddings.parameters())
 
 
 def test_freeze_more_layers_than_the_model_has(tiny_model_dir):
     model = classifier(tiny_model_dir)
     with pytest.raises(ValueError, match="3 layers"):
-        freeze_lower_layers(model, 3)
+        freeze_lower_layers(model, 3, embeddings=False)
     assert trainable_fraction(model) == 1.0
 
 
 def test_frozen_layers_do_not_change_in_training(tiny_model_dir, rte):
     model = classifier(tiny_model_dir)
-    freeze_lower_layers(model, 1)
+    freeze_lower_layers(model, 1, embeddings=False)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     fine_tune(model, rte["train"], rte["val"], RTE, HP, OPTIM, 1, 0, CPU)
     for name, param in model.named_parameters():
@@ -152,6 +168,20 @@ def test_encoded_single_sentences(tokenizer):
     assert batch["input_ids"].shape == (2, max(len(ids) for ids in data.features["input_ids"]))
     assert batch["token_type_ids"].sum() == 0  # one segment only
     assert batch["input_ids"][0, 0] == tokenizer.cls_token_id
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_batches_are_padded_as_the_tokenizer_pads(tokenizer, side):
+    """SequenceData collates with numpy (pad_features), to exactly what tokenizer.pad returns, on its side."""
+    padding = copy.deepcopy(tokenizer)
+    padding.padding_side = side
+    data = SequenceData(read_glue_tsv(RTE, GLUE_DIR / "RTE" / "train.tsv")[:12], padding, 64, RTE)
+    for indices in ([0, 5, 9], [3], list(range(12))):
+        expected = padding.pad([{key: values[i] for key, values in data.features.items()} for i in indices],
+                               return_tensors="pt")
+        batch = data.collate(indices)
+        assert set(batch) == {*expected, "labels"}
+        assert all(torch.equal(batch[key], expected[key]) for key in expected), indices
 
 
 def test_evaluate_classification(tiny_model_dir, rte):

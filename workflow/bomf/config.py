@@ -468,7 +468,7 @@ def check_member_steps(config: dict) -> list[str]:
 
 
 def check_fusion(config: dict) -> list[str]:
-    from .fuse.fusion import METHODS
+    from .fuse.methods import SETTINGS as METHODS
     from .fuse.selection import SELECTION_RULES
     from .train.checkpoints import find_checkpoints
 

@@ -282,12 +282,13 @@ def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, 
 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
-    from .fuse.fusion import METHODS, FusionContext, method_settings
+    from .fuse.fusion import METHODS, FusionContext
     from .fuse.journal import JournaledObjective
+    from .fuse.methods import method_settings
     from .fuse.points import point_record
 
     run = Run(config, task, model, seed)
-    settings = method_settings(config, method)  # what the method declares (fusion.PARAMETERS): maybe nothing
+    settings = method_settings(config, method)  # what the method declares (methods.SETTINGS): maybe nothing
     objective = JournaledObjective(member_objective(run, data_dir, members_dir), journal,
                                    journal_identity(run, data_dir, members_dir, "val", method, settings))
     context = FusionContext(objective, settings, seed)

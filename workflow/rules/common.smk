@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bomf.config import ConfigError, job_settings, validate_config
 from bomf.device import COMPUTE_SETTINGS, local_problem
-from bomf.fuse.fusion import setting_keys
+from bomf.fuse.methods import setting_keys
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
 from bomf.memory import STACK_JOBS, job_device_memory_mb, job_memory_mb, model_parameters
 from bomf.records import (
@@ -92,7 +92,7 @@ def model_settings(*keys):
 
 
 def fusion_settings(wildcards):
-    """A fusion job reads the settings its method declares (bomf.fuse.fusion.PARAMETERS: fusion.* ones, and
+    """A fusion job reads the settings its method declares (bomf.fuse.methods.SETTINGS: fusion.* ones, and
     e.g. learned_soup's optim.max_device_batch) and no others."""
     keys = (*COMPUTE_SETTINGS, "optim.eval_batch_size", "fusion.device_memory", *setting_keys(wildcards.method))
     return job_settings(config, dict(wildcards.items()), keys)

@@ -86,7 +86,7 @@ def train_keeping_best(model_spec: dict, task, data: dict, params: dict, optim_c
 
     seed_everything(seed)
     model = kind_of(task).load_model(model_spec, task, device, precision=precision)
-    freeze_lower_layers(model, frozen_layers)
+    freeze_lower_layers(model, frozen_layers, embeddings=model_spec["proxy_frozen_embeddings"])
     started = time.perf_counter() - (saved.state.elapsed if saved is not None else 0.0)
     with checkpointed(resume, checkpoint_seconds, save_state) as resumable:
         trajectory = fine_tune(model, data["train"], data["val"], task, hp, optim, epochs, seed, device,

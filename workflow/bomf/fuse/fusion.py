@@ -25,6 +25,7 @@ from ..tasks.registry import TaskSpec
 from ..tasks.splits import SplitData
 from .journal import JournaledObjective
 from .merging import Merge
+from .methods import MERGE_GRIDS, SETTINGS
 from .points import Stored
 
 SIMPLEX_TOLERANCE = 1e-6
@@ -213,7 +214,7 @@ def one_hot(index: int, count: int) -> torch.Tensor:
 @dataclass
 class FusionContext:
     objective: FusionObjective | JournaledObjective  # a journaled one replays an interrupted run's evaluations
-    config: dict  # the settings the method declares (PARAMETERS), under the names it declares (method_settings)
+    config: dict  # the settings the method declares (methods.SETTINGS), under their names (method_settings)
     seed: int
 
     @property
@@ -238,41 +239,20 @@ class FusionResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # extra outputs, e.g. a BO history
 
 
+# Each declared method's implementation (``methods.SETTINGS``: its name and the settings it reads).
 METHODS: dict[str, Callable[[FusionContext], FusionResult]] = {}
-# The settings each method reads, declared with ``register``: a bare name is a fusion.* setting, a dotted one
-# ("optim.max_device_batch") that setting of another section. A fuse job gets exactly these (``setting_keys``),
-# so editing one reruns only the methods that read it; its FusionContext.config holds them under the declared
-# names (``method_settings``).
-PARAMETERS: dict[str, tuple[str, ...]] = {}
-BO_PARAMETERS = ("acquisition", "initial_points", "evaluations", "selection", "mc_samples", "restarts", "raw_samples")
-# Each task-vector merge's grid: its hyperparameter -> the fusion.* setting listing the values tried.
-MERGE_GRIDS = {"task_arithmetic": {"scale": "merge_scales"},
-               "ties": {"density": "ties_densities", "scale": "merge_scales"},
-               "dare": {"drop_rate": "dare_drop_rates", "scale": "merge_scales"}}
 
 
-def register(name: str, parameters: tuple[str, ...] = ()):
-    """A fusion method, by name, and the settings it reads (``PARAMETERS``)."""
+def register(name: str):
+    """The implementation of the fusion method declared as ``name`` in ``methods.SETTINGS``."""
+    if name not in SETTINGS:
+        raise ValueError(f"fusion method {name!r} is not declared in bomf.fuse.methods.SETTINGS")
+
     def decorate(method):
-        METHODS[name], PARAMETERS[name] = method, parameters
+        METHODS[name] = method
         return method
 
     return decorate
-
-
-def setting_keys(method: str) -> tuple[str, ...]:
-    """The config keys the settings ``method`` declares are read from (``bomf.config.job_settings``'s
-    ``section.name``); none for a method that is not registered here (an outer-loop baseline)."""
-    return tuple(p if "." in p else f"fusion.{p}" for p in PARAMETERS.get(method, ()))
-
-
-def method_settings(config: dict, method: str) -> dict:
-    """``method``'s FusionContext.config: each setting it declares, read from ``config``."""
-    settings = {}
-    for declared, key in zip(PARAMETERS[method], setting_keys(method)):
-        section, _, name = key.partition(".")
-        settings[declared] = config[section][name]
-    return settings
 
 
 @register("swa")
@@ -321,7 +301,7 @@ def greedy_soup(ctx: FusionContext) -> FusionResult:
     return FusionResult(uniform(soup, ctx.count), {"history": pd.DataFrame(tried)})
 
 
-@register("learned_soup", ("learned_soup_epochs", "learned_soup_lr", "optim.max_device_batch"))
+@register("learned_soup")
 def learned_soup(ctx: FusionContext) -> FusionResult:
     """Mixing weights softmax(a) learned by Adam on the validation loss (Wortsman et al.'s learned soup), one
     step per batch of ``optim.eval_batch_size`` examples. Gradients reach ``a`` through one fused parameter
@@ -364,19 +344,19 @@ def _bayesian_optimisation(ctx: FusionContext, searched: list[str] | None) -> Fu
     return FusionResult(weights, {"history": history, "pareto": history[history["pareto"]]})
 
 
-@register("bomf", BO_PARAMETERS)
+@register("bomf")
 def bomf(ctx: FusionContext) -> FusionResult:
     """Stage 3: multi-objective BO over validation loss and every task metric."""
     return _bayesian_optimisation(ctx, None)
 
 
-@register("bo_metric", BO_PARAMETERS)
+@register("bo_metric")
 def bo_metric(ctx: FusionContext) -> FusionResult:
     """Single-objective BO on the primary metric alone (the paper's BO-SWA ablation)."""
     return _bayesian_optimisation(ctx, [ctx.objective.task.primary_metric])
 
 
-@register("bo_loss", BO_PARAMETERS)
+@register("bo_loss")
 def bo_loss(ctx: FusionContext) -> FusionResult:
     """Single-objective BO on the validation loss alone."""
     return _bayesian_optimisation(ctx, ["loss"])
@@ -399,16 +379,16 @@ def _merge_search(ctx: FusionContext, method: str, fixed: dict | None = None) ->
     return FusionResult(candidates[best][0], {"history": history})
 
 
-@register("task_arithmetic", tuple(MERGE_GRIDS["task_arithmetic"].values()))
+@register("task_arithmetic")
 def task_arithmetic(ctx: FusionContext) -> FusionResult:
     return _merge_search(ctx, "task_arithmetic")
 
 
-@register("ties", tuple(MERGE_GRIDS["ties"].values()))
+@register("ties")
 def ties_merging(ctx: FusionContext) -> FusionResult:
     return _merge_search(ctx, "ties")
 
 
-@register("dare", tuple(MERGE_GRIDS["dare"].values()))
+@register("dare")
 def dare_merging(ctx: FusionContext) -> FusionResult:
     return _merge_search(ctx, "dare", {"seed": ctx.seed})

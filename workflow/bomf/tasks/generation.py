@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from ..sources import resolve_model_source
 from .models import is_lora
 from .registry import TaskSpec
-from .splits import SplitData
+from .splits import SplitData, pad_rows
 from .text_metrics import EXAMPLE_METRICS
 
 IGNORE = -100  # label of tokens the loss skips (prompt and padding), as transformers expects
@@ -82,15 +82,16 @@ class GenerationData(SplitData):
     def references(self) -> list[list[str]]:
         return [example["references"] for example in self.examples]
 
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids, _ in self.sequences]
+
     def collate(self, indices) -> dict[str, torch.Tensor]:
         """Right-padded loss sequences; ``model(**batch).loss`` is their token-weighted mean loss."""
         rows = [self.sequences[i] for i in indices]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = [ids + [self.pad_id] * (width - len(ids)) for ids, _ in rows]
-        labels = [labels + [IGNORE] * (width - len(labels)) for _, labels in rows]
-        attention_mask = [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]
-        return {"input_ids": torch.tensor(input_ids), "attention_mask": torch.tensor(attention_mask),
-                "labels": torch.tensor(labels)}
+        return {"input_ids": pad_rows([ids for ids, _ in rows], self.pad_id),
+                "attention_mask": pad_rows([[1] * len(ids) for ids, _ in rows], 0),
+                "labels": pad_rows([labels for _, labels in rows], IGNORE)}
 
     def fingerprint(self) -> str:
         """sha256 of every loss sequence's token ids and labels (lengths included, so no two splits of the
@@ -150,7 +151,8 @@ class GenerationData(SplitData):
         counts = torch.bincount(rows, minlength=len(labels))
         return (sums / counts).mean(), None
 
-    def decode(self, outputs: list, model: nn.Module, batch_size: int, device: torch.device) -> list[str]:
+    def decode(self, outputs: list, order: list[int], model: nn.Module, batch_size: int,
+               device: torch.device) -> list[str]:
         return self.generate(model, batch_size, device)
 
     def score(self, metrics: list[str], predictions: list[str]) -> dict[str, float]:

@@ -84,14 +84,18 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"{type(model).__name__}: no list of {count} transformer layers found")
 
 
-def freeze_lower_layers(model: nn.Module, count: int) -> None:
-    """The stage-1 proxy: the lowest ``count`` transformer layers stop training (embeddings, upper layers
-    and the head still train, as in the paper)."""
+def freeze_lower_layers(model: nn.Module, count: int, *, embeddings: bool) -> None:
+    """The stage-1 proxy: the lowest ``count`` transformer layers stop training; upper layers and the head
+    still train. ``embeddings``: the embeddings below them stop too (where ``count`` > 0), so the backward
+    pass stops at the lowest layer that trains; otherwise they train, as in the paper, and the backward pass
+    runs through every layer to reach them."""
     layers = encoder_layers(model)
     if count > len(layers):
         raise ValueError(f"cannot freeze {count} layers: the model has {len(layers)}")
     for layer in list(layers)[:count]:
         layer.requires_grad_(False)
+    if embeddings and count:
+        getattr(model.base_model, "embeddings", model.get_input_embeddings()).requires_grad_(False)
 
 
 def trainable_fraction(model: nn.Module) -> float:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..sources import resolve_model_source
 from .models import freeze_lower_layers
 from .registry import TaskSpec
-from .splits import SplitData
+from .splits import SplitData, in_unit_order, pad_features
 from .text_metrics import EXAMPLE_METRICS
 
 CLS_INDEX = 0  # where the tokenizers of BERT-, RoBERTa- and MPNet-like models put CLS / <s>
@@ -65,13 +66,14 @@ class QAData(SplitData):
     def __len__(self) -> int:
         return len(self.windows)
 
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.inputs["input_ids"]]
+
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """Model kwargs for these features, padded to their longest; ``model(**batch).loss`` is their mean loss."""
-        rows = [{key: values[i] for key, values in self.inputs.items()} for i in indices]
-        padded = self.tokenizer.pad(rows, return_tensors="pt")
-        padded["start_positions"] = self.start_positions[indices]
-        padded["end_positions"] = self.end_positions[indices]
-        return dict(padded)
+        return {**pad_features(self.inputs, indices, self.tokenizer), "start_positions": self.start_positions[indices],
+                "end_positions": self.end_positions[indices]}
 
     def fingerprint(self) -> str:
         """sha256 of every feature's tokens and answer positions: identifies the encoded split."""
@@ -87,14 +89,23 @@ class QAData(SplitData):
         return [list(e["answers"]["text"]) for e in self.examples]
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple]:
-        out = model(**batch)
-        return out.loss.float(), (out.start_logits.float(), out.end_logits.float())
+        """The mean over features of (start + end cross-entropy) / 2, as the model's own loss, but over each
+        feature's own tokens: the model's softmax also spans the batch's padding, which would make a feature's
+        loss depend on the longest feature batched with it."""
+        inputs = {key: value for key, value in batch.items() if key not in ("start_positions", "end_positions")}
+        out = model(**inputs)
+        padding = batch["attention_mask"] == 0
+        starts = out.start_logits.float().masked_fill(padding, -torch.inf)
+        ends = out.end_logits.float().masked_fill(padding, -torch.inf)
+        loss = (F.cross_entropy(starts, batch["start_positions"]) + F.cross_entropy(ends, batch["end_positions"])) / 2
+        return loss, (out.start_logits.float(), out.end_logits.float())
 
-    def decode(self, outputs: list[tuple], model: nn.Module, batch_size: int, device: torch.device) -> list[str]:
+    def decode(self, outputs: list[tuple], order: list[int], model: nn.Module, batch_size: int,
+               device: torch.device) -> list[str]:
         """The predicted answer of each example ("" for no answer)."""
         outputs = [(starts.cpu().numpy(), ends.cpu().numpy()) for starts, ends in outputs]
-        return self.predictions([row for starts, _ in outputs for row in starts],
-                                [row for _, ends in outputs for row in ends])
+        return self.predictions(in_unit_order([row for starts, _ in outputs for row in starts], order),
+                                in_unit_order([row for _, ends in outputs for row in ends], order))
 
     def score(self, metrics: list[str], predictions: list[str]) -> dict[str, float]:
         return {name: EXAMPLE_METRICS[name](predictions, self.references) for name in metrics}
@@ -157,7 +168,8 @@ def load_model(model_spec: dict, task: TaskSpec, proxy: bool) -> nn.Module:
     model = AutoModelForQuestionAnswering.from_pretrained(resolve_model_source(model_spec["source"]),
                                                           dtype=torch.float32)
     if proxy:
-        freeze_lower_layers(model, model_spec["proxy_frozen_layers"])
+        freeze_lower_layers(model, model_spec["proxy_frozen_layers"],
+                            embeddings=model_spec["proxy_frozen_embeddings"])
     return model
 
 

@@ -15,7 +15,7 @@ from ..metrics import compute_metrics
 from ..sources import resolve_model_source
 from .models import freeze_lower_layers
 from .registry import TaskSpec
-from .splits import SplitData
+from .splits import SplitData, pad_features
 
 
 class SequenceData(SplitData):
@@ -37,11 +37,12 @@ class SequenceData(SplitData):
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.features["input_ids"]]
+
     def collate(self, indices) -> dict[str, torch.Tensor]:
-        rows = [{key: values[i] for key, values in self.features.items()} for i in indices]
-        padded = self.tokenizer.pad(rows, return_tensors="pt")
-        padded["labels"] = self.labels[indices]
-        return dict(padded)
+        return {**pad_features(self.features, indices, self.tokenizer), "labels": self.labels[indices]}
 
     @property
     def references(self) -> list:
@@ -56,10 +57,12 @@ class SequenceData(SplitData):
         out = model(**batch)
         return out.loss.float(), out.logits.float()
 
-    def decode(self, outputs: list[torch.Tensor], model: nn.Module, batch_size: int,
+    def decode(self, outputs: list[torch.Tensor], order: list[int], model: nn.Module, batch_size: int,
                device: torch.device) -> np.ndarray:
         """Class ids, or scores for regression."""
-        logits = torch.cat(outputs).cpu()
+        batched = torch.cat(outputs).cpu()
+        logits = torch.empty_like(batched)
+        logits[order] = batched
         return logits.squeeze(-1).numpy() if self.is_regression else logits.argmax(-1).numpy()
 
     def score(self, metrics: list[str], predictions: np.ndarray) -> dict[str, float]:
@@ -74,7 +77,8 @@ def encode(task: TaskSpec, examples: list[dict], tokenizer, max_length: int, set
 def load_model(model_spec: dict, task: TaskSpec, proxy: bool) -> nn.Module:
     model = load_classifier(model_spec["source"], task)
     if proxy:
-        freeze_lower_layers(model, model_spec["proxy_frozen_layers"])
+        freeze_lower_layers(model, model_spec["proxy_frozen_layers"],
+                            embeddings=model_spec["proxy_frozen_embeddings"])
     return model
 
 
