@@ -3,9 +3,9 @@
 Both sides fine-tune the real all-MiniLM-L6-v2 SST-2 classifier (same seed, so the same head) on the same
 SST-2 subsample, with the same batch size, epochs, AdamW settings (config.yaml's optim section: weight
 decay 0.1 off biases and LayerNorm weights, eps 1e-6, betas (0.9, 0.98), linear schedule with 20 % warmup,
-no gradient clipping), dynamic padding of each batch to its own longest example, fp32 on CPU, and no
-evaluation, checkpointing or logging during training. Ours is ``bomf.train.training.fine_tune``; theirs is
-``Trainer.train`` with ``DataCollatorWithPadding``.
+no gradient clipping; fused, Trainer's default: ``--trainer-optim``), dynamic padding of each batch to its
+own longest example, fp32 on CPU, and no evaluation, checkpointing or logging during training. Ours is
+``bomf.train.training.fine_tune``; theirs is ``Trainer.train`` with ``DataCollatorWithPadding``.
 
 Each side runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own; sides alternate
 ``--repeats`` times in ABBA order (ours, theirs, theirs, ours, ...) so a slow spell of a shared machine hits
@@ -95,7 +95,7 @@ def run_side(args) -> dict:
             training_args = TrainingArguments(
                 output_dir=out_dir, per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
                 learning_rate=args.learning_rate, weight_decay=OPTIM["weight_decay"],
-                warmup_steps=OPTIM["warmup_ratio"], lr_scheduler_type=OPTIM["schedule"], optim="adamw_torch",
+                warmup_steps=OPTIM["warmup_ratio"], lr_scheduler_type=OPTIM["schedule"], optim=args.trainer_optim,
                 adam_epsilon=OPTIM["adam_eps"], adam_beta1=OPTIM["adam_betas"][0],
                 adam_beta2=OPTIM["adam_betas"][1], max_grad_norm=0.0, use_cpu=True, seed=0,
                 eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: on a shared 2-core machine 2 threads thrash)")
     parser.add_argument("--glue-dir", type=Path, default=GLUE_DIR)
+    parser.add_argument("--trainer-optim", default="adamw_torch_fused",
+                        help="Trainer's optim (its default; ours is fused AdamW on every device)")
     parser.add_argument("--side", choices=["ours", "trainer"], help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args()
     if args.side:
@@ -151,7 +153,8 @@ def main() -> None:
     ours, theirs = summary("ours"), summary("trainer")
     threads = runs["ours"][0]["threads"]
     print(f"MiniLM-L6 SST-2: {args.train} examples × {args.epochs} epoch(s), batch {args.batch_size}, fp32 CPU, "
-          f"{threads} torch threads, {args.repeats} runs per side in ABBA order (median)")
+          f"{threads} torch threads, {args.repeats} runs per side in ABBA order (median); Trainer optim "
+          f"{args.trainer_optim}")
     print(f"{'side':<26} {'s (runs)':>30} {'examples/s':>11} {'padded tok':>11} {'tok/s':>7} {'peak RSS MiB':>13} "
           f"{'+ in training':>14}")
     for name, row in (("bomf.train.training.fine_tune", ours), ("transformers.Trainer", theirs)):

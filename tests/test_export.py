@@ -26,7 +26,10 @@ SCORES = {"loss": 0.6, "accuracy": 0.7}
 
 @pytest.mark.parametrize("selected,says", [
     (SelectedModel("swa", SCORES, 0, weights=[0.5, 0.5]), "| member01.safetensors | 0.500000 |"),
+    (SelectedModel("twa", SCORES, 0, span=[-0.25, 1.5]), "| member01.safetensors | 1.500000 |"),
     (SelectedModel("ema", SCORES, 0, stored="ema"), "exponential moving average"),
+    (SelectedModel("otfusion", SCORES, 0, aligned={"reference": 1, "heads": 12}),
+     "aligned by optimal transport to member `member01.safetensors` (attention heads as units), then averaged"),
     (SelectedModel("grid_finetune", SCORES, 0, params={"learning_rate": 1e-4, "batch_size": 32}, step=12),
      "A single checkpoint (step 12) of its own fine-tune (learning_rate 0.0001, batch_size 32)"),
     (SelectedModel("oracle_subset", SCORES, 1, weights=[1.0, 0.0], oracle=True, selected_on="test"),

@@ -394,8 +394,8 @@ def test_learned_soup_in_chunks_of_max_device_batch_learns_the_whole_batchs_weig
 
 
 def test_a_fuse_job_gets_the_settings_its_method_declares_from_any_section(tiny_model_dir):
-    """learned_soup declares optim.max_device_batch beside its fusion.* settings: its fuse job's settings (the
-    keys common.smk's fusion_settings gives it) change with it, no other method's do, and every method's
+    """learned_soup and twa declare optim.max_device_batch beside their fusion.* settings: their fuse jobs'
+    settings (the keys common.smk's fusion_settings gives them) change with it, no other method's do, and every method's
     FusionContext.config is read from its job's settings alone."""
     from conftest import tiny_config
 
@@ -412,7 +412,7 @@ def test_a_fuse_job_gets_the_settings_its_method_declares_from_any_section(tiny_
 
     for method in METHODS:
         assert method_settings(job(config, method), method) == method_settings(config, method), method
-        assert (job(edited, method) != job(config, method)) == (method == "learned_soup"), method
+        assert (job(edited, method) != job(config, method)) == (method in ("learned_soup", "twa")), method
     assert method_settings(edited, "learned_soup") == {"learned_soup_epochs": config["fusion"]["learned_soup_epochs"],
                                                        "learned_soup_lr": config["fusion"]["learned_soup_lr"],
                                                        "optim.max_device_batch": 3}

@@ -10,10 +10,11 @@ import pytest
 import sacrebleu
 import torch
 
+from bomf.metrics import METRICS
+from bomf.tasks import text_metrics
 from bomf.tasks.generation import IGNORE, GenerationData, _first_line
 from bomf.tasks.readers import read_e2e_csv, read_samsum
 from bomf.tasks.registry import DataError
-from bomf.tasks.text_metrics import EXAMPLE_METRICS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAMSUM_DIR, E2E_DIR = DATA / "samsum", DATA / "e2e"
@@ -115,16 +116,16 @@ def test_read_samsum_rejects_missing_columns_and_empty_summaries(tmp_path):
 
 def test_rouge_hand_checked_cases():
     for name in ("rouge1", "rouge2", "rougeL"):
-        metric = EXAMPLE_METRICS[name]
+        metric = METRICS[name]
         assert metric(["the cat sat on the mat"], [["the cat sat on the mat"]]) == pytest.approx(1.0)
         assert metric(["dogs bark loudly"], [["the cat sat on the mat"]]) == 0.0
         # The best of several references counts.
         assert metric(["the cat sat"], [["a dog ran away", "the cat sat"]]) == pytest.approx(1.0)
-    stats = EXAMPLE_METRICS["rouge1"].statistics(["the cat", "dogs"], [["the cat sat"], ["cats"]])
+    stats = METRICS["rouge1"].statistics(["the cat", "dogs"], [["the cat sat"], ["cats"]])
     assert stats.shape == (2, 1)
     # rouge1: precision 2/2, recall 2/3 -> F = 0.8; "dogs" vs "cats" shares nothing (stemming: dog / cat).
     np.testing.assert_allclose(stats[:, 0], [0.8, 0.0])
-    assert EXAMPLE_METRICS["rouge1"].aggregate(stats) == pytest.approx(0.4)
+    assert text_metrics.rouge1.aggregate(stats) == pytest.approx(0.4)
 
 
 def corpus_bleu(hypotheses, references) -> float:
@@ -139,7 +140,7 @@ def test_bleu_rows_aggregate_to_corpus_bleu(e2e):
     hypotheses = [e["references"][0] for e in sample]
     references = [e["references"][1:] or e["references"] for e in sample]
     assert len({len(refs) for refs in references}) > 1
-    bleu = EXAMPLE_METRICS["bleu"]
+    bleu = text_metrics.bleu  # the implementation: its statistics and aggregate
     stats = bleu.statistics(hypotheses, references)
     assert stats.shape == (len(sample), 10)
     score = bleu.aggregate(stats)

@@ -163,6 +163,8 @@ def test_mismatched_checkpoints_are_named_by_file_and_tensor(tmp_path, tiny_mode
     tokenizer.save_pretrained(copies[3])
     config_file = Path(copies[3]) / "config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "model_type": "roberta"}))
+    other_head = Path(copies[1]) / "config.json"  # saved from another head class of the same model type
+    other_head.write_text(json.dumps({**json.loads(other_head.read_text()), "architectures": ["BertForMaskedLM"]}))
 
     config = validate_config(imported_config(tiny_model_dir, [str(tmp_path / "checkpoint-*")]))
     out = tmp_path / "members"
@@ -174,6 +176,8 @@ def test_mismatched_checkpoints_are_named_by_file_and_tensor(tmp_path, tiny_mode
     assert f"{weights[2]}: 1 tensor(s) of the model missing: bert.pooler.dense.bias" in message
     assert f"{weights[2]}: 1 tensor(s) the model does not have: extra.weight" in message
     assert f"{config_file}: model_type 'roberta', the base model's is 'bert'" in message
+    assert (f"{other_head}: architectures ['BertForMaskedLM'] differ from {Path(copies[0]) / 'config.json'}'s "
+            f"['BertForSequenceClassification']") in message
     assert f"{Path(copies[3]) / 'tokenizer.json'}: tokenizer file differs from {Path(copies[0]) / 'tokenizer.json'}" \
         in message
     assert not out.exists()  # nothing written
@@ -266,7 +270,21 @@ def test_peft_adapters_become_members_and_ship(tmp_path, tiny_llama_dir):
     config = validate_config(config)
     run = tmp_path / "results/e2e/trainer-run/seed0"
     pipeline.import_members(config, "e2e", "trainer-run", 0, data, run / "members")
-    assert len(json.loads((run / "members/members.json").read_text())["members"]) == 4
+    manifest = json.loads((run / "members/members.json").read_text())
+    assert manifest["steps"] == [2, 4, 6, 8]
+    # Each member is its checkpoint's adapter, tensor for tensor (PEFT saves them without the adapter's name).
+    adapters = [load_file(str(tmp_path / f"trainer/checkpoint-{step}/adapter_model.safetensors"))
+                for step in manifest["steps"]]
+    for name, adapter in zip(manifest["members"], adapters):
+        member = {key.replace(".default.", "."): t for key, t in load_file(str(run / "members" / name)).items()}
+        assert member.keys() == adapter.keys() and all(torch.equal(member[k], adapter[k]) for k in member)
+    # θ₀: LoRA's B starts at zero; its A, drawn at random by the fine-tune, is unknown here: the members' mean.
+    base = load_file(str(run / "members/base.safetensors"))
+    for key, tensor in base.items():
+        saved = key.replace(".default.", ".")
+        expected = (torch.zeros_like(tensor) if ".lora_B." in key
+                    else torch.stack([adapter[saved] for adapter in adapters]).mean(0))
+        torch.testing.assert_close(tensor, expected, msg=key)
     pipeline.fuse(config, "e2e", "trainer-run", 0, data, run / "members", "swa", run / "fusion/swa",
                   run / "fusion/swa.journal.jsonl")
     pipeline.evaluate_test(config, "e2e", "trainer-run", 0, "swa", data, run / "members", run / "fusion/swa",

@@ -1,12 +1,19 @@
-"""Metrics against values worked out by hand, and the model-ranking key."""
+"""Metrics against values worked out by hand, the registry's declarations, and the model-ranking key."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from bomf.metrics import METRICS, REGRESSION_METRICS, ROW_METRICS, compute_metrics, ranking_key
+from bomf.metrics import LOSS, METRICS, compute_metrics, metrics_of, ranking_key, sign
+from bomf.tasks.kinds import KINDS
 from bomf.tasks.registry import GLUE_TASKS
+
+REGRESSION_METRICS = metrics_of("regression")
+CORRELATIONS = ("pearson", "spearman")
+ARRAY_METRICS = sorted(name for name, metric in METRICS.items() if metric.statistics is None)
 
 # predictions / labels: TP = 2 (rows 0, 3), TN = 1 (row 1), FP = 1 (row 2), FN = 1 (row 4)
 PRED = np.array([1, 0, 1, 1, 0])
@@ -57,7 +64,7 @@ def test_spearman():
     assert METRICS["pearson"](x, x**3) < 0.99
 
 
-@pytest.mark.parametrize("name", sorted(REGRESSION_METRICS))
+@pytest.mark.parametrize("name", CORRELATIONS)
 def test_constant_predictions_have_zero_correlation(name):
     labels = np.array([0.5, 1.5, 3.0, 4.0])
     assert METRICS[name](np.full(4, 2.5), labels) == 0.0
@@ -93,7 +100,7 @@ def test_ranking_key_orders_metric_then_loss_then_non_finite():
 
 
 @pytest.mark.filterwarnings("ignore")
-@pytest.mark.parametrize("name", sorted(METRICS))
+@pytest.mark.parametrize("name", ARRAY_METRICS)
 def test_row_metrics_equal_the_per_call_metrics(name):
     """The bootstrap's all-resamples-at-once metrics give scikit-learn's / scipy's values on every row,
     degenerate rows included (one predicted class, no positive, constant predictions, ties)."""
@@ -111,4 +118,62 @@ def test_row_metrics_equal_the_per_call_metrics(name):
         labels[1] = 0
         predictions[1] = 0  # no positive anywhere
     expected = [METRICS[name](p, y) for p, y in zip(predictions, labels)]
-    assert ROW_METRICS[name](predictions, labels) == pytest.approx(expected, abs=1e-12)
+    assert METRICS[name].rows(predictions, labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_error_rate_and_mae_by_hand():
+    assert METRICS["error_rate"](PRED, GOLD) == pytest.approx(2 / 5)  # rows 2 and 4 wrong
+    assert METRICS["error_rate"](GOLD, GOLD) == 0.0
+    # |1.5-1| + |2-4| + |3-3| = 2.5 over 3 examples
+    assert METRICS["mae"](np.array([1.5, 2.0, 3.0]), np.array([1.0, 4.0, 3.0])) == pytest.approx(2.5 / 3)
+
+
+def test_every_metric_is_declared_whole_and_reported_by_its_kinds():
+    for name, metric in METRICS.items():
+        assert metric.name == name and metric.label
+        low, high = metric.range
+        assert low < high and metric.kinds and set(metric.kinds) <= set(KINDS)
+        for kind in metric.kinds:
+            assert name in KINDS[kind].metrics
+    # At least one built-in metric of each kind family is lower-is-better.
+    assert not METRICS["error_rate"].higher_is_better and not METRICS["mae"].higher_is_better
+    assert {"error_rate", "mae"} <= set(KINDS["classification"].metrics) | set(KINDS["regression"].metrics)
+
+
+def test_direction_sign_scale_and_error():
+    assert sign(LOSS) == -1.0 and sign("accuracy") == 1.0 and sign("error_rate") == -1.0 and sign("mae") == -1.0
+    assert METRICS["accuracy"].scale == METRICS["mcc"].scale == METRICS["error_rate"].scale == 100.0
+    assert METRICS["mae"].scale == 1.0  # unbounded: shown as it is
+    assert METRICS["accuracy"].error(0.8) == pytest.approx(0.2)
+    assert METRICS["pearson"].error(0.5) == pytest.approx(0.5)
+    assert METRICS["error_rate"].error(0.3) == pytest.approx(0.3)
+    assert METRICS["mae"].error(1.7) == pytest.approx(1.7)
+
+
+def test_ranking_key_ranks_a_lower_is_better_metric_lowest_first():
+    candidates = {"low_mae": {"mae": 0.2, "loss": 0.9}, "tie_lower_loss": {"mae": 0.4, "loss": 0.1},
+                  "tie_higher_loss": {"mae": 0.4, "loss": 0.5}, "nan": {"mae": math.nan, "loss": 0.01}}
+    order = sorted(candidates, key=lambda k: ranking_key(candidates[k], "mae"), reverse=True)
+    assert order == ["low_mae", "tie_lower_loss", "tie_higher_loss", "nan"]
+    assert ranking_key({"error_rate": 0.25, "loss": 2.0}, "error_rate") == (-0.25, -2.0)
+
+
+@pytest.mark.parametrize("name", ["exact_match", "rouge1", "bleu"])
+def test_text_metric_rows_aggregate_its_statistics_as_its_score(name):
+    predictions = ["the cat sat on the mat", "a dog", "", "the cat sat"]
+    references = [["the cat sat on the mat"], ["a dog barked", "dogs"], ["no answer"], ["a cat sat there"]]
+    metric = METRICS[name]
+    statistics = metric.statistics(predictions, references)
+    assert metric.rows(statistics[None], None)[0] == pytest.approx(metric(predictions, references))
+    subsets = np.array([[0, 0, 1, 3], [2, 2, 2, 1]])
+    expected = [metric([predictions[i] for i in rows], [references[i] for i in rows]) for rows in subsets]
+    assert metric.rows(statistics[subsets], None) == pytest.approx(expected)
+
+
+def test_the_registry_imports_no_heavy_library():
+    """The config check reads it when the Snakefile is parsed: scikit-learn, scipy, torch and the text
+    metrics' libraries load only where a metric is computed."""
+    code = ("import sys, bomf.metrics; heavy = {'sklearn', 'scipy', 'torch', 'rouge_score', 'sacrebleu', 'nltk'}; "
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"

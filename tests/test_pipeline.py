@@ -19,7 +19,7 @@ from bomf.report.tables import TABLES
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
-                  "last_member", "ema", "task_arithmetic", "ties", "dare"]
+                  "last_member", "ema", "task_arithmetic", "ties", "dare", "otfusion", "twa"]
 METHODS = [*FUSION_METHODS, "grid_finetune", "hpbo_full", "oracle_subset"]
 RULES = {"prepare_data", "hpo_suggest", "hpo_trial", "hpo_select", "finetune", "fuse", "evaluate_test",
          "summarise_run", "grid_trial", "grid_trial_full", "grid_collect", "grid_finetune", "hpbo_full",
@@ -312,7 +312,7 @@ def check_saved_fusions(run: Path) -> None:
     # passes are not evaluations).
     searched = {"bomf": 4, "bo_metric": 4, "bo_loss": 4, "greedy_soup": members - 1, "swa": 0,
                 "learned_soup": 0, "best_member": 0, "last_member": 0, "ema": 0, "task_arithmetic": 2, "ties": 2,
-                "dare": 2}
+                "dare": 2, "otfusion": 0, "twa": 0}
     for method in FUSION_METHODS:
         record = json.loads((run / "fusion" / method / "weights.json").read_text())
         assert record["evaluations"] == searched[method], method
@@ -324,6 +324,13 @@ def check_saved_fusions(run: Path) -> None:
             continue
         if method == "ema":
             assert record["stored"] == "ema" and "ema" in json.loads((run / "members/members.json").read_text())["stored"]
+            continue
+        if method == "otfusion":  # aligned to the best validation member (fusion.otfusion_reference: best)
+            best = json.loads((run / "fusion" / "best_member" / "weights.json").read_text())["weights"]
+            assert record["aligned"]["reference"] == best.index(1.0)
+            continue
+        if method == "twa":
+            assert len(record["span"]) == members
             continue
         weights = record["weights"]
         assert len(weights) == members and abs(sum(weights) - 1) < 1e-6, method

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from bomf.metrics import METRICS
 from bomf.sources import resolve_model_source
 from bomf.tasks.models import load_tokenizer
 from bomf.tasks.qa import QAData
 from bomf.tasks.readers import read_squad_json
 from bomf.tasks.registry import DataError
-from bomf.tasks.text_metrics import EXAMPLE_METRICS, normalize_answer
+from bomf.tasks.text_metrics import normalize_answer
 
 DEV_PART = Path(__file__).resolve().parents[1].parent / "shared/data/squad_v2/dev_part.json"
 CPU = torch.device("cpu")
@@ -103,7 +104,7 @@ def test_bad_files_raise_data_error_naming_the_file(tmp_path, content, message):
 
 
 def _scores(name: str, predictions: list[str], references: list[list[str]]) -> list[float]:
-    statistics = EXAMPLE_METRICS[name].statistics(predictions, references)
+    statistics = METRICS[name].statistics(predictions, references)
     assert statistics.shape == (len(predictions), 1)
     return statistics[:, 0].tolist()
 
@@ -118,7 +119,7 @@ def test_exact_match():
     predictions = ["the Cat!", "dog", "", "", "cat"]
     references = [["cat"], ["cat", "Dog."], [], ["cat"], []]
     assert _scores("exact_match", predictions, references) == [1.0, 1.0, 1.0, 0.0, 0.0]
-    assert EXAMPLE_METRICS["exact_match"](predictions, references) == pytest.approx(3 / 5)
+    assert METRICS["exact_match"](predictions, references) == pytest.approx(3 / 5)
 
 
 def test_token_f1():
@@ -136,7 +137,7 @@ def test_token_f1():
 
 def test_metrics_reject_mismatched_lengths():
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
-        EXAMPLE_METRICS["exact_match"](["a", "b"], [["a"]])
+        METRICS["exact_match"](["a", "b"], [["a"]])
 
 
 # ---------------------------------------------------------------------------------------------- features

@@ -10,8 +10,8 @@ from bomf.records import EvaluatedModel
 from bomf.report.costs import cost_table, read_benchmarks
 from bomf.report.render import METHOD_LABELS, Table, latex_escape
 from bomf.report.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
-from bomf.report.tables import (TABLES, TableInputs, ablation_table, all_metrics_table, discrepancy_table, main_table,
-                                outer_bo_table, selection_table)
+from bomf.report.tables import (TABLES, TableInputs, ablation_table, all_metrics_table, correlation_table,
+                                discrepancy_table, main_table, outer_bo_table, selection_table)
 
 LABELS = np.array([0, 1] * 20)
 
@@ -309,7 +309,8 @@ def test_every_table_has_its_report_caption_and_builds_from_the_records():
     captions = {path.stem for path in (REPO / "workflow" / "report").glob("table*.rst")}
     assert set(TABLES) == captions
     inputs = TableInputs([record("rte", "swa", 0, 0.7), record("rte", "bomf", 0, 0.8)], ["swa", "bomf"],
-                         resamples=10, benchmarks=read_benchmarks(REPO / "no-such-directory"), evaluations={})
+                         resamples=10, benchmarks=read_benchmarks(REPO / "no-such-directory"), evaluations={},
+                         searches=pd.DataFrame(columns=["task", "model", "seed", "search", "loss"]))
     for name, build in TABLES.items():
         assert isinstance(build(inputs), Table), name
 
@@ -426,3 +427,35 @@ def test_selection_table_gaps_and_the_share_of_the_oracle_gap_closed():
 def test_selection_table_without_an_oracle_has_no_gap_section():
     table = selection_table([record("rte", "swa", 0, 0.7), record("rte", "bomf", 0, 0.72)], ["bomf", "swa"])
     assert "SWA-to-oracle" not in table.markdown and set(table.frame["quantity"]) == {"validation_minus_test"}
+
+
+# ------------------------------------------------------------------------------------ loss vs metric
+
+
+def search_points(task, search, seed, loss, **metrics):
+    return pd.DataFrame({"task": task, "model": "minilm", "seed": seed, "search": search, "loss": loss, **metrics})
+
+
+def test_correlation_table_gives_spearman_per_search_in_each_metrics_direction():
+    loss = np.array([0.3, 0.5, 0.4, 0.9, 0.7])
+    searches = pd.concat([
+        # MRPC, BOMF: F1 falls as the loss rises (ρ = −1 on both seeds); accuracy on seed 0 agrees with
+        # the loss's order but one swap (ρ = −0.9), and on seed 1 rises with the loss (ρ = +1).
+        search_points("mrpc", "bomf", 0, loss, f1=1 - loss, accuracy=[0.9, 0.7, 0.6, 0.2, 0.5]),
+        search_points("mrpc", "bomf", 1, loss, f1=1 - loss, accuracy=loss),
+        # stage 1 records the primary metric only: no accuracy cell for it
+        search_points("mrpc", "hpo", 0, loss, f1=1 - loss),
+        # STS-B with a lower-is-better metric: an MAE that grows with the loss agrees with it (shown −1)
+        search_points("stsb", "bo_loss", 0, loss, mae=loss * 2, pearson=loss),
+        # one metric, not a text metric: left out
+        search_points("sst2", "bomf", 0, loss, accuracy=1 - loss),
+    ], ignore_index=True)
+    frame = correlation_table(searches).frame.set_index(["task", "metric", "search"])
+    assert frame.loc[("mrpc", "f1", "bomf"), "rho"] == pytest.approx(-1.0)
+    assert frame.loc[("mrpc", "f1", "bomf"), ["std", "seeds", "points"]].tolist() == [0.0, 2, 5]
+    assert frame.loc[("mrpc", "f1", "hpo"), "rho"] == pytest.approx(-1.0)
+    assert frame.loc[("mrpc", "accuracy", "bomf"), "rho"] == pytest.approx((-0.9 + 1.0) / 2)
+    assert ("mrpc", "accuracy", "hpo") not in frame.index
+    assert frame.loc[("stsb", "mae", "bo_loss"), "rho"] == pytest.approx(-1.0)
+    assert frame.loc[("stsb", "pearson", "bo_loss"), "rho"] == pytest.approx(1.0)
+    assert "sst2" not in set(frame.index.get_level_values("task"))

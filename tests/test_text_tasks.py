@@ -12,6 +12,7 @@ from bomf import pipeline
 
 from bomf.fuse.fusion import MemberStack
 from bomf.io import read_jsonl
+from bomf.metrics import METRICS
 from bomf.records import EvaluatedModel
 from bomf.report import tables
 from bomf.report.stats import bomf_comparisons
@@ -20,7 +21,6 @@ from bomf.tasks.generation import GenerationData
 from bomf.tasks.kinds import kind_of
 from bomf.tasks.models import load_member_state, load_tokenizer, member_state, save_model
 from bomf.tasks.registry import TEXT_TASKS, DataError
-from bomf.tasks.text_metrics import EXAMPLE_METRICS
 
 CPU = torch.device("cpu")
 LOCAL = {"squad_v2_file": str(DATA_PLACEHOLDERS["SQUAD_FILE"]), "samsum_dir": str(DATA_PLACEHOLDERS["SAMSUM_DIR"]),
@@ -137,7 +137,7 @@ def test_gguf_smollm2_is_converted_into_an_ordinary_checkpoint(tmp_path):
 
 
 def text_record(method: str, seed: int, predictions: list[str], references: list[list[str]]) -> EvaluatedModel:
-    metrics = EXAMPLE_METRICS
+    metrics = METRICS
     statistics = {m: metrics[m].statistics(predictions, references).tolist() for m in ("bleu", "rougeL")}
     return EvaluatedModel("e2e", "m", seed, method, "bleu",
                           test={"loss": 1.0, **{m: metrics[m](predictions, references) for m in ("bleu", "rougeL")}},

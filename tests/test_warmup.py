@@ -1,12 +1,21 @@
 """The fused-kernel build lock a killed process leaves behind must not hang every later BO job."""
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
-from bomf.fuse.warmup import release_stale_lock
+import pytest
+
+from bomf.fuse.warmup import KERNEL, STALE_LOCK_SECONDS, release_stale_lock
+
+# A lock test that goes wrong waits forever: each has a limit of its own, far above the seconds it takes.
+LOCK_TIMEOUT = 10
 
 
+@pytest.mark.timeout(LOCK_TIMEOUT)
 def test_a_stale_lock_is_removed(tmp_path, capfd):
     lock = tmp_path / "lock"
     lock.touch()
@@ -17,6 +26,7 @@ def test_a_stale_lock_is_removed(tmp_path, capfd):
     assert "removed a stale build lock" in capfd.readouterr().err
 
 
+@pytest.mark.timeout(LOCK_TIMEOUT)
 def test_a_live_lock_is_waited_for_and_left_to_its_owner(tmp_path):
     lock = tmp_path / "lock"
     lock.touch()
@@ -28,8 +38,43 @@ def test_a_live_lock_is_waited_for_and_left_to_its_owner(tmp_path):
     owner.join()
 
 
+@pytest.mark.timeout(LOCK_TIMEOUT)
 def test_no_lock_returns_at_once(tmp_path):
     assert release_stale_lock(tmp_path, poll=10) is False
+
+
+PROPOSAL = """
+import torch
+from bomf.fuse.mobo import propose
+X = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.double)
+Y = torch.tensor([[0.1, 0.5], [0.4, 0.2], [0.3, 0.3], [0.5, 0.6]], dtype=torch.double)
+config = {"acquisition": "qLogNEHVI", "mc_samples": 8, "restarts": 1, "raw_samples": 8}
+print(propose(X, Y, torch.zeros(2, dtype=torch.double), config, seed=0).tolist())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_bo_proposal_removes_a_stale_lock_before_it_loads_the_kernel(tmp_path):
+    """The path a BO job takes, in a fresh process: a qLogNEHVI proposal with a killed build's lock in the
+    kernel's build folder proposes instead of waiting for the lock forever. A compiler that fails at once
+    (CXX=false) keeps the test to the lock: BoTorch then falls back to its Python path."""
+    extensions = tmp_path / "extensions"
+    lock = extensions / KERNEL / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    old = time.time() - 2 * STALE_LOCK_SECONDS
+    os.utime(lock, (old, old))
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "CXX": "false",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    try:  # run in tmp_path: a build folder in the working directory would import as the kernel's module
+        result = subprocess.run([sys.executable, "-c", PROPOSAL], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the proposal waited for the stale lock {lock} (is release_stale_lock still called?)")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not lock.exists() and "removed a stale build lock" in result.stderr
+    weights = json.loads(result.stdout.splitlines()[-1])
+    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0)
 
 
 def test_each_python_environment_builds_the_kernel_in_a_folder_of_its_own(tmp_path):

@@ -18,3 +18,9 @@ def prepared_model_dir(output_dir: str, model: str) -> Path:
     """Where the prepare_model rule writes a GGUF model converted to an ordinary checkpoint."""
     return Path(output_dir) / "models" / model
 
+
+
+def run_of(run_dir) -> tuple[str, str, int]:
+    """(task, model, seed) of a run's directory (``RUN_DIR`` under output_dir)."""
+    task, model, seed = Path(run_dir).parts[-3:]
+    return task, model, int(seed.removeprefix("seed"))

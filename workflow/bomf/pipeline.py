@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from .device import Compute
 from .io import atomic_path, read_jsonl, write_csv, write_json
-from .layout import prepared_model_dir
+from .layout import prepared_model_dir, run_of
+from .metrics import METRICS
 from .records import (MODEL_STATE_FILE, BestCheckpointRun, EvaluatedModel, HpoChoice, HpoTrial, MemberManifest,
                       SelectedModel, Suggestion)
 from .runtime import tell_user
@@ -278,20 +279,22 @@ def journal_identity(run: Run, data_dir, members_dir, split: str, job: str, sett
 
 def fuse(config: dict, task: str, model: str, seed: int, data_dir, members_dir, method: str, out_dir,
          journal) -> None:
-    """Choose a fusion of the members with ``method`` on the validation split and record it.
+    """Choose a fusion of the members with ``method`` on the validation split (a method that fits on the
+    training split, methods.TRAINING_SPLIT_METHODS, also reads that) and record it.
 
     Every objective evaluation is journaled in ``journal`` (beside the output directory, so it survives a
     failed job), which a rerun replays; it is removed once the output is complete."""
     from .fuse.fusion import METHODS, FusionContext
     from .fuse.journal import JournaledObjective
-    from .fuse.methods import method_settings
+    from .fuse.methods import TRAINING_SPLIT_METHODS, method_settings
     from .fuse.points import point_record
 
     run = Run(config, task, model, seed)
     settings = method_settings(config, method)  # what the method declares (methods.SETTINGS): maybe nothing
     objective = JournaledObjective(member_objective(run, data_dir, members_dir), journal,
                                    journal_identity(run, data_dir, members_dir, "val", method, settings))
-    context = FusionContext(objective, settings, seed)
+    train = run.splits(data_dir, ("train",))["train"] if method in TRAINING_SPLIT_METHODS else None
+    context = FusionContext(objective, settings, seed, train)
     result = METHODS[method](context)
     # What the method's search cost: its evaluations of fused models, not the members' scores (every method
     # shares them) nor the final score of its choice below.
@@ -315,10 +318,8 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
     scores, predictions = test.evaluate(fused, list(spec.metrics), config["optim"]["eval_batch_size"], run.device)
     statistics = None
     if kind.text_scored:
-        from .tasks.text_metrics import EXAMPLE_METRICS
-
         # Per-example statistics of every metric: what the paired bootstrap resamples.
-        statistics = {m: EXAMPLE_METRICS[m].statistics(predictions, test.references).tolist() for m in spec.metrics}
+        statistics = {m: METRICS[m].statistics(predictions, test.references).tolist() for m in spec.metrics}
     EvaluatedModel(task, model, seed, method, spec.primary_metric, test=scores, validation=selected.validation,
                    test_size=len(test.references), predictions=np.asarray(predictions).tolist(),
                    labels=test.references, example_statistics=statistics).write(out, environment(run))
@@ -343,20 +344,32 @@ def export_model(config: dict, task: str, model: str, seed: int, method: str, me
     print(f"{method}: exported to {out_dir} ({type(saved).__name__}{', with its LoRA adapter' if adapter else ''})")
 
 
-def paper_tables(config: dict, test_files: list, fusion_dirs: list, benchmark_root, out_dir,
+def paper_tables(config: dict, test_files: list, fusion_dirs: list, trial_files: list, benchmark_root, out_dir,
                  out_provenance) -> None:
     """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
-    evaluations each method used) and the Snakemake benchmark files under ``benchmark_root``."""
+    evaluations each method used, and the BO searches' histories), the stage-1 trials of the runs that had
+    a stage 1 (``trial_files``) and the Snakemake benchmark files under ``benchmark_root``."""
+    import pandas as pd
+
     from .report.costs import read_benchmarks
     from .report.provenance import provenance
-    from .report.tables import TABLES, TableInputs
+    from .report.tables import SEARCH_LABELS, TABLES, TableInputs
 
     records = [EvaluatedModel.read(path) for path in test_files]
     evaluations = {(r.task, r.model, r.seed, r.method): SelectedModel.read(d).evaluations
                    for r, d in zip(records, fusion_dirs)}
+    searches = [pd.read_csv(Path(d) / "history.csv").assign(task=r.task, model=r.model, seed=r.seed, search=r.method)
+                for r, d in zip(records, fusion_dirs) if r.method in SEARCH_LABELS]
+    for path in trial_files:  # <run>/hpo/trials.csv: each trial's primary metric as "score"
+        task, model, seed = run_of(Path(path).parent.parent)
+        trials = pd.read_csv(path)
+        searches.append(pd.DataFrame({"task": task, "model": model, "seed": seed, "search": "hpo",
+                                      "loss": trials["loss"], trials["metric"].iloc[0]: trials["score"]}))
     inputs = TableInputs(records, methods=[*config["fusion"]["methods"], *config["baselines"]["methods"]],
                          resamples=config["tables"]["bootstrap_resamples"],
-                         benchmarks=read_benchmarks(benchmark_root), evaluations=evaluations)
+                         benchmarks=read_benchmarks(benchmark_root), evaluations=evaluations,
+                         searches=pd.concat(searches, ignore_index=True) if searches else
+                         pd.DataFrame(columns=["task", "model", "seed", "search", "loss"]))
     for name, build in TABLES.items():
         build(inputs).write(Path(out_dir) / name)
     write_json(out_provenance, provenance(config, computed_on(test_files)))

@@ -122,8 +122,10 @@ class SelectedModel(Record):
     validation: dict[str, float]  # its validation loss and metrics
     evaluations: int  # fused models its search scored (the members' own scores and the final score not counted)
     weights: list[float] | None = None  # over the members (the member-fusion methods and the oracle)
+    span: list[float] | None = None  # twa: coefficients of the members' linear span (any sign, any sum)
     merge: dict | None = None  # the task-vector merges: the merge and its hyperparameters (merging.Merge)
     stored: str | None = None  # a state stage 2 kept beside the members (the EMA): its name
+    aligned: dict | None = None  # otfusion: its reference member and heads a layer (points.Aligned)
     params: dict | None = None  # the outer-loop baselines: the hyperparameters they trained with
     step: int | None = None  # the outer-loop baselines: the training step of the kept checkpoint
     oracle: bool = False  # chosen on the test split: an upper bound, not a method

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bomf.config import ConfigError, job_settings, validate_config
 from bomf.device import COMPUTE_SETTINGS, local_problem
-from bomf.fuse.methods import setting_keys
+from bomf.fuse.methods import TRAINING_SPLIT_METHODS, setting_keys
 from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
 from bomf.memory import STACK_JOBS, job_device_memory_mb, job_memory_mb, model_parameters
 from bomf.records import (
@@ -96,6 +96,12 @@ def fusion_settings(wildcards):
     e.g. learned_soup's optim.max_device_batch) and no others."""
     keys = (*COMPUTE_SETTINGS, "optim.eval_batch_size", "fusion.device_memory", *setting_keys(wildcards.method))
     return job_settings(config, dict(wildcards.items()), keys)
+
+
+def fusion_training_split(wildcards):
+    """A fuse job's train.jsonl where its method fits on the training split (bomf.fuse.methods.
+    TRAINING_SPLIT_METHODS: TWA); the other methods read the validation split only."""
+    return [f"{OUT}/data/{wildcards.task}/train.jsonl"] if wildcards.method in TRAINING_SPLIT_METHODS else []
 
 
 # A model whose size cannot be read yet (a hub id before prepare_model fetched it): the memory every job asks for.

@@ -79,6 +79,8 @@ rule paper_tables:
     input:
         tests=method_files(f"{RUN}/{EVALUATION_FILE}"),
         fusion=method_files(f"{RUN}/fusion/{{method}}"),
+        # Stage 1's trials (the correlation table's HPBO points), of every run that had a stage 1.
+        trials=[f"{RUN}/hpo/trials.csv".format(**run) for run in RUNS if run["model"] not in IMPORTED],
         # Jobs whose benchmark files the cost table reads, beyond those the test results need.
         costs=[path.format(**run) for run in RUNS for path in cost_only_outputs(run)],
     output:

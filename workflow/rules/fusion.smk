@@ -1,11 +1,13 @@
 # Stage 3 and the baselines: every method in config fusion.methods chooses weights for the same members on
-# the same validation split. BO methods also write history.csv and pareto.csv into their directory.
+# the same validation split (twa trains on the training split). BO methods also write history.csv and
+# pareto.csv into their directory.
 
 
 rule fuse:
     input:
         model=prepared_model,
         data=f"{OUT}/data/{{task}}/val.jsonl",
+        train=fusion_training_split,  # the same directory as data, which the job reads it from
         members=member_files,
         manifest=MANIFEST,
     output:

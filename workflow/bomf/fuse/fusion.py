@@ -19,14 +19,16 @@ import torch
 from torch import nn
 
 from ..memory import GIB, SCORING_ACTIVATIONS, chunk_columns, stack_bytes
-from ..metrics import ranking_key
+from ..metrics import ranking_key, sign
 from ..tasks.models import load_member_state
 from ..tasks.registry import TaskSpec
 from ..tasks.splits import SplitData
 from .journal import JournaledObjective
 from .merging import Merge
 from .methods import MERGE_GRIDS, SETTINGS
-from .points import Stored
+from .otfusion import layout as otfusion_layout
+from .otfusion import otfusion
+from .points import Aligned, Span, Stored
 
 SIMPLEX_TOLERANCE = 1e-6
 
@@ -123,9 +125,13 @@ class MemberStack:
     def __len__(self) -> int:
         return self.matrix.shape[0]
 
-    def parameters(self, point: "torch.Tensor | Merge | Stored") -> torch.Tensor:
+    def parameters(self, point: "torch.Tensor | Span | Merge | Stored") -> torch.Tensor:
         """The flat parameters of a point, in the preallocated buffer (overwritten by the next call): Σ wᵢθᵢ of
-        simplex weights, a task-vector merge, or a stored state."""
+        simplex weights or of coefficients of the span, a task-vector merge, or a stored state."""
+        if isinstance(point, Span):
+            if point.coefficients.shape != (len(self),) or not bool(torch.isfinite(point.coefficients).all()):
+                raise ValueError(f"expected {len(self)} finite span coefficients, got {point.coefficients.tolist()}")
+            return self.combine(point.coefficients)
         if isinstance(point, Merge):
             if self.base is None:
                 raise ValueError(f"{point.method} merges task vectors: the stack needs the base model")
@@ -134,6 +140,9 @@ class MemberStack:
             if point.name not in self.stored:
                 raise ValueError(f"stage 2 kept no {point.name} state beside its members (finetune.ema_decay: null?)")
             return self.mixed.copy_(self.stored[point.name])
+        if isinstance(point, Aligned):
+            return self._flatten(otfusion([self._views(row) for row in self.matrix], point.reference, point.heads),
+                                 self.mixed)
         weights = point.to(self.matrix)
         check_simplex(weights, len(self))
         return self.combine(weights)
@@ -155,10 +164,12 @@ class MemberStack:
     def state(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """A state dict of views into a flat parameter vector (autograd flows through them), on the stack's
         device: a vector computed from a chunked stack's host matrix (learned_soup's mix) is copied there."""
-        flat = flat.to(self.mixed.device)
-        views = {name: flat[start:stop].view(shape)
-                 for name, start, stop, shape in zip(self.float_names, self.offsets, self.offsets[1:], self.shapes)}
-        return {**views, **self.fixed}
+        return {**self._views(flat.to(self.mixed.device)), **self.fixed}
+
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The floating tensors of a flat parameter vector (a member's row, the mixed buffer), as views into it."""
+        return {name: flat[start:stop].view(shape)
+                for name, start, stop, shape in zip(self.float_names, self.offsets, self.offsets[1:], self.shapes)}
 
     def load_into(self, model: nn.Module, point: "torch.Tensor | Merge | Stored") -> None:
         load_member_state(model, self.state(self.parameters(point)))
@@ -216,6 +227,7 @@ class FusionContext:
     objective: FusionObjective | JournaledObjective  # a journaled one replays an interrupted run's evaluations
     config: dict  # the settings the method declares (methods.SETTINGS), under their names (method_settings)
     seed: int
+    train: SplitData | None = None  # the training split: given to the methods.TRAINING_SPLIT_METHODS only
 
     @property
     def count(self) -> int:
@@ -235,7 +247,7 @@ class FusionContext:
 
 @dataclass
 class FusionResult:
-    point: "torch.Tensor | Merge | Stored"  # simplex weights over the members, a task-vector merge, a stored state
+    point: "torch.Tensor | Span | Merge | Stored"  # simplex weights, span coefficients, a merge, a stored state
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # extra outputs, e.g. a BO history
 
 
@@ -273,6 +285,17 @@ def exponential_moving_average(ctx: FusionContext) -> FusionResult:
     return FusionResult(Stored("ema"))
 
 
+@register("otfusion")
+def optimal_transport_fusion(ctx: FusionContext) -> FusionResult:
+    """OTFusion (Singh & Jaggi; Imfeld et al. for transformers, ``otfusion``): the members' neurons aligned to a
+    reference member (fusion.otfusion_reference: the best validation member, or the last), then averaged."""
+    stack = ctx.objective.stack
+    otfusion_layout(stack.float_names)  # members it cannot align (LoRA): one line, before any evaluation
+    reference = (int(best_member(ctx).point.argmax()) if ctx.config["otfusion_reference"] == "best"
+                 else ctx.count - 1)
+    return FusionResult(Aligned(reference, ctx.objective.model.config.num_attention_heads))
+
+
 @register("last_member")
 def last_member(ctx: FusionContext) -> FusionResult:
     return FusionResult(one_hot(ctx.count - 1, ctx.count))
@@ -287,14 +310,14 @@ def uniform(members: list[int], count: int) -> torch.Tensor:
 @register("greedy_soup")
 def greedy_soup(ctx: FusionContext) -> FusionResult:
     """Wortsman et al.'s greedy soup: members in order of validation metric, each added to the uniform
-    soup only if the soup's validation metric does not drop."""
+    soup only if the soup's validation metric is no worse (in the metric's direction)."""
     primary = ctx.objective.task.primary_metric
     order = sorted(range(ctx.count), key=lambda i: ranking_key(ctx.member_scores[i], primary), reverse=True)
     soup, best = [order[0]], ctx.member_scores[order[0]][primary]
     tried = []
     for candidate in order[1:]:
         scores = ctx.objective(uniform([*soup, candidate], ctx.count))
-        accepted = scores[primary] >= best
+        accepted = sign(primary) * scores[primary] >= sign(primary) * best  # no worse, in its direction
         tried.append({"member": candidate, "accepted": accepted, **scores})
         if accepted:
             soup, best = [*soup, candidate], scores[primary]
@@ -333,6 +356,84 @@ def learned_soup(ctx: FusionContext) -> FusionResult:
         rows.append({"epoch": epoch, "val_loss": total.item() / len(permutation)})
     weights = torch.softmax(logits.detach(), 0).double().cpu()
     return FusionResult(weights / weights.sum(), {"history": pd.DataFrame(rows)})
+
+
+TWA_MOMENTUM = 0.9  # the paper's P-SGD momentum (its weight decay, 1e-5, is left out)
+GRAM_BLOCK_ELEMENTS = 1 << 22  # float64 elements per block of columns (32 MiB) while accumulating a Gram
+# A direction of the span whose Gram eigenvalue is below this share of the largest is finer than the float32
+# members resolve (a member (nearly) a combination of the others): it is left out of the basis.
+SPAN_RESOLUTION = (16 * torch.finfo(torch.float32).eps) ** 2
+
+
+def _float64_columns(stack: MemberStack):
+    """(start, block) over the members' matrix: blocks of columns in float64 on the stack's device, so that
+    no P-sized float64 copy exists at any time (the members' near-equal rows cancel in float32 products)."""
+    step = max(1, GRAM_BLOCK_ELEMENTS // len(stack))
+    for start in range(0, stack.offsets[-1], step):
+        yield start, stack.matrix[:, start:start + step].to(stack.mixed.device, torch.float64)
+
+
+def _member_gram(stack: MemberStack) -> torch.Tensor:
+    """W Wᵀ ([N, N] float64, on the stack's device): the members' inner products."""
+    return sum(block @ block.T for _, block in _float64_columns(stack))
+
+
+def span_basis(gram: torch.Tensor) -> torch.Tensor:
+    """[N, k] float64 B from the members' Gram matrix W Wᵀ (W their [N, P] matrix): the rows of Q = Bᵀ W are an
+    orthonormal basis of the members' linear span, so w = βᵀQ is Σ αᵢθᵢ with α = B β. B = V Λ^-½ from the
+    Gram matrix's eigenvectors, less the directions below SPAN_RESOLUTION: k < N where members are linearly
+    dependent. Every orthonormal basis of the span has the same projector QᵀQ, so the same projected steps as
+    the paper's Gram–Schmidt basis, which divides by ~0 at a dependent member."""
+    values, vectors = torch.linalg.eigh(gram)
+    kept = values > SPAN_RESOLUTION * values[-1]
+    return vectors[:, kept] / values[kept].sqrt()
+
+
+def _member_inner_products(stack: MemberStack, vector: torch.Tensor) -> torch.Tensor:
+    """W·vector ([N] float64): each member's inner product with a flat vector on the stack's device."""
+    return sum(block @ vector[start:start + block.shape[1]].double() for start, block in _float64_columns(stack))
+
+
+@register("twa")
+def trainable_weight_averaging(ctx: FusionContext) -> FusionResult:
+    """Li et al.'s Trainable Weight Averaging (ICLR 2023): θ = Σ αᵢθᵢ anywhere in the members' linear span,
+    trained on the *training* loss by projected SGD with momentum from the uniform average (SWA).
+
+    As in the paper's code, the subspace is the span of the members themselves (Gram–Schmidt of the θᵢ, not of
+    their differences), so α has any sign and any sum (a ``points.Span``). Projected SGD in parameter space,
+    w ← w − η QᵀQ ∇L(w) with Q an orthonormal basis of the span, is plain SGD on w's coordinates β = Q w in
+    that basis (``span_basis``), whose gradient is Q ∇L(w) = Bᵀ (W ∇L(w)); so it runs, one step per batch
+    of fusion.twa_batch_size training examples, its gradient accumulated over chunks of at most
+    optim.max_device_batch (weighted by their size, as training accumulates). The model is in eval mode (no
+    dropout), as the objective scores it. The learned soup differs: softmax (simplex) weights by Adam on the
+    validation loss."""
+    if ctx.train is None:
+        raise ValueError("twa fits on the training split: its FusionContext needs train")
+    objective, stack, train = ctx.objective, ctx.objective.stack, ctx.train
+    gram = _member_gram(stack)
+    basis = span_basis(gram)
+    swa = torch.full((ctx.count,), 1.0 / ctx.count, dtype=torch.float64, device=gram.device)
+    coordinates = (basis.T @ gram @ swa).requires_grad_()  # β₀ = Q w₀ = Bᵀ W Wᵀ α₀: the SWA start
+    optimizer = torch.optim.SGD([coordinates], lr=ctx.config["twa_lr"], momentum=TWA_MOMENTUM)
+    order = torch.Generator().manual_seed(ctx.seed)
+    batch_size, chunk_size, rows = ctx.config["twa_batch_size"], ctx.config["optim.max_device_batch"], []
+    for epoch in range(ctx.config["twa_epochs"]):
+        permutation = torch.randperm(len(train), generator=order).tolist()
+        total = torch.zeros((), dtype=torch.float64, device=objective.device)  # read once an epoch: no sync a chunk
+        for start in range(0, len(permutation), batch_size):
+            indices = permutation[start:start + batch_size]
+            fused = stack.combine(basis @ coordinates.detach()).detach().requires_grad_()
+            params = stack.state(fused)
+            for first in range(0, len(indices), chunk_size):
+                chunk = indices[first:first + chunk_size]
+                loss = torch.func.functional_call(objective.model, params,
+                                                  kwargs=train.batch(chunk, objective.device)).loss
+                (loss * len(chunk) / len(indices)).backward()
+                total = total + loss.detach().double() * len(chunk)
+            coordinates.grad = basis.T @ _member_inner_products(stack, fused.grad)
+            optimizer.step()
+        rows.append({"epoch": epoch, "train_loss": total.item() / len(permutation)})
+    return FusionResult(Span((basis @ coordinates.detach()).cpu()), {"history": pd.DataFrame(rows)})
 
 
 def _bayesian_optimisation(ctx: FusionContext, searched: list[str] | None) -> FusionResult:

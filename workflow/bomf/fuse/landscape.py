@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from ..tasks.models import load_member_state
-from .fusion import FusionObjective, one_hot
+from .fusion import GRAM_BLOCK_ELEMENTS, FusionObjective, one_hot
 from .journal import JournaledObjective
 
-GRAM_BLOCK_ELEMENTS = 1 << 22  # float64 elements per block of columns (32 MiB) while accumulating the Gram
 AFFINE_TOLERANCE = 1e-6
 COLLINEAR_TOLERANCE = 1e-6  # ‖(θb − θa)⊥‖ below this fraction of ‖θb − θa‖: no plane to speak of
 

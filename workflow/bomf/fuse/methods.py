@@ -17,14 +17,18 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "swa": (),
     "best_member": (),
     "ema": (),
+    "otfusion": ("otfusion_reference",),
     "last_member": (),
     "greedy_soup": (),
     "learned_soup": ("learned_soup_epochs", "learned_soup_lr", "optim.max_device_batch"),
+    "twa": ("twa_epochs", "twa_lr", "twa_batch_size", "optim.max_device_batch"),
     "bomf": BO_SETTINGS,
     "bo_metric": BO_SETTINGS,
     "bo_loss": BO_SETTINGS,
     **{merge: tuple(grid.values()) for merge, grid in MERGE_GRIDS.items()},
 }
+# The methods that fit on the training split (its fuse job also reads train.jsonl); every other reads only val.
+TRAINING_SPLIT_METHODS = frozenset({"twa"})
 
 
 def setting_keys(method: str) -> tuple[str, ...]:

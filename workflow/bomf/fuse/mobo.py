@@ -3,8 +3,9 @@
 The GP input is the weight vector itself, and candidates are optimised under the equality constraint
 Σw = 1 (w ≥ 0), so every point the GP sees is a point of the simplex: no box point is renormalised after
 the fact. Initial points are scrambled Sobol points mapped onto the simplex (Dirichlet(1) through
--log(u), so they cover it evenly). Objectives are the validation loss (minimised) and the task's metrics
-(maximised), normalised by the members' own spread; the reference point lies a tenth of that spread below
+-log(u), so they cover it evenly). Objectives are the validation loss (minimised) and the task's metrics,
+each in its own direction (``metrics.sign``: a lower-is-better metric is minimised, i.e. its negative
+maximised), normalised by the members' own spread; the reference point lies a tenth of that spread below
 the worst member in every objective. The members' own scores are measured first and not counted in the
 budget.
 
@@ -32,6 +33,7 @@ from botorch.utils.multi_objective.pareto import is_non_dominated
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch.quasirandom import SobolEngine
 
+from ..metrics import sign
 from ..runtime import seed_everything, torch_threads
 from .journal import JournaledObjective
 from .selection import SELECTION_RULES
@@ -58,7 +60,7 @@ class Normaliser:
     """Maps objectives to a maximisation space scaled by the members' spread: 0 = worst member, 1 = best."""
 
     def __init__(self, names: list[str], member_scores: list[dict[str, float]]):
-        self.signs = torch.tensor([-1.0 if name == "loss" else 1.0 for name in names], dtype=torch.double)
+        self.signs = torch.tensor([sign(name) for name in names], dtype=torch.double)
         self.names = names
         raw = self._signed(member_scores)
         finite = raw[torch.isfinite(raw).all(-1)]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..metrics import ranking_key
+from ..metrics import LOSS, ranking_key, sign
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 
 
 def best_trial(trials: list[HpoTrial]) -> HpoTrial:
-    """Highest score; ties go to the lower validation loss at the trial's best evaluation (short trials that
-    learn nothing tie at the majority-class score, and the loss still tells them apart), then to the earliest
-    trial. Diverged trials never win."""
+    """Best score in its metric's direction; ties go to the lower validation loss at the trial's best evaluation
+    (short trials that learn nothing tie at the majority-class score, and the loss still tells them apart), then
+    to the earliest trial. Diverged trials never win."""
     scored = [t for t in trials if math.isfinite(t.score)]
     if not scored:
         raise ValueError("every stage-1 trial diverged (NaN score): lower the learning-rate range")
-    return max(scored, key=lambda t: (t.score, -_finite_or_inf(t.loss)))
+    return max(scored, key=lambda t: (sign(t.metric) * t.score, -_finite_or_inf(t.loss)))
 
 
 def _finite_or_inf(value: float) -> float:
@@ -38,7 +38,7 @@ def _best_metric(frame: pd.DataFrame, Yn: np.ndarray, primary: str) -> int:
 
 
 def _best_loss(frame: pd.DataFrame, Yn: np.ndarray, primary: str) -> int:
-    return min(frame.index, key=lambda i: (frame.loc[i, "loss"], -frame.loc[i, primary]))
+    return min(frame.index, key=lambda i: (frame.loc[i, LOSS], -sign(primary) * frame.loc[i, primary]))
 
 
 def _knee(frame: pd.DataFrame, Yn: np.ndarray, primary: str) -> int:
@@ -48,7 +48,7 @@ def _knee(frame: pd.DataFrame, Yn: np.ndarray, primary: str) -> int:
 
 # A rule picks one row of the Pareto set (given the raw rows, their normalised objectives, the primary metric).
 SELECTION_RULES: dict[str, Callable[[pd.DataFrame, np.ndarray, str], int]] = {
-    "best_metric": _best_metric,  # best primary metric, ties -> lower loss (the default)
+    "best_metric": _best_metric,  # best primary metric in its direction, ties -> lower loss (the default)
     "best_loss": _best_loss,  # lowest validation loss, ties -> better primary metric
     "knee": _knee,  # closest to the front's utopia point in member-normalised space
 }

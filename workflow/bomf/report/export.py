@@ -52,9 +52,16 @@ def _how_chosen(selected: SelectedModel, fusion_dir: Path, members: list[str], s
                           f"{len(frame)} fused models evaluated on validation (objectives: validation loss and "
                           f"every task metric); on the front: {bool(chosen['pareto'])}."]
         return lines
+    if selected.span is not None:
+        lines = ["Coefficients θ = Σ αᵢθᵢ in the members' linear span (any sign, any sum), trained on the "
+                 "training loss (TWA):", "", "| member | coefficient |", "|---|---:|"]
+        return lines + [f"| {name} | {alpha:.6f} |" for name, alpha in zip(members, selected.span)]
     if selected.stored is not None:
         return [f"The `{selected.stored}` state stage 2 kept beside its members: the exponential moving average "
                 "of its weights from the first member on (finetune.ema_decay)."]
+    if selected.aligned is not None:
+        return [f"OTFusion: every member's neurons aligned by optimal transport to member "
+                f"`{members[selected.aligned['reference']]}` (attention heads as units), then averaged."]
     return [f"A single checkpoint (step {selected.step}) of its own fine-tune ({_settings(selected.params)})."]
 
 

@@ -19,6 +19,8 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import spearmanr
 
+from ..metrics import METRICS
+
 PNG_DPI = 150
 CONTOUR_LEVELS = 20
 ANNOTATED_CELLS = 64  # heatmaps with more cells than this skip per-cell value labels
@@ -248,8 +250,8 @@ def alignment_figure(trials: pd.DataFrame, output_prefix, *, metric: str, title:
         subset = trials[trials["frozen_layers"] == frozen]
         _heatmap(figure, axes[0, col], subset, "best_val_loss", "best validation loss", False, learning_rates,
                  batch_sizes)
-        _heatmap(figure, axes[1, col], subset, "best_val_metric", f"best validation {metric}", True,
-                 learning_rates, batch_sizes)
+        _heatmap(figure, axes[1, col], subset, "best_val_metric", f"best validation {metric}",
+                 METRICS[metric].higher_is_better, learning_rates, batch_sizes)
         axes[0, col].set_title(f"{frozen} frozen layers")
     figure.suptitle(f"Stage-1 landscape by frozen layers (red: best cell)\n{title}")
     return _save(figure, output_prefix)

@@ -1,5 +1,5 @@
-"""How the tables show results: the labels of methods, tasks, stages and metrics, the order they are listed
-in, and the Markdown and LaTeX renderings every table shares.
+"""How the tables show results: the labels of methods, tasks and stages (a metric's is its ``metrics.METRICS``
+entry's), the order they are listed in, and the Markdown and LaTeX renderings every table shares.
 
 A ``Table`` holds a long-form frame (the CSV) and its Markdown and LaTeX renderings; ``Table.write(prefix)``
 writes prefix.csv, prefix.md and prefix.tex. The LaTeX is a ``table`` float of booktabs tabulars, one per
@@ -21,8 +21,10 @@ METHOD_LABELS = {
     "grid_finetune": "Fine-tune, grid hyperparameters (no BO)",
     "hpbo_full": "Fine-tune, stage-1 BO on the full model",
     "swa": "SWA",
+    "otfusion": "OTFusion",
     "greedy_soup": "Greedy soup",
     "learned_soup": "Learned soup",
+    "twa": "TWA",
     "bo_metric": "BO, metric only",
     "bo_loss": "BO, loss only",
     "ema": "EMA",
@@ -48,9 +50,6 @@ STAGE_LABELS = {
     "test": "Test evaluation",
     "landscape": "Loss/metric landscape",
 }
-METRIC_LABELS = {"accuracy": "Acc.", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman",
-                 "exact_match": "EM", "token_f1": "F1", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
-                 "rougeL": "ROUGE-L", "bleu": "BLEU"}
 
 
 @dataclass(frozen=True, eq=False)

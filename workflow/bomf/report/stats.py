@@ -4,7 +4,8 @@ Every method and seed is scored on the same test examples, so a comparison resam
 and scores both methods on each resample. The metric is recomputed on every resample because F1, MCC and
 Pearson do not decompose into per-example terms; text metrics (QA, generation) are aggregated from the
 per-example statistics the test records hold (``example_statistics``). With several seeds, the difference is averaged over the
-seeds both methods have, on the full split and on every resample alike.
+seeds both methods have, on the full split and on every resample alike. Differences are in the metric's units,
+first - second: for a lower-is-better metric (``metrics.Metric.higher_is_better``) a negative one favours the first.
 """
 
 from collections.abc import Mapping, Sequence
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..metrics import ROW_METRICS
+from ..metrics import METRICS
 from ..records import EvaluatedModel
 
+RESAMPLE_CHUNK = 100
 COMPARISON_COLUMNS = ["model", "task", "metric", "comparison", "baseline", "difference", "ci_low", "ci_high",
                       "p_value", "seeds", "examples", "resamples"]
 
@@ -52,21 +54,16 @@ def bootstrap_indices(size: int, resamples: int, seed: int) -> np.ndarray:
 def score_resamples(predictions: Mapping[int, np.ndarray], labels: np.ndarray, metric: str,
                     indices: np.ndarray) -> MethodScores:
     """Score each seed's predictions on the full split and on every row of ``indices``. For a text metric
-    (``EXAMPLE_METRICS``) the "predictions" are each seed's per-example statistics and ``labels`` is unused."""
-    if metric in ROW_METRICS:  # every resample at once
-        labels = np.asarray(labels)
-        rows = ROW_METRICS[metric]
+    (one with ``statistics``) the "predictions" are each seed's per-example statistics and ``labels`` is unused."""
+    rows = METRICS[metric].rows
+    labels = np.zeros(len(indices[0])) if METRICS[metric].statistics else np.asarray(labels)
 
-        def score_all(values: np.ndarray) -> tuple[float, np.ndarray]:
-            return float(rows(values[None], labels[None])[0]), rows(values[indices], labels[indices])
-    else:  # a text metric, imported only here: rouge_score and sacrebleu stay out of GLUE table jobs
-        from ..tasks.text_metrics import EXAMPLE_METRICS
-
-        aggregate = EXAMPLE_METRICS[metric].aggregate
-        labels = np.zeros(len(indices[0]))
-
-        def score_all(values: np.ndarray) -> tuple[float, np.ndarray]:
-            return aggregate(values), np.array([aggregate(values[resample]) for resample in indices])
+    def score_all(values: np.ndarray) -> tuple[float, np.ndarray]:
+        # RESAMPLE_CHUNK resamples at a time: a text metric's statistics (BLEU: 10 per example) would
+        # otherwise be copied once per resample all at once.
+        chunks = [rows(values[chunk], labels[chunk]) for chunk in np.array_split(
+            indices, max(1, len(indices) // RESAMPLE_CHUNK))]
+        return float(rows(values[None], labels[None])[0]), np.concatenate(chunks)
     full, resampled = {}, {}
     for seed, seed_predictions in predictions.items():
         seed_predictions = np.asarray(seed_predictions)
@@ -106,7 +103,8 @@ def _shared_labels(records: Sequence[EvaluatedModel]) -> list:
 
 def bomf_comparisons(records: Sequence[EvaluatedModel], baselines: Sequence[str], resamples: int = 1000, seed: int = 0,
                      confidence: float = 0.95) -> pd.DataFrame:
-    """For each (model, task): BOMF vs SWA, and BOMF vs the best of ``baselines`` by mean test primary metric.
+    """For each (model, task): BOMF vs SWA, and BOMF vs the best of ``baselines`` by mean test primary metric
+    (best in the metric's own direction).
 
     One row per comparison (``COMPARISON_COLUMNS``; differences in metric units). A comparison is left out
     when either side has no records or the two share no seed. All comparisons of a (model, task) use the
@@ -120,7 +118,7 @@ def bomf_comparisons(records: Sequence[EvaluatedModel], baselines: Sequence[str]
         metric = group[0].primary_metric
         by_method: dict[str, dict[int, np.ndarray]] = {}
         for record in group:
-            scored = (record.predictions if metric in ROW_METRICS else record.example_statistics[metric])
+            scored = record.example_statistics[metric] if METRICS[metric].statistics else record.predictions
             by_method.setdefault(record.method, {})[record.seed] = np.asarray(scored)
         if "bomf" not in by_method:
             continue
@@ -129,7 +127,8 @@ def bomf_comparisons(records: Sequence[EvaluatedModel], baselines: Sequence[str]
         contenders = {"swa": "swa"} if "swa" in by_method else {}
         if mean_score:
             # Ties go to the earlier method in ``baselines``, so the choice never depends on record order.
-            contenders["best baseline"] = max(mean_score, key=lambda m: (mean_score[m], -baselines.index(m)))
+            contenders["best baseline"] = max(mean_score, key=lambda m: (METRICS[metric].sign * mean_score[m],
+                                                                         -baselines.index(m)))
         labels = _shared_labels(group)
         indices = bootstrap_indices(len(labels), resamples, seed)
         scores = {method: score_resamples(by_method[method], labels, metric, indices)

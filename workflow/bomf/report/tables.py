@@ -2,7 +2,8 @@
 table the paper_tables job writes with its builder (Table 5, the cost table from benchmark files, is built by
 ``bomf.report.costs``; labels and rendering are ``bomf.report.render``'s).
 
-Scores are x100, summarised as mean ± sample std over seeds (a single seed shows no ±).
+Scores within [-1, 1] are x100 (``metrics.Metric.scale``), summarised as mean ± sample std over seeds (a single
+seed shows no ±). Best is each metric's own direction: highest, or lowest for a lower-is-better metric.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -12,25 +13,28 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ..metrics import REGRESSION_METRICS
+from ..metrics import LOSS, METRICS
 from ..records import EvaluatedModel
 from ..settings import OUTER_LOOP_BASELINES
 from .costs import cost_table
 from .diagnostics import run_message, run_warnings
-from .render import METHOD_LABELS, METRIC_LABELS, TASK_LABELS, Number, Section, Table, ordered, render, sort_key
+from .render import METHOD_LABELS, TASK_LABELS, Number, Section, Table, ordered, render, sort_key
 from .stats import bomf_comparisons
 
 # Selected on the test split itself: shown as an upper bound, never highlighted, never a "best baseline".
 ORACLE_METHODS = frozenset({"oracle_subset"})
 
-MAIN_METHODS = ("best_member", "last_member", "swa", "greedy_soup", "learned_soup", "bomf", "oracle_subset")
+MAIN_METHODS = ("best_member", "last_member", "swa", "otfusion", "greedy_soup", "learned_soup", "twa", "bomf",
+                "oracle_subset")
 ABLATION_METHODS = ("bo_metric", "bo_loss", "bomf")
 OUTER_BO_METHODS = ("grid_finetune", "hpbo_full", "best_member", "swa", "greedy_soup", "learned_soup", "bomf")
 
 MAIN_CAPTION = (
-    "Test-split primary metric (×100) per method, mean ± sample std over seeds (no ± with one seed). "
-    "Avg: the mean over tasks taken per seed, then summarised; shown only for a method with every task in "
-    "every seed. Bold: best, underlined: second best per column among non-oracle rows run on all of that "
+    "Test-split primary metric (×100 for a score within [−1, 1]) per method, mean ± sample std over seeds (no "
+    "± with one seed). Avg: the mean over tasks taken per seed, then summarised; shown only for a method with "
+    "every task in every seed, and only where every task's metric has one direction and scale. Bold: best "
+    "(lowest for a lower-is-better metric such as an error rate or MAE), underlined: second best per column "
+    "among non-oracle rows run on all of that "
     "column's seeds (equal shown values share a place; a method run on fewer seeds, such as an outer-loop "
     "baseline limited to baselines.outer_seeds, is shown unmarked: its mean is over other runs). Every "
     "selection step used only the validation split carved out of train. "
@@ -38,15 +42,17 @@ MAIN_CAPTION = (
     "upper bound, not a method, and never highlighted.")
 SIGNIFICANCE_CAPTION = (
     "Paired bootstrap over test examples, BOMF vs SWA and vs the best baseline (the non-oracle, non-BOMF "
-    "method with the highest mean test score on that task). Δ = BOMF − baseline (×100) on the full test "
+    "method with the best mean test score on that task, in its metric's direction). Δ = BOMF − baseline (×100 "
+    "for a score within [−1, 1]; negative favours BOMF on a lower-is-better metric) on the full test "
     "split, averaged over the seeds both methods have; the metric is recomputed on each of {resamples} "
     "resamples of the example indices (numpy seed {seed}), shared by both methods and all seeds. 95% CI: "
     "percentile interval of the resampled Δ; p: two-sided, twice the smaller share of resampled Δ at or "
     "beyond 0 (add-one smoothed).")
 DISCREPANCY_CAPTION = (
     "Validation loss and error (×100) of the fine-tuned model (best member) and SWA, mean ± sample std over "
-    "seeds. Loss: NLL for classification, MSE for regression tasks. Error: 100 × (1 − primary metric); for "
-    "correlation metrics that is 1 − correlation, not an error rate. Bold: the lower of the pair. SWA "
+    "seeds. Loss: NLL for classification, MSE for regression tasks. Error: how far the primary metric falls "
+    "short of its best value (×100 for a score within [−1, 1]): 1 − accuracy, an error rate or an MAE itself; "
+    "for correlation metrics 1 − correlation, not an error rate. Bold: the lower of the pair. SWA "
     "lowering the loss without lowering the error is the discrepancy that motivates optimising both.")
 ABLATION_CAPTION = (
     "Single-objective BO vs multi-objective BO over the same members, budget and initial design: test "
@@ -62,15 +68,19 @@ OUTER_BO_CAPTION = (
     "Avg as in Table 1; bold: best, underlined: second best.")
 SELECTION_CAPTION = (
     "Selection overfitting and the gap to the oracle. Validation − test: a method's validation primary "
-    "metric minus its test primary metric (×100), mean ± sample std over seeds; every method chooses on the "
+    "metric minus its test primary metric (×100 for a score within [−1, 1]; test minus validation for a "
+    "lower-is-better metric, so that positive is validation better), mean ± sample std over seeds; every "
+    "method chooses on the "
     "same validation split, so a larger gap is a choice fitted to validation noise. Gap closed: "
     "100 × (BOMF − SWA) / (oracle subset − SWA) of the mean test scores over seeds, the share of the distance "
     "from plain averaging to the best test-selected subset that BOMF covers (– where the oracle is not above "
-    "SWA). Avg: the mean over tasks taken per seed, as in Table 1.")
+    "SWA). Avg: the mean over tasks taken per seed, as in Table 1 (where every task's metric has one "
+    "direction and scale).")
 ALL_METRICS_CAPTION = (
-    "Every test metric of each task (×100) and the test loss, per method: mean ± sample std over seeds (the "
-    "layout of the paper's SQuAD 2.0, SAMSum and E2E tables). Bold: best, underlined: second best per column "
-    "among non-oracle rows run on all of the task's seeds (loss: lowest). Loss: cross-entropy "
+    "Every test metric of each task (×100 for a score within [−1, 1]) and the test loss, per method: mean ± "
+    "sample std over seeds (the layout of the paper's SQuAD 2.0, SAMSum and E2E tables). Bold: best, "
+    "underlined: second best per column among non-oracle rows run on all of the task's seeds (loss and "
+    "lower-is-better metrics: lowest). Loss: cross-entropy "
     "(classification; start/end positions for extractive QA; per token of the reference for generation), MSE "
     "for regression. SAMSum and E2E from the local copies have no train split: train and validation are "
     "carved out of their validation (SAMSum) or "
@@ -106,22 +116,34 @@ def _summary(values: Iterable[float]) -> tuple[float, float, int]:
 
 
 def _task_header(task: str, metric: str) -> str:
-    return f"{TASK_LABELS.get(task, task)} ({METRIC_LABELS.get(metric, metric)})"
+    return f"{TASK_LABELS.get(task, task)} ({METRICS[metric].label})"
+
+
+def _decimals(metric: str) -> int:
+    """Decimals shown: 2 for a score x100, 3 for a metric shown as it is (an MAE)."""
+    return 2 if METRICS[metric].scale == 100 else 3
+
+
+def _one_form(metrics: Iterable[str]) -> bool:
+    """Whether a mean over tasks means something: every task's metric in one direction and at one scale."""
+    return len({(METRICS[m].higher_is_better, METRICS[m].scale) for m in metrics}) == 1
 
 
 def _records_frame(records: Sequence[EvaluatedModel]) -> pd.DataFrame:
-    """One row per record: test score and validation loss and error, scores x100."""
+    """One row per record: test score and validation loss and error, scores at their metric's scale, and the
+    metric's sign (+1: higher is better)."""
     rows = []
     for r in records:
-        metric = r.primary_metric
+        name, metric = r.primary_metric, METRICS[r.primary_metric]
+        # Only Tables 2 and 7 read validation scores; a record without them still ranks on test.
+        validation = r.validation.get(name, np.nan)
         rows.append({"model": r.model, "task": r.task, "method": r.method, "seed": r.seed,
-                     "metric": metric, "test_score": 100 * r.test[metric],
-                     # Only Tables 2 and 7 read validation scores; a record without them still ranks on test.
-                     "validation_loss": r.validation.get("loss", np.nan),
-                     "validation_score": 100 * r.validation.get(metric, np.nan)})
-    frame = pd.DataFrame(rows, columns=["model", "task", "method", "seed", "metric", "test_score",
-                                        "validation_loss", "validation_score"])
-    frame["validation_error"] = 100 - frame["validation_score"]
+                     "metric": name, "sign": metric.sign, "test_score": metric.scale * r.test[name],
+                     "validation_loss": r.validation.get(LOSS, np.nan),
+                     "validation_score": metric.scale * validation,
+                     "validation_error": metric.scale * metric.error(validation)})
+    frame = pd.DataFrame(rows, columns=["model", "task", "method", "seed", "metric", "sign", "test_score",
+                                        "validation_loss", "validation_score", "validation_error"])
     duplicated = frame.duplicated(["model", "task", "method", "seed"], keep=False)
     if duplicated.any():
         raise ValueError("more than one record for " + ", ".join(sorted(
@@ -157,14 +179,18 @@ def _leaderboard(records: Sequence[EvaluatedModel], methods: Sequence[str], labe
                 summaries[method, task] = _summary(per_seed[task].dropna())
                 seeds_of[method, task] = frozenset(per_seed[task].dropna().index)
             # Averaged over tasks per seed, so the spread is of the seed-level average.
-            if set(per_seed.columns) == set(tasks) and not per_seed.isna().any(axis=None):
+            if (set(per_seed.columns) == set(tasks) and not per_seed.isna().any(axis=None)
+                    and _one_form(metric_of[tasks])):
                 summaries[method, "avg"] = _summary(per_seed.mean(axis=1))
                 seeds_of[method, "avg"] = frozenset(per_seed.index)
         columns = [*tasks, "avg"]
+        # Avg (shown only over metrics of one form) reads the first task's.
+        metric_of_column = {column: metric_of[column if column != "avg" else tasks[0]] for column in columns}
         marks = {}
-        for column in columns:
+        for column, metric in metric_of_column.items():
             ranked = _on_every_seed({m: seeds for (m, c), seeds in seeds_of.items() if c == column})
-            marks[column] = _marks({m: summaries[m, column][0] for m in ranked}, decimals=2)
+            marks[column] = _marks({m: summaries[m, column][0] for m in ranked}, _decimals(metric),
+                                   lower_is_better=not METRICS[metric].higher_is_better)
         rows = []
         for method in present:
             cells = []
@@ -174,7 +200,7 @@ def _leaderboard(records: Sequence[EvaluatedModel], methods: Sequence[str], labe
                     continue
                 mean, std, seeds = summaries[method, column]
                 mark = marks[column].get(method, "")
-                cells.append(Number(mean, std, mark=mark))
+                cells.append(Number(mean, std, _decimals(metric_of_column[column]), mark))
                 long_rows.append({"model": model, "method": method, "label": labels.get(method, method),
                                   "task": column, "metric": metric_of.get(column, "avg"), "mean": mean,
                                   "std": std, "seeds": seeds, "mark": mark, "oracle": method in ORACLE_METHODS})
@@ -257,9 +283,11 @@ def all_metrics_table(records: Sequence[EvaluatedModel], methods: Sequence[str])
             for task in ordered((r.task for r in records if r.model == model), list(TASK_LABELS))]
     for model, task in keys:
         ours = [r for r in records if (r.model, r.task) == (model, task)]
-        metrics = [m for m in ours[0].test if m != "loss"]
+        metrics = [m for m in ours[0].test if m != LOSS]
         present = [m for m in _row_order(methods) if any(r.method == m for r in ours)]
-        columns = {**{m: (100.0, 2, False) for m in metrics}, "loss": (1.0, 3, True)}
+        # column -> (scale, decimals, lower is better)
+        columns = {**{m: (METRICS[m].scale, _decimals(m), not METRICS[m].higher_is_better) for m in metrics},
+                   LOSS: (1.0, 3, True)}
         summaries = {(method, column): _summary(scale * r.test[column] for r in ours if r.method == method)
                      for method in present for column, (scale, _, _) in columns.items()}
         ranked = _on_every_seed({m: frozenset(r.seed for r in ours if r.method == m) for m in present})
@@ -276,7 +304,7 @@ def all_metrics_table(records: Sequence[EvaluatedModel], methods: Sequence[str])
                                   "label": METHOD_LABELS.get(method, method), "metric": column, "mean": mean,
                                   "std": std, "seeds": seeds, "mark": mark, "oracle": method in ORACLE_METHODS})
             rows.append((METHOD_LABELS.get(method, method), *cells))
-        header = ("Method", *(METRIC_LABELS.get(m, m) for m in metrics), "Test loss")
+        header = ("Method", *(METRICS[m].label for m in metrics), "Test loss")
         first_oracle = next((i for i, m in enumerate(present) if m in ORACLE_METHODS), 0)
         sections.append(Section(f"{model}, {TASK_LABELS.get(task, task)}", header, tuple(rows),
                                  ruled_rows=frozenset({first_oracle} - {0})))
@@ -300,7 +328,7 @@ def discrepancy_table(records: Sequence[EvaluatedModel]) -> Table:
         for task in ordered(ours["task"], list(TASK_LABELS)):
             of_task = ours[ours["task"] == task]
             metric = of_task["metric"].iloc[0]
-            loss_kind = "MSE" if metric in REGRESSION_METRICS else "NLL"
+            loss_kind = "MSE" if "regression" in METRICS[metric].kinds else "NLL"
             cells = []
             for quantity, (column, decimals) in quantities.items():
                 summaries = {m: _summary(of_task.loc[of_task["method"] == m, column])
@@ -327,7 +355,8 @@ def discrepancy_table(records: Sequence[EvaluatedModel]) -> Table:
 def selection_table(records: Sequence[EvaluatedModel], methods: Sequence[str]) -> Table:
     """Table 7: each method's validation-minus-test gap, and the share of the SWA-to-oracle gap BOMF closes."""
     frame = _records_frame(records)
-    frame = frame[frame["method"].isin(methods)].assign(gap=lambda f: f["validation_score"] - f["test_score"])
+    frame = frame[frame["method"].isin(methods)].assign(
+        gap=lambda f: f["sign"] * (f["validation_score"] - f["test_score"]))
     long_rows, sections = [], []
     for model in sorted(frame["model"].unique()):
         ours = frame[frame["model"] == model]
@@ -340,7 +369,8 @@ def selection_table(records: Sequence[EvaluatedModel], methods: Sequence[str]) -
             cells = []
             for column in [*tasks, "avg"]:
                 if column == "avg":
-                    values = per_seed.mean(axis=1) if set(per_seed.columns) == set(tasks) else pd.Series(dtype=float)
+                    values = (per_seed.mean(axis=1) if set(per_seed.columns) == set(tasks)
+                              and _one_form(metric_of[tasks]) else pd.Series(dtype=float))
                 else:
                     values = per_seed[column] if column in per_seed.columns else pd.Series(dtype=float)
                 values = values.dropna()
@@ -373,8 +403,9 @@ def selection_table(records: Sequence[EvaluatedModel], methods: Sequence[str]) -
 
 
 def _gap_closed(frame: pd.DataFrame, tasks: list[str]) -> dict[str, dict[str, float]]:
-    """Per task (and avg: per-seed means over tasks): mean test scores of SWA, BOMF and the oracle over the seeds
-    all three have, and 100 × (BOMF − SWA) / (oracle − SWA) where the oracle is above SWA."""
+    """Per task (and avg: per-seed means over tasks, where their metrics have one form): mean test scores of SWA,
+    BOMF and the oracle over the seeds all three have, and 100 × (BOMF − SWA) / (oracle − SWA) where the oracle
+    is better than SWA (in the metric's direction)."""
     needed = ("swa", "bomf", "oracle_subset")
     scores = frame[frame["method"].isin(needed)].pivot_table(index=["seed", "task"], columns="method",
                                                               values="test_score")
@@ -384,15 +415,73 @@ def _gap_closed(frame: pd.DataFrame, tasks: list[str]) -> dict[str, dict[str, fl
     per_task = {task: scores.xs(task, level="task") for task in tasks if task in scores.index.get_level_values("task")}
     seeds_with_all = scores.groupby("seed").size()
     complete = seeds_with_all[seeds_with_all == len(tasks)].index
-    if len(complete):
+    sign_of = frame.groupby("task")["sign"].first()
+    if len(complete) and _one_form(frame.groupby("task")["metric"].first()[tasks]):
         per_task["avg"] = scores.loc[complete].groupby("seed").mean()
+        sign_of["avg"] = sign_of[tasks[0]]
     result = {}
     for column, of_column in per_task.items():
         means = of_column.mean()
-        spread = means["oracle_subset"] - means["swa"]
+        spread = sign_of[column] * (means["oracle_subset"] - means["swa"])
         result[column] = {**means.to_dict(), "seeds": len(of_column),
-                          "closed": 100 * (means["bomf"] - means["swa"]) / spread if spread > 0 else np.nan}
+                          "closed": 100 * sign_of[column] * (means["bomf"] - means["swa"]) / spread
+                          if spread > 0 else np.nan}
     return result
+
+
+# ---------------------------------------------------------------------------------------- loss vs metric
+
+# The searches whose evaluated points the correlation table reads, in its column order: stage 1's trials
+# (trained models at BO-chosen hyperparameters) and the three BO searches over fusion weights.
+SEARCH_LABELS = {"hpo": "HPBO (stage 1)", **{m: METHOD_LABELS[m] for m in ("bo_loss", "bo_metric", "bomf")}}
+CORRELATION_CAPTION = (
+    "Spearman's ρ between the validation loss and each validation metric over the points each search evaluated "
+    "(the NeurIPS paper's loss–metric correlation table): stage 1's proxy trials (HPBO; its trials record the "
+    "primary metric only) and the fusion-weight searches (loss only, metric only, BOMF), mean ± sample std "
+    "over seeds, n: points per seed. Negative ρ: a lower loss goes with a higher metric; for a lower-is-better "
+    "metric the sign is flipped, so a negative ρ always means the loss and the metric agree. Only tasks with "
+    "more than one metric or a text metric.")
+
+
+def correlation_table(searches: pd.DataFrame) -> Table:
+    """Table 8: Spearman's ρ between validation loss and each metric over each search's evaluated points.
+
+    ``searches``: one row per evaluated point, columns task, model, seed, search (a SEARCH_LABELS key), loss and
+    the metrics it recorded (NaN where a search did not record one)."""
+    from scipy.stats import spearmanr
+
+    long_rows, sections = [], []
+    for model in sorted(searches["model"].unique()):
+        ours = searches[searches["model"] == model]
+        rows = []
+        for task in ordered(ours["task"], list(TASK_LABELS)):
+            of_task = ours[ours["task"] == task]
+            metrics = [m for m in METRICS if m in of_task.columns and of_task[m].notna().any()]
+            if len(metrics) < 2 and not any(METRICS[m].statistics is not None for m in metrics):
+                continue
+            for metric in metrics:
+                cells = []
+                for search in SEARCH_LABELS:
+                    per_seed = []
+                    for _, points in of_task[of_task["search"] == search].groupby("seed"):
+                        points = points[np.isfinite(points[LOSS]) & np.isfinite(points[metric])]
+                        if len(points) >= 3 and points[LOSS].nunique() > 1 and points[metric].nunique() > 1:
+                            rho = spearmanr(points[LOSS], points[metric]).statistic
+                            per_seed.append((METRICS[metric].sign * rho, len(points)))
+                    if not per_seed:
+                        cells.append(None)
+                        continue
+                    mean, std, seeds = _summary(rho for rho, _ in per_seed)
+                    cells.append(Number(mean, std, 2))
+                    long_rows.append({"model": model, "task": task, "metric": metric, "search": search,
+                                      "label": SEARCH_LABELS[search], "rho": mean, "std": std, "seeds": seeds,
+                                      "points": int(np.median([n for _, n in per_seed]))})
+                rows.append((TASK_LABELS.get(task, task), METRICS[metric].label, *cells))
+        if rows:
+            sections.append(Section(model, ("Task", "Metric", *SEARCH_LABELS.values()), tuple(rows), text_columns=2))
+    long = pd.DataFrame(long_rows, columns=["model", "task", "metric", "search", "label", "rho", "std", "seeds",
+                                            "points"])
+    return render(long, sections, CORRELATION_CAPTION, "tab:bomf-loss-metric-correlation")
 
 
 def run_summary(records: Sequence[EvaluatedModel]) -> pd.DataFrame:
@@ -410,14 +499,15 @@ def run_summary(records: Sequence[EvaluatedModel]) -> pd.DataFrame:
 @dataclass
 class TableInputs:
     """What every table is built from: all runs' test records, the configured methods in order, the paired
-    bootstrap's resamples, Snakemake's benchmark files (``costs.read_benchmarks``) and how many fused models
-    each method's search scored, by (task, model, seed, method)."""
+    bootstrap's resamples, Snakemake's benchmark files (``costs.read_benchmarks``), how many fused models
+    each method's search scored, by (task, model, seed, method), and every point the searches evaluated."""
 
     records: list[EvaluatedModel]
     methods: list[str]
     resamples: int
     benchmarks: pd.DataFrame
     evaluations: dict[tuple, int]
+    searches: pd.DataFrame  # every point the searches evaluated (correlation_table)
 
     @cached_property
     def main(self) -> tuple[Table, Table]:
@@ -436,4 +526,5 @@ TABLES: dict[str, Callable[[TableInputs], Table]] = {
     "table5_cost": lambda inputs: cost_table(inputs.benchmarks, inputs.evaluations),
     "table6_all_metrics": lambda inputs: all_metrics_table(inputs.records, inputs.methods),
     "table7_selection": lambda inputs: selection_table(inputs.records, inputs.methods),
+    "table8_loss_metric_correlation": lambda inputs: correlation_table(inputs.searches),
 }

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..metrics import METRICS
 from ..sources import resolve_model_source
 from .models import is_lora
 from .registry import TaskSpec
 from .splits import SplitData, pad_rows
-from .text_metrics import EXAMPLE_METRICS
 
 IGNORE = -100  # label of tokens the loss skips (prompt and padding), as transformers expects
 # Logits (positions × vocabulary) the scoring loss holds at once: 64 MiB in float32, whatever the batch.
@@ -156,7 +156,7 @@ class GenerationData(SplitData):
         return self.generate(model, batch_size, device)
 
     def score(self, metrics: list[str], predictions: list[str]) -> dict[str, float]:
-        return {name: EXAMPLE_METRICS[name](predictions, self.references) for name in metrics}
+        return {name: METRICS[name](predictions, self.references) for name in metrics}
 
 
 def _first_line(text: str) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from ..device import frozen_dtype
-from ..metrics import METRICS, REGRESSION_METRICS
+from ..metrics import metrics_of
 from .registry import TaskSpec
 
 
@@ -31,9 +31,9 @@ class TaskKind:
     name: str
     module: str  # the implementing module, bomf.<module>
     model_family: str  # "encoder" (fine-tuned in full, its proxy freezes lower layers) | "causal_lm" (LoRA)
-    metrics: tuple[str, ...]  # the metrics a task of this kind may report
+    metrics: tuple[str, ...]  # the metrics a task of this kind may report (those metrics.METRICS gives it)
     settings_section: str | None = None  # the config section its data and evaluation read
-    text_scored: bool = False  # scored on text (text_metrics.EXAMPLE_METRICS), not on class ids or scores
+    text_scored: bool = False  # scored on text (tasks.text_metrics), not on class ids or scores
 
     @property
     def implementation(self) -> ModuleType:
@@ -61,11 +61,10 @@ class TaskKind:
 
 
 KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (
-    TaskKind("classification", "sequence", "encoder", tuple(m for m in METRICS if m not in REGRESSION_METRICS)),
-    TaskKind("regression", "sequence", "encoder", tuple(m for m in METRICS if m in REGRESSION_METRICS)),
-    TaskKind("extractive_qa", "qa", "encoder", ("token_f1", "exact_match"), "qa", text_scored=True),
-    TaskKind("generation", "generation", "causal_lm", ("rouge1", "rouge2", "rougeL", "bleu"), "generation",
-             text_scored=True),
+    TaskKind("classification", "sequence", "encoder", metrics_of("classification")),
+    TaskKind("regression", "sequence", "encoder", metrics_of("regression")),
+    TaskKind("extractive_qa", "qa", "encoder", metrics_of("extractive_qa"), "qa", text_scored=True),
+    TaskKind("generation", "generation", "causal_lm", metrics_of("generation"), "generation", text_scored=True),
 )}
 
 

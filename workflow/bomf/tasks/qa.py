@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics import METRICS
 from ..sources import resolve_model_source
 from .models import freeze_lower_layers
 from .registry import TaskSpec
 from .splits import SplitData, in_unit_order, pad_features
-from .text_metrics import EXAMPLE_METRICS
 
 CLS_INDEX = 0  # where the tokenizers of BERT-, RoBERTa- and MPNet-like models put CLS / <s>
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -108,7 +108,7 @@ class QAData(SplitData):
                                 in_unit_order([row for _, ends in outputs for row in ends], order))
 
     def score(self, metrics: list[str], predictions: list[str]) -> dict[str, float]:
-        return {name: EXAMPLE_METRICS[name](predictions, self.references) for name in metrics}
+        return {name: METRICS[name](predictions, self.references) for name in metrics}
 
     def predictions(self, start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray]) -> list[str]:
         """Each example's answer from its features' logits (padded rows are fine: padding is never context)."""

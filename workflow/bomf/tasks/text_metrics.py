@@ -1,4 +1,5 @@
-"""Metrics of text, for the task kinds scored on text (extractive QA answers, generated text): each an
+"""Metrics of text, for the task kinds scored on text (extractive QA answers, generated text): declared in
+``metrics.METRICS`` (name, label, direction) and implemented here under the same names, each an
 ``ExampleMetric``, per-example statistics aggregated into the score, so a bootstrap resamples rows of
 statistics instead of recomputing the metric from text. Exact match and token F1 follow the official SQuAD 2.0
 evaluation script; ROUGE is rouge_score's, BLEU sacrebleu's.
@@ -106,9 +107,8 @@ def bleu_from_statistics(statistics: np.ndarray) -> float:
     return _BLEU._compute_score_from_stats(totals).score / 100
 
 
-EXAMPLE_METRICS: dict[str, ExampleMetric] = {
-    "exact_match": ExampleMetric(_best_over_gold(_exact)),
-    "token_f1": ExampleMetric(_best_over_gold(_token_f1)),
-    **{name: _rouge(name) for name in ("rouge1", "rouge2", "rougeL")},
-    "bleu": ExampleMetric(bleu_statistics, bleu_from_statistics),
-}
+# The implementations ``metrics.METRICS`` declares, by its names.
+exact_match = ExampleMetric(_best_over_gold(_exact))
+token_f1 = ExampleMetric(_best_over_gold(_token_f1))
+rouge1, rouge2, rougeL = (_rouge(name) for name in ("rouge1", "rouge2", "rougeL"))
+bleu = ExampleMetric(bleu_statistics, bleu_from_statistics)

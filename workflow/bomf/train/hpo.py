@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.quasirandom import SobolEngine
 
+from ..metrics import sign
 from ..records import HpoTrial
 from ..runtime import seed_everything, seed_rngs, torch_threads
 from ..settings import OptimConfig, hyperparameters
@@ -81,7 +82,8 @@ def _bo_step(dims: list[Dimension], trials: list[HpoTrial], q: int, acquisition:
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
     X = torch.tensor([[d.encode(t.params[d.name]) for d in dims] for t in trials], dtype=torch.double)
-    Y = torch.tensor([[finite_score(t.score, trials)] for t in trials], dtype=torch.double)
+    # Maximised: a lower-is-better metric enters negated.
+    Y = torch.tensor([[sign(t.metric) * finite_score(t.score, trials)] for t in trials], dtype=torch.double)
     bounds = torch.stack([torch.zeros(len(dims)), torch.ones(len(dims))]).double()
     with torch_threads(1):  # small GP fits drown in thread overhead
         model = SingleTaskGP(X, Y, input_transform=Normalize(len(dims), bounds=bounds),
@@ -98,17 +100,20 @@ def _bo_step(dims: list[Dimension], trials: list[HpoTrial], q: int, acquisition:
 
 
 def finite_score(score: float, trials: list[HpoTrial]) -> float:
-    """A diverged trial (NaN score) counts as the worst score seen, so the GP still learns from it."""
+    """A diverged trial (NaN score) counts as the worst score seen (in its metric's direction), so the GP still
+    learns from it."""
     if math.isfinite(score):
         return score
-    finite = [t.score for t in trials if math.isfinite(t.score)]
-    return min(finite) - 0.1 * (max(finite) - min(finite) + 1e-3) if finite else 0.0
+    direction = sign(trials[0].metric)
+    finite = [direction * t.score for t in trials if math.isfinite(t.score)]
+    return direction * (min(finite) - 0.1 * (max(finite) - min(finite) + 1e-3)) if finite else 0.0
 
 
 def trial_score(trajectory: list[dict], primary_metric: str) -> float:
-    """Best validation primary metric over the trial's evaluations (NaN if it diverged throughout)."""
+    """Best validation primary metric (in its direction) over the trial's evaluations (NaN if it diverged
+    throughout)."""
     values = [row[f"val_{primary_metric}"] for row in trajectory if math.isfinite(row[f"val_{primary_metric}"])]
-    return max(values) if values else math.nan
+    return max(values, key=lambda value: sign(primary_metric) * value) if values else math.nan
 
 
 def trial_loss(trajectory: list[dict], primary_metric: str) -> float:
