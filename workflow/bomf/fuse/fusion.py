@@ -324,6 +324,20 @@ def greedy_soup(ctx: FusionContext) -> FusionResult:
     return FusionResult(uniform(soup, ctx.count), {"history": pd.DataFrame(tried)})
 
 
+def _backward_in_chunks(objective: "FusionObjective | JournaledObjective", split: SplitData, indices: list[int],
+                        params: dict[str, torch.Tensor], chunk_size: int, total: torch.Tensor) -> torch.Tensor:
+    """One batch's loss backward through ``params`` (views of a fused vector, where the gradient gathers), over
+    chunks of at most ``chunk_size`` examples weighted by their size, as training accumulates; returns
+    ``total`` plus the batch's summed loss (on the device: no synchronisation a chunk)."""
+    for first in range(0, len(indices), chunk_size):
+        chunk = indices[first:first + chunk_size]
+        loss = torch.func.functional_call(objective.model, params,
+                                          kwargs=split.batch(chunk, objective.device)).loss
+        (loss * len(chunk) / len(indices)).backward()
+        total = total + loss.detach().double() * len(chunk)
+    return total
+
+
 @register("learned_soup")
 def learned_soup(ctx: FusionContext) -> FusionResult:
     """Mixing weights softmax(a) learned by Adam on the validation loss (Wortsman et al.'s learned soup), one
@@ -343,13 +357,7 @@ def learned_soup(ctx: FusionContext) -> FusionResult:
             indices = permutation[start:start + batch_size]
             mixed = torch.softmax(logits, 0) @ stack.matrix
             fused = mixed.detach().requires_grad_()  # the chunks' gradients gather here, before the mix
-            params = stack.state(fused)
-            for first in range(0, len(indices), chunk_size):
-                chunk = indices[first:first + chunk_size]
-                batch = objective.val.batch(chunk, objective.device)
-                loss = torch.func.functional_call(objective.model, params, kwargs=batch).loss
-                (loss * len(chunk) / len(indices)).backward()
-                total = total + loss.detach().double() * len(chunk)
+            total = _backward_in_chunks(objective, objective.val, indices, stack.state(fused), chunk_size, total)
             mixed.backward(fused.grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -423,13 +431,7 @@ def trainable_weight_averaging(ctx: FusionContext) -> FusionResult:
         for start in range(0, len(permutation), batch_size):
             indices = permutation[start:start + batch_size]
             fused = stack.combine(basis @ coordinates.detach()).detach().requires_grad_()
-            params = stack.state(fused)
-            for first in range(0, len(indices), chunk_size):
-                chunk = indices[first:first + chunk_size]
-                loss = torch.func.functional_call(objective.model, params,
-                                                  kwargs=train.batch(chunk, objective.device)).loss
-                (loss * len(chunk) / len(indices)).backward()
-                total = total + loss.detach().double() * len(chunk)
+            total = _backward_in_chunks(objective, train, indices, stack.state(fused), chunk_size, total)
             coordinates.grad = basis.T @ _member_inner_products(stack, fused.grad)
             optimizer.step()
         rows.append({"epoch": epoch, "train_loss": total.item() / len(permutation)})
