@@ -239,7 +239,7 @@ def _jobs(config, run, data, workdir):
     pipeline.hpo_select([run / "hpo/round0/trial0.json"], run / "hpo/trials.csv", run / "hpo/best.json")
     pipeline.finetune(**job, data_dir=data, best_file=run / "hpo/best.json", out_dir=run / "members",
                       staging_dir=run / "members.resume", checkpoint_seconds=1800)
-    methods = ("bomf", "swa", "greedy_soup", "learned_soup", "ema", "ties", "best_member")
+    methods = ("bomf", "swa", "greedy_soup", "learned_soup", "twa", "otfusion", "ema", "ties", "best_member")
     for method in methods:
         pipeline.fuse(**job, data_dir=data, members_dir=run / "members", method=method,
                       out_dir=run / f"fusion/{method}", journal=run / f"fusion/{method}.journal.jsonl")
