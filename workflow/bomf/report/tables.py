@@ -438,7 +438,7 @@ CORRELATION_CAPTION = (
     "Spearman's ρ between the validation loss and each validation metric over the points each search evaluated "
     "(the NeurIPS paper's loss–metric correlation table): stage 1's proxy trials (HPBO; its trials record the "
     "primary metric only) and the fusion-weight searches (loss only, metric only, BOMF), mean ± sample std "
-    "over seeds, n: points per seed. Negative ρ: a lower loss goes with a higher metric; for a lower-is-better "
+    "over seeds (the CSV also gives the points per seed). Negative ρ: a lower loss goes with a higher metric; for a lower-is-better "
     "metric the sign is flipped, so a negative ρ always means the loss and the metric agree. Only tasks with "
     "more than one metric or a text metric.")
 
