@@ -188,8 +188,10 @@ BAD_CONFIGS = [
          "custom_tasks.mine.labels: '1' given more than once"),
     case("model-config-json-malformed", malformed_model_config,
          "model_catalog.minilm.source: {tmp}/config.json is not valid JSON (line 2: Expecting property name"),
-    case("outer-seeds-run-nowhere", lambda c, t: c["baselines"].update(outer_seeds=[7]),
-         "baselines.outer_seeds: none of [7] is among seeds [0], so grid_finetune, hpbo_full would run nowhere"),
+    case("method-seeds-run-nowhere", lambda c, t: c.update(method_seeds={"hpbo_full": [7]}),
+         "method_seeds.hpbo_full: none of [7] is among the runs' seeds [0], so hpbo_full would run nowhere"),
+    case("method-seeds-unknown-method", lambda c, t: c.update(method_seeds={"twa": [0]}),
+         "method_seeds.twa: not among fusion.methods or baselines.methods"),
     case("output-dir-leaves-the-working-directory", lambda c, t: c.update(output_dir="results/../.."),
          "config field 'output_dir'"),
     case("absolute-output-dir", lambda c, t: c.update(output_dir="/tmp/results"), "config field 'output_dir'"),
@@ -230,16 +232,17 @@ def test_default_config_validates_and_gets_defaults():
     assert config["hpo"]["space"]["batch_size"]["log"] is False
 
 
-def test_outer_loop_baselines_run_on_the_outer_seeds_only():
+def test_methods_run_on_their_method_seeds_only():
     config = copy.deepcopy(DEFAULT_CONFIG)
     config["seeds"] = [0, 1]
-    config["baselines"]["outer_seeds"] = [1]
+    config["method_seeds"] = {"grid_finetune": [1], "hpbo_full": [1], "swa": [0]}
     validate_config(config)
     fusion = config["fusion"]["methods"]
     seed0, seed1 = {"model": "minilm", "seed": 0}, {"model": "minilm", "seed": "1"}  # a wildcard's string
     assert run_methods(config, seed0) == [*fusion, "oracle_subset"]
-    assert run_methods(config, seed1) == [*fusion, "grid_finetune", "hpbo_full", "oracle_subset"]
-    config["baselines"]["outer_seeds"] = None
+    assert run_methods(config, seed1) == [*(m for m in fusion if m != "swa"), "grid_finetune", "hpbo_full",
+                                          "oracle_subset"]
+    config["method_seeds"] = {}
     assert run_methods(config, seed0) == run_methods(config, seed1)
 
 

@@ -246,7 +246,7 @@ def test_discrepancy_table_reads_validation_loss_and_error():
 
 
 def test_a_method_run_on_fewer_seeds_is_shown_but_not_ranked():
-    # grid_finetune ran on seed 0 only (baselines.outer_seeds): its one-seed mean must not outrank three-seed means.
+    # grid_finetune ran on seed 0 only (method_seeds): its one-seed mean must not outrank three-seed means.
     records = [record("rte", method, seed, score + seed / 100) for seed in range(3)
                for method, score in (("bomf", 0.70), ("swa", 0.68), ("best_member", 0.60))]
     records.append(record("rte", "grid_finetune", 0, 0.90))
@@ -271,7 +271,7 @@ def test_outer_bo_table_compares_every_method_on_the_outer_loop_seeds_only():
     assert cell(outer, "bomf", "rte")["mean"] == pytest.approx(60.0)
     assert cell(outer, "grid_finetune", "rte")["mark"] == "best"
     assert cell(outer, "bomf", "rte")["mark"] == "second"
-    assert "outer_seeds" in outer.markdown
+    assert "method_seeds" in outer.markdown
 
 
 def test_ablation_and_outer_bo_tables_use_their_methods_and_labels():

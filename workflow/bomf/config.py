@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from .settings import OUTER_LOOP_BASELINES, canonical, catalog_name, member_steps
+from .settings import canonical, catalog_name, member_steps
 from .tasks.registry import DataError, get_task
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -171,7 +171,7 @@ def check_semantics(config: dict) -> None:
         *check_member_steps(config),
         *check_fusion(config),
         *check_figures(config),
-        *check_outer_seeds(config),
+        *check_method_seeds(config),
     ]
     if problems:
         raise ConfigError(problem_list(problems))
@@ -509,15 +509,18 @@ def check_figures(config: dict) -> list[str]:
     return problems
 
 
-def check_outer_seeds(config: dict) -> list[str]:
-
-    outer_seeds = config["baselines"]["outer_seeds"]
-    outer = set(OUTER_LOOP_BASELINES) & set(config["baselines"]["methods"])
-    if outer_seeds is None or not outer or set(outer_seeds) & set(config["seeds"]):
-        return []
-    return [f"baselines.outer_seeds: none of {outer_seeds} is among seeds {config['seeds']}, so "
-            f"{', '.join(sorted(outer))} would run nowhere; name one of the seeds or drop them from "
-            f"baselines.methods"]
+def check_method_seeds(config: dict) -> list[str]:
+    methods = [*config["fusion"]["methods"], *config["baselines"]["methods"]]
+    seeds = {*config["seeds"], *(entry["seed"] for entry in config["imported_runs"].values())}
+    problems = []
+    for method, only in config["method_seeds"].items():
+        if method not in methods:
+            problems.append(f"method_seeds.{method}: not among fusion.methods or baselines.methods; "
+                            f"list it there or drop it here")
+        elif not set(only) & seeds:
+            problems.append(f"method_seeds.{method}: none of {only} is among the runs' seeds {sorted(seeds)}, "
+                            f"so {method} would run nowhere; name one of them or drop {method} from its methods")
+    return problems
 
 
 def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:

@@ -51,7 +51,7 @@ def member_steps(total_steps: int, count: int, start_fraction: float) -> list[in
     return [first + -(-(k + 1) * window // count) for k in range(count)]
 
 
-# Baselines that wrap whole fine-tunes around stage 2 (baselines.outer_seeds can restrict them to some seeds).
+# Baselines that wrap whole fine-tunes around stage 2 (method_seeds can restrict them to some seeds).
 OUTER_LOOP_BASELINES = ("grid_finetune", "hpbo_full")
 # What imported members (a user's own checkpoints) cannot give: the average stage 2 keeps, and fine-tunes.
 NEEDS_STAGE_2 = ("ema", *OUTER_LOOP_BASELINES)
@@ -75,10 +75,9 @@ def catalog_name(config: dict, model: str) -> str:
 def run_methods(config: dict, run) -> list[str]:
     """The methods one run (a mapping with its model and seed) evaluates: each gets a fusion/<method>/
     directory, a test evaluation and a row in the tables."""
-    outer_seeds = config["baselines"]["outer_seeds"]
-    methods = [*config["fusion"]["methods"],
-               *(m for m in config["baselines"]["methods"]
-                 if m not in OUTER_LOOP_BASELINES or outer_seeds is None or int(run["seed"]) in outer_seeds)]
+    method_seeds = config["method_seeds"]
+    methods = [m for m in (*config["fusion"]["methods"], *config["baselines"]["methods"])
+               if m not in method_seeds or int(run["seed"]) in method_seeds[m]]
     if run["model"] in config["imported_runs"]:
         return [m for m in methods if m not in NEEDS_STAGE_2]
     return methods

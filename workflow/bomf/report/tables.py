@@ -36,7 +36,7 @@ MAIN_CAPTION = (
     "(lowest for a lower-is-better metric such as an error rate or MAE), underlined: second best per column "
     "among non-oracle rows run on all of that "
     "column's seeds (equal shown values share a place; a method run on fewer seeds, such as an outer-loop "
-    "baseline limited to baselines.outer_seeds, is shown unmarked: its mean is over other runs). Every "
+    "baseline limited to some seeds by method_seeds, is shown unmarked: its mean is over other runs). Every "
     "selection step used only the validation split carved out of train. "
     f"{METHOD_LABELS['oracle_subset']} picks its uniform subset of members on the test split itself: an "
     "upper bound, not a method, and never highlighted.")
@@ -64,7 +64,7 @@ OUTER_BO_CAPTION = (
     "seeds. Grid: learning rate and batch size from a plain grid of full fine-tunes, best checkpoint, no BO. "
     "Full-model BO: stage-1 BO run on the full model instead of the proxy, then a fine-tune, best "
     "checkpoint. Every other row uses the hyperparameters of stage-1 BO on the proxy. Every row is over the "
-    "seeds the grid or full-model BO ran on (baselines.outer_seeds), so each column compares the same runs. "
+    "seeds the grid or full-model BO ran on (method_seeds), so each column compares the same runs. "
     "Avg as in Table 1; bold: best, underlined: second best.")
 SELECTION_CAPTION = (
     "Selection overfitting and the gap to the oracle. Validation − test: a method's validation primary "
