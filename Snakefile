@@ -2,6 +2,17 @@
 # Stages: data -> stage 1 (proxy hyperparameter BO) -> stage 2 (fine-tune, members) -> stage 3 (fusion)
 # -> test evaluation -> tables. The configuration is documented in workflow/schemas/config.schema.yaml.
 
+import sys
+from pathlib import Path
+
+from bomf.config import config_file_problem, problem_list
+
+# Snakemake names no line of a config file it cannot read: the working directory's config.yaml is checked here,
+# before Snakemake reads it. Every --configfile is read before this code runs; `python -m bomf.check CONFIG`
+# checks those (README, "When things go wrong").
+if Path("config.yaml").exists() and (problem := config_file_problem("config.yaml")):
+    sys.exit(f"bomf: {problem_list([problem])}")
+
 
 configfile: "config.yaml"
 

@@ -2,6 +2,8 @@
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,8 @@ def repo_workdir(monkeypatch):
 
 def custom_task(tmp: Path, **overrides) -> dict:
     """A valid custom classification task whose files exist under ``tmp``; an override of None drops the key."""
-    for split in ("train", "test"):
-        (tmp / f"{split}.csv").write_text("sentence,label\n" + "fine,yes\nbad,no\n" * 150)  # > val_size 200
+    (tmp / "train.csv").write_text("sentence,label\n" + "fine,yes\nbad,no\n" * 150)  # > val_size 200
+    (tmp / "test.csv").write_text("sentence,label\ngood,yes\nawful,no\n")
     task = {"train": str(tmp / "train.csv"), "test": str(tmp / "test.csv"), "text_columns": ["sentence"],
             "label_column": "label", "kind": "classification", "labels": ["no", "yes"], "metrics": ["accuracy"]}
     return {key: value for key, value in {**task, **overrides}.items() if value is not None}
@@ -195,7 +197,46 @@ BAD_CONFIGS = [
     case("output-dir-leaves-the-working-directory", lambda c, t: c.update(output_dir="results/../.."),
          "config field 'output_dir'"),
     case("absolute-output-dir", lambda c, t: c.update(output_dir="/tmp/results"), "config field 'output_dir'"),
+    case("test-file-is-the-train-file", lambda c, t: with_custom_task(c, t, test=str(t / "train.csv")),
+         "custom_tasks.mine.test: '{tmp}/train.csv' is the train file; the test split must be held out from "
+         "training"),
+    case("test-file-copies-the-train-file", lambda c, t: set_file(c, t, "test", "train.csv", "test.csv"),
+         "custom_tasks.mine.test: '{tmp}/test.csv' has the same content as custom_tasks.mine.train "
+         "('{tmp}/train.csv')"),
+    case("tsv-data-file", lambda c, t: set_file(c, t, "train", "train.csv", "train.tsv"),
+         "custom_tasks.mine.train: {tmp}/train.tsv: unsupported file type '.tsv'; a custom task's files are .csv "
+         "or .jsonl (in any case)"),
+    case("gzip-data-file", lambda c, t: set_file(c, t, "test", "test.csv", "test.csv.gz"),
+         "custom_tasks.mine.test: {tmp}/test.csv.gz: unsupported file type '.gz'"),
+    case("json-array-data-file", lambda c, t: set_file(c, t, "test", "test.csv", "test.json"),
+         "custom_tasks.mine.test: {tmp}/test.json: unsupported file type '.json'"),
+    case("header-only-test-file",
+         lambda c, t: (with_custom_task(c, t), (t / "test.csv").write_text("sentence,label\n")),
+         "custom_tasks.mine.test: '{tmp}/test.csv' has a header but no examples"),
+    case("empty-train-file", lambda c, t: (with_custom_task(c, t), (t / "train.csv").write_text("\n")),
+         "custom_tasks.mine.train: '{tmp}/train.csv' is empty"),
+    case("empty-jsonl-test-file", lambda c, t: set_file(c, t, "test", None, "test.jsonl"),
+         "custom_tasks.mine.test: '{tmp}/test.jsonl' is empty"),
+    case("fusion-evaluations-absurd", lambda c, t: c["fusion"].update(evaluations=1000000),
+         "config field 'fusion.evaluations': 1000000 is greater than the maximum of 1000 (each scores a fused model "
+         "on the validation split and the GP refits on all of them (cubic in their number); the paper uses 5N = 75)"),
+    case("members-absurd", lambda c, t: c["finetune"].update(members=5000),
+         "config field 'finetune.members': 5000 is greater than the maximum of 100 (each member is a checkpoint"),
+    case("hpo-rounds-absurd", lambda c, t: c["hpo"].update(rounds=10**6),
+         "config field 'hpo.rounds': 1000000 is greater than the maximum of 100"),
+    case("landscape-absurd", lambda c, t: c.update(figures={"landscape": {"size": 1000}}),
+         "config field 'figures.landscape.size': 1000 is greater than the maximum of 101 (the grid's size² points"),
+    case("integer-in-yaml-1.2-float-syntax", lambda c, t: c["hpo"].update(rounds="1e3"),
+         "config field 'hpo.rounds': '1e3' is not of type 'integer'"),
 ]
+
+
+def set_file(config: dict, tmp: Path, split: str, source: str | None, name: str) -> None:
+    """The custom task with its ``split`` file replaced by ``tmp / name``, a copy of its file ``source`` (an
+    empty file for None)."""
+    with_custom_task(config, tmp)
+    (tmp / name).write_bytes((tmp / source).read_bytes() if source else b"")
+    config["custom_tasks"]["mine"][split] = str(tmp / name)
 
 
 @pytest.mark.parametrize("mutate, expected", BAD_CONFIGS)
@@ -291,19 +332,47 @@ def test_command_line_values_get_the_schema_types(tmp_path):
                         command_line={"hpo": {"rounds": "three"}})
 
 
+def test_yaml_1_1_strings_are_numbers_where_the_schema_wants_one(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3, without a dot, as a string; where the schema wants a number it is one, and
+    a trailing slash on output_dir (as the README writes results/) is the same directory."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    overrides = yaml.safe_load("hpo:\n  space:\n    learning_rate: {low: 1e-5, high: 1e-3, log: true}\n"
+                               "optim: {weight_decay: 1E-2}\noutput_dir: results/\n")
+    assert overrides["hpo"]["space"]["learning_rate"]["low"] == "1e-5"  # the YAML 1.1 reading this undoes
+    space(config, "learning_rate").update(overrides["hpo"]["space"]["learning_rate"])
+    config["optim"].update(overrides["optim"])
+    config["output_dir"] = overrides["output_dir"]
+    with_custom_task(config, tmp_path, labels=["1e-3", "2"])  # strings where the schema takes one: kept
+    validate_config(config)
+    assert space(config, "learning_rate") == {"low": 1e-5, "high": 1e-3, "log": True}
+    assert config["optim"]["weight_decay"] == 0.01 and config["output_dir"] == "results"
+    assert config["custom_tasks"]["mine"]["labels"] == ["1e-3", "2"]
+
+
+def test_data_file_suffixes_are_read_in_any_case(tmp_path):
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    with_custom_task(config, tmp_path)
+    (tmp_path / "test.JSONL").write_text('{"sentence": "good", "label": "yes"}\n')
+    (tmp_path / "train.csv").rename(tmp_path / "train.CSV")
+    config["custom_tasks"]["mine"].update(train=str(tmp_path / "train.CSV"), test=str(tmp_path / "test.JSONL"))
+    validate_config(config)
+
+
 # --------------------------------------------------------------------------- as a user sees it
 
 
-def run_snakemake(workdir: Path, *args: str) -> list[str]:
-    """``snakemake all`` (not a dry run: a config that passed would start jobs) in ``workdir``; its output lines."""
-    import subprocess
-    import sys
-
+def run_snakemake(workdir: Path, *args: str, targets=("all",)) -> list[str]:
+    """``snakemake all`` (not a dry run: a config that passed would start jobs) in ``workdir``, which must fail;
+    its output lines."""
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-               str(workdir), "--cores", "1", "all", *args]
+               str(workdir), "--cores", "1", *targets, *args]
     result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=300)
     assert result.returncode != 0
     return (result.stdout + result.stderr).splitlines()
+
+
+def no_python_frames(output: list[str]) -> bool:
+    return not any(line.lstrip().startswith(("File \"", "Traceback")) for line in output)
 
 
 def user_config(tmp_path: Path, text: str = "") -> Path:
@@ -314,12 +383,28 @@ def user_config(tmp_path: Path, text: str = "") -> Path:
     return path
 
 
+def custom_tasks_config(tmp_path: Path, tasks: dict, *edits: tuple[str, str]) -> Path:
+    """``user_config`` running only the custom ``tasks`` (a flow mapping, as a user may write one), with each
+    (old, new) text edit of config.yaml applied."""
+    path = user_config(tmp_path)
+    edits = (("\ntasks: [sst2]", f"\ntasks: [{', '.join(tasks)}]"),
+             ("custom_tasks: {}", f"custom_tasks: {json.dumps(tasks)}"), *edits)
+    text = path.read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
 @pytest.mark.parametrize("args, lines", [
     (["--config", "fusion={selectoin: knee, evaluatons: 3}"],
      ["unknown key 'fusion.selectoin' (did you mean 'fusion.selection'?)",
       "unknown key 'fusion.evaluatons' (did you mean 'fusion.evaluations'?)"]),
-    (["--config", "hpo={acquisition: qEI}", "fusion={acquisition: qEHVI}"],
+    (["--config", "hpo={acquisition: qEI}", "fusion={acquisition: qEHVI, evaluations: 1000000}"],
      ["config field 'fusion.acquisition': 'qEHVI' is not one of ['qLogNEHVI', 'qNEHVI']",
+      "config field 'fusion.evaluations': 1000000 is greater than the maximum of 1000 (each scores a fused model on "
+      "the validation split and the GP refits on all of them (cubic in their number); the paper uses 5N = 75)",
       "config field 'hpo.acquisition': 'qEI' is not one of ['qLogNEI', 'qLogEI']"]),
     (["--config", "models=[..]"],
      ["config field 'models.0': '..' is not allowed: use letters, digits, _ . and - only, not only dots "
@@ -327,13 +412,13 @@ def user_config(tmp_path: Path, text: str = "") -> Path:
     (["--config", "output_dir=../elsewhere"],
      ["config field 'output_dir': '../elsewhere' is not allowed: a relative path of letters, digits, _ . and -, "
       "with no '.' or '..' component"]),
-], ids=["two-typos", "two-acquisitions", "dot-dot-model", "output-outside"])
+], ids=["two-typos", "two-acquisitions-and-a-budget", "dot-dot-model", "output-outside"])
 def test_every_config_problem_is_one_line_before_any_job(tmp_path, args, lines):
     output = run_snakemake(tmp_path, "--configfile", str(user_config(tmp_path)), *args)
     first = next(i for i, line in enumerate(output) if line.startswith("bomf: "))
     assert output[first] == f"bomf: invalid configuration ({len(lines)} problem{'s' if len(lines) > 1 else ''}):"
     assert output[first + 1:first + 1 + len(lines)] == [f"  - {line}" for line in lines]
-    assert not any(line.lstrip().startswith(("File \"", "Traceback")) for line in output), output
+    assert no_python_frames(output), output
     assert not (tmp_path / "results").exists() and not (tmp_path / "elsewhere").exists()
 
 
@@ -346,25 +431,106 @@ def test_a_key_given_twice_in_a_config_file_is_named_with_its_line(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_data_files_that_cannot_be_right_are_named_before_any_job(tmp_path):
+    """A test file that is the train file, a file of a type the readers do not read, a file with no examples:
+    each named for what it is, in one run of the config check."""
+    (tmp_path / "train.csv").write_text("text,label\n" + "fine,pos\nbad,neg\n" * 150)
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + "fine\tpos\n" * 300)
+    (tmp_path / "header.csv").write_text("text,label\n")
+    files = {"same": ("train.csv", "train.csv"), "tsv": ("train.tsv", "header.csv"),
+             "empty": ("train.csv", "header.csv")}
+    tasks = {name: {"train": str(tmp_path / train), "test": str(tmp_path / test), "text_columns": ["text"],
+                    "label_column": "label", "kind": "classification", "labels": ["neg", "pos"],
+                    "metrics": ["accuracy"]} for name, (train, test) in files.items()}
+    output = run_snakemake(tmp_path, "--configfile", str(custom_tasks_config(tmp_path, tasks)), "-n")
+    first = output.index("bomf: invalid configuration (4 problems):")
+    assert output[first + 1:first + 5] == [
+        f"  - custom_tasks.same.test: '{tmp_path}/train.csv' is the train file; the test split must be held out "
+        f"from training",
+        f"  - custom_tasks.tsv.train: {tmp_path}/train.tsv: unsupported file type '.tsv'; a custom task's files "
+        f"are .csv or .jsonl (in any case)",
+        f"  - custom_tasks.tsv.test: '{tmp_path}/header.csv' has a header but no examples",
+        f"  - custom_tasks.empty.test: '{tmp_path}/header.csv' has a header but no examples"], output
+    assert no_python_frames(output) and not (tmp_path / "results").exists()
+
+
+def test_a_config_file_snakemake_cannot_read_is_named_with_its_line(tmp_path):
+    """Snakemake reads --configfile files before any workflow code and names no line: python -m bomf.check
+    names each file, its line and the problem. The working directory's config.yaml, read by the Snakefile, is
+    checked there before Snakemake reads it."""
+    (tmp_path / "bracket.yaml").write_text("tasks: [sst2\nmodels: [minilm]\n")
+    (tmp_path / "comments.yaml").write_text("# tasks: [sst2]\n")
+    (tmp_path / "list.yaml").write_text("# a list\n- tasks: [sst2]\n")
+    files = ["bracket.yaml", "comments.yaml", "list.yaml", "absent.yaml"]
+    result = subprocess.run([sys.executable, "-m", "bomf.check", *files], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "bomf: invalid configuration (4 problems):",
+        "  - bracket.yaml:2: not valid YAML (expected ',' or ']', but got ':', while parsing a flow sequence that "
+        "starts on line 1)",
+        "  - comments.yaml: holds no settings (it is empty or only comments); a config file maps keys to values, "
+        "e.g. 'tasks: [sst2]'",
+        "  - list.yaml:2: the top level is a list, not a mapping of keys to values (e.g. 'tasks: [sst2]')",
+        f"  - absent.yaml: config file not found (relative to the working directory {tmp_path})"]
+
+    default = (REPO / "config.yaml").read_text()
+    line = next(i for i, text in enumerate(default.splitlines(), 1) if text.startswith("  rounds:"))
+    (tmp_path / "config.yaml").write_text(default.replace("\n  rounds:", "\n\trounds:"))
+    output = run_snakemake(tmp_path, "-n", targets=())
+    assert output[output.index("bomf: invalid configuration (1 problem):") + 1] == (
+        f"  - config.yaml:{line}: not valid YAML (found character '\\t' that cannot start any token)")
+    assert no_python_frames(output) and not (tmp_path / "results").exists()
+
+
+def test_bomf_check_reads_the_files_as_snakemake_merges_them(tmp_path, monkeypatch):
+    """Over the working directory's config.yaml, in order, and checked as the workflow checks them."""
+    from bomf.check import check
+
+    assert check(["config.yaml"]) is None
+    (tmp_path / "mine.yaml").write_text("hpo:\n  rounds: 3\nfusion:\n  evaluatons: 3\n")
+    assert check([str(tmp_path / "mine.yaml")]) == ("invalid configuration (1 problem):\n  - unknown key "
+                                                   "'fusion.evaluatons' (did you mean 'fusion.evaluations'?)")
+
+
 def test_bad_data_is_one_line_naming_file_and_line_and_leaves_nothing(tmp_path):
-    """A data problem the config check cannot see (a value in the middle of a file) stops the data job with one
-    line on the terminal; the traceback stays in the job's log and no partial split is left."""
-    train = tmp_path / "train.csv"
-    train.write_text("text,score\n" + "".join(f"sentence {i},{i % 5}.0\n" for i in range(250)) + "odd one,inf\n")
-    (tmp_path / "test.csv").write_text("text,score\nfine,1.0\nbad,2.0\n")
-    task = {"train": str(train), "test": str(tmp_path / "test.csv"), "text_columns": ["text"],
-            "label_column": "score", "kind": "regression", "metrics": ["pearson"]}
-    config = user_config(tmp_path, "")
-    settings = yaml.safe_load(config.read_text())
-    settings.update(tasks=["scores"], custom_tasks={"scores": task})
-    config.write_text(yaml.safe_dump(settings))
-    output = run_snakemake(tmp_path, "--configfile", str(config))
-    errors = [line for line in output if line.startswith("bomf error: ")]
-    assert errors == [f"bomf error: {train}:252: column 'score': score inf is not a finite number "
-                      f"(traceback: logs/data/scores.log)"], output
-    assert not any(line.lstrip().startswith(("File \"", "Traceback")) for line in output)
+    """A data problem the config check cannot see (a value in the middle of a file: a score that is no number, a
+    text that is a JSON object) stops its data job with one line on the terminal; the traceback stays in the job's
+    log and no partial split is left. A declared label only test has, and a test set mostly repeating train, are
+    warnings from a data job that succeeds. The config, as a user writes it, reads 5e-5 as a number and
+    output_dir: results/ as results."""
+    scores, structured, unseen = (tmp_path / name for name in ("scores.csv", "structured.jsonl", "unseen.csv"))
+    scores.write_text("text,score\n" + "".join(f"sentence {i},{i % 5}.0\n" for i in range(250)) + "odd one,inf\n")
+    structured.write_text("".join(json.dumps({"text": f"sentence {i}", "label": "pos"}) + "\n" for i in range(2))
+                          + '{"text": {"a": 1}, "label": "pos"}\n' + '{"text": "fine", "label": "neg"}\n' * 250)
+    unseen.write_text("text,label\n" + "".join(f"sentence {i % 5},{('neg', 'pos')[i % 2]}\n" for i in range(250)))
+    (tmp_path / "test.csv").write_text("text,label\nsentence 0,pos\nsentence 1,neg\nsentence 2,pos\nnew,maybe\n")
+    (tmp_path / "test_scores.csv").write_text("text,score\nfine,1.0\nbad,2.0\n")
+    classification = {"text_columns": ["text"], "label_column": "label", "kind": "classification",
+                      "labels": ["neg", "pos", "maybe"], "metrics": ["accuracy"]}
+    tasks = {"scores": {"train": str(scores), "test": str(tmp_path / "test_scores.csv"), "text_columns": ["text"],
+                        "label_column": "score", "kind": "regression", "metrics": ["pearson"]},
+             "structured": {"train": str(structured), "test": str(tmp_path / "test.csv"), **classification},
+             "unseen": {"train": str(unseen), "test": str(tmp_path / "test.csv"), **classification}}
+    config = custom_tasks_config(tmp_path, tasks, ("{low: 5.0e-5, high: 5.0e-4,", "{low: 5e-5, high: 5e-4,"),
+                                 ("\nseeds:", "\noutput_dir: results/\nseeds:"))
+    output = run_snakemake(tmp_path, "--configfile", str(config), "--keep-going",
+                           targets=[f"results/data/{task}/split.json" for task in tasks])
+    # The three jobs run in any order.
+    assert sorted(line for line in output if line.startswith(("bomf error: ", "bomf warning: "))) == [
+        f"bomf error: {scores}:252: column 'score': score inf is not a finite number "
+        f"(traceback: logs/data/scores.log)",
+        f"bomf error: {structured}:3: column 'text' holds an object, not text; a text column holds a string (two "
+        f"texts are two text columns) (traceback: logs/data/structured.log)",
+        "bomf warning: unseen: 3 of 4 test examples (more than half) also occur in train, so test scores mostly "
+        "measure memorisation; hold out a test set that does not repeat the training texts",
+        f"bomf warning: unseen: label 'maybe' never occurs in the training data ({unseen}; only in test), so the "
+        f"model cannot learn to predict it; check the data or the task's labels"], output
+    assert no_python_frames(output)
     assert "Traceback (most recent call last)" in (tmp_path / "logs/data/scores.log").read_text()
-    assert not list((tmp_path / "results/data").rglob("*.*"))  # no split file, not even a temporary one
+    for failed in ("scores", "structured"):  # no split file, not even a temporary one
+        assert not list((tmp_path / "results/data" / failed).rglob("*.*"))
+    assert (tmp_path / "results/data/unseen/split.json").is_file()
 
 
 def test_job_settings_do_not_depend_on_the_order_of_a_config_file():

@@ -536,6 +536,40 @@ def test_split_counts_held_out_texts_that_also_occur_in_train(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_heavy_overlap_and_labels_never_in_train_are_warned_before_training(tmp_path, capsys):
+    """More than half of test repeating train texts gets its own warning; a declared label no training example
+    has (only in test, or nowhere) is named with the train file."""
+    custom = _custom(tmp_path, tmp_path / "train.csv", tmp_path / "test.csv", labels=["neg", "pos", "maybe"])
+    (tmp_path / "train.csv").write_text("premise,hypothesis,gold\n" + "A,B,pos\nC,D,pos\nE,F,pos\n" * 2)
+    (tmp_path / "test.csv").write_text("premise,hypothesis,gold\nA,B,neg\nC,D,pos\nX,Y,pos\n")
+    prepare_task_data(get_task("mine", custom), {"split_seed": 0, "val_size": 1}, custom, tmp_path / "out")
+    assert capsys.readouterr().out.splitlines() == [
+        f"bomf warning: mine: label 'neg' never occurs in the training data ({tmp_path}/train.csv; only in test), "
+        f"so the model cannot learn to predict it; check the data or the task's labels",
+        f"bomf warning: mine: label 'maybe' never occurs in the training data ({tmp_path}/train.csv; nor in test), "
+        f"so the model cannot learn to predict it; check the data or the task's labels",
+        "bomf warning: mine: 2 of 3 test examples (more than half) also occur in train, so test scores mostly "
+        "measure memorisation; hold out a test set that does not repeat the training texts"]
+
+
+@pytest.mark.parametrize("value, kind", [('{"a": 1}', "an object"), ('["one", "two"]', "a list")])
+def test_a_jsonl_text_column_holding_a_structure_is_rejected(tmp_path, value, kind):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"premise": "fine", "hypothesis": "x", "gold": "pos"}\n'
+                    f'{{"premise": "fine", "hypothesis": {value}, "gold": "pos"}}\n')
+    assert _message(_read_mine, path) == (f"{path}:2: column 'hypothesis' holds {kind}, not text; a text column "
+                                          f"holds a string (two texts are two text columns)")
+
+
+@pytest.mark.parametrize("name", ["train.tsv", "train.json", "train.csv.gz", "train"])
+def test_a_data_file_of_another_type_is_named(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("premise,hypothesis,gold\nA,B,pos\n")
+    suffix = path.suffix or "(no suffix)"
+    assert _message(_read_mine, path) == (f"{path}: unsupported file type '{suffix}'; a custom task's files are "
+                                          f".csv or .jsonl (in any case)")
+
+
 def test_split_of_a_text_task_has_no_duplicate_count(tmp_path, monkeypatch):
     """QA and generation examples have no ``text`` list; their groups keep train and validation apart."""
     qa = [{"id": str(i), "question": "q", "context": "c", "answers": {"text": [], "answer_start": []},

@@ -329,8 +329,10 @@ def test_the_fuse_journal_is_tied_to_the_device_and_precision(tmp_path, tiny_mod
 
 
 def test_provenance_lists_what_the_tests_were_computed_on(gpu_run, tmp_path):
-    pipeline.summarise_run([gpu_run / "test/bomf.json", gpu_run / "test/ties.json"], tmp_path / "summary.csv",
-                           tmp_path / "provenance.json")
+    pipeline.summarise_run(test_files=[gpu_run / "test/bomf.json", gpu_run / "test/ties.json"],
+                           fusion_dirs=[gpu_run / "fusion/bomf", gpu_run / "fusion/ties"],
+                           split_file=gpu_run.parent / "data/split.json", out_csv=tmp_path / "summary.csv",
+                           out_provenance=tmp_path / "provenance.json")
     (computed,) = read_json(tmp_path / "provenance.json")["computed_on"]
     assert computed["device"] == "cuda" and computed["training_precision"] == "bf16"
 

@@ -17,8 +17,9 @@ PACKAGE = REPO / "workflow" / "bomf"
 
 # The method's order: a sub-package imports only itself, those before it, and the top-level leaves.
 LAYERS = ("tasks", "train", "fuse", "report")
-# The top-level modules that drive the sub-packages (the jobs, the config check): nothing of bomf imports them.
-ROOTS = {"pipeline", "config"}
+# The top-level modules that drive the sub-packages (the jobs, the config check and its command): nothing of bomf
+# imports them.
+ROOTS = {"pipeline", "config", "check"}
 
 
 def _module(path: Path) -> str:

@@ -9,7 +9,7 @@ from conftest import REPO
 from bomf.records import EvaluatedModel
 from bomf.report.costs import cost_table, read_benchmarks
 from bomf.report.render import METHOD_LABELS, Table, latex_escape
-from bomf.report.stats import bomf_comparisons, bootstrap_indices, compare, score_resamples
+from bomf.report.stats import bomf_comparisons, bootstrap_indices, compare, differences, score_resamples
 from bomf.report.tables import (TABLES, TableInputs, ablation_table, all_metrics_table, correlation_table,
                                 discrepancy_table, main_table, outer_bo_table, selection_table)
 
@@ -107,7 +107,8 @@ def test_duplicate_records_are_refused():
 def paired_bootstrap(first, second, labels, metric, resamples, seed):
     """first - second for two methods given as seed -> test predictions, as bomf_comparisons computes it."""
     indices = bootstrap_indices(len(labels), resamples, seed)
-    return compare(score_resamples(first, labels, metric, indices), score_resamples(second, labels, metric, indices))
+    return compare(differences(score_resamples(first, labels, metric, indices),
+                               score_resamples(second, labels, metric, indices), np.random.default_rng(seed)))
 
 
 def test_a_method_right_everywhere_beats_one_wrong_everywhere():
@@ -116,7 +117,8 @@ def test_a_method_right_everywhere_beats_one_wrong_everywhere():
     assert result.difference == pytest.approx(1.0)
     assert result.ci_low == pytest.approx(1.0) and result.ci_high == pytest.approx(1.0)
     assert result.p_value == pytest.approx(2 / 201)  # the smallest p 200 resamples can give
-    assert (result.seeds, result.examples, result.resamples) == (2, len(LABELS), 200)
+    assert (result.run_ci_low, result.run_ci_high, result.run_p_value) == (1.0, 1.0, result.p_value)
+    assert (result.runs, result.examples, result.resamples) == (2, len(LABELS), 200)
 
 
 def test_identical_predictions_give_no_difference():
@@ -138,17 +140,19 @@ def test_bootstrap_is_deterministic_for_a_seed():
     np.testing.assert_array_equal(bootstrap_indices(60, 5, 7), bootstrap_indices(60, 5, 7))
 
 
-def test_comparisons_pick_the_best_non_oracle_baseline_and_average_shared_seeds():
+def test_comparisons_pick_the_best_non_oracle_baseline_on_validation_and_average_shared_seeds():
     wrong = 1 - LABELS
     half = np.where(np.arange(len(LABELS)) < 20, LABELS, wrong)
     records = [record("rte", "bomf", s, 1.0) for s in (0, 1, 2)]
     records += [record("rte", "swa", s, 0.0, predictions=wrong) for s in (0, 1)]
-    records += [record("rte", "greedy_soup", 0, 0.5, predictions=half),
-                record("rte", "oracle_subset", 0, 1.0)]
-    frame = bomf_comparisons(records, ["swa", "greedy_soup"], resamples=50, seed=0)
+    # greedy_soup: best on validation; best_member: best on test, never the choice.
+    records += [record("rte", "greedy_soup", 0, 0.5, predictions=half, validation_score=0.9),
+                record("rte", "best_member", 0, 0.9, validation_score=0.7),
+                record("rte", "oracle_subset", 0, 1.0, validation_score=1.0)]
+    frame = bomf_comparisons(records, ["swa", "best_member", "greedy_soup"], resamples=50, seed=0)
     assert list(frame["comparison"]) == ["swa", "best baseline"]
     assert list(frame["baseline"]) == ["swa", "greedy_soup"]
-    assert list(frame["seeds"]) == [2, 1]
+    assert list(frame["runs"]) == [2, 1]
     assert frame["difference"].tolist() == pytest.approx([1.0, 0.5])
 
 
@@ -157,11 +161,43 @@ def test_main_table_reports_the_tests_below_it_and_never_against_the_oracle():
     records = [record("rte", "bomf", 0, 1.0), record("rte", "swa", 0, 0.0, predictions=wrong),
                record("rte", "oracle_subset", 0, 1.0)]
     table, significance = main_table(records, resamples=50, seed=1)
-    assert list(significance.frame["baseline"]) == ["swa", "swa"]
-    assert significance.frame["difference"].tolist() == pytest.approx([100.0, 100.0])
-    assert "| RTE (Acc.) | SWA (best baseline) | +100.00 | [+100.00, +100.00] | 0.039 | 1 |" in table.markdown
-    assert table.markdown.index("## Paired bootstrap tests") > table.markdown.index("| BOMF |")
+    bootstrap = significance.frame[significance.frame["comparison"] != "sign test"]
+    assert list(bootstrap["baseline"]) == ["swa", "swa"]
+    assert bootstrap["difference"].tolist() == pytest.approx([100.0, 100.0])
+    assert ("| RTE (Acc.) | SWA (best baseline) | +100.00 | [+100.00, +100.00] | 0.039 | 0.039 | "
+            "[+100.00, +100.00] | 0.039 | 0.039 | 1 |") in table.markdown
+    assert "| SWA | 1/0/0, p 1.000 (1.000) | 1/0/0, p 1.000 (1.000) |" in table.markdown
+    assert set(significance.frame["baseline"]) == {"swa"}
+    assert table.markdown.index("## Significance tests") > table.markdown.index("| BOMF |")
     assert "50 resamples" in significance.markdown and significance.latex in table.latex
+
+
+def test_significance_table_by_hand_over_two_tasks_and_their_mean():
+    """RTE: BOMF right and SWA wrong on every example in both runs (Δ = 100); MRPC: both right (Δ = 0, every run
+    tied). Avg: Δ = 50 on every resample. With 50 resamples, p = 2/51 where every resample is above 0 and 1
+    where every one is 0; Holm over RTE, MRPC and Avg: 3 x 2/51 = 0.118 for the two at 2/51."""
+    wrong = 1 - LABELS
+    records = [record(task, "bomf", s, 1.0, metric=metric) for task, metric in (("rte", "accuracy"), ("mrpc", "f1"))
+               for s in (0, 1)]
+    records += [record("rte", "swa", s, 0.0, predictions=wrong) for s in (0, 1)]
+    records += [record("mrpc", "swa", s, 1.0, metric="f1") for s in (0, 1)]
+    _, significance = main_table(records, ["swa", "bomf"], resamples=50)
+    markdown = significance.markdown
+    assert ("| RTE (Acc.) | SWA | +100.00 | [+100.00, +100.00] | 0.039 | 0.118 | [+100.00, +100.00] | 0.039 "
+            "| 0.118 | 2 |") in markdown
+    assert ("| MRPC (F1) | SWA | +0.00 | [+0.00, +0.00] | 1.000 | 1.000 | [+0.00, +0.00] | 1.000 | 1.000 "
+            "| 2 |") in markdown
+    assert ("| Avg | SWA (best baseline) | +50.00 | [+50.00, +50.00] | 0.039 | 0.118 | [+50.00, +50.00] | 0.039 "
+            "| 0.118 | 4 |") in markdown
+    # Sign tests: RTE 2 better (p = 2 / 2^2 = 0.5), MRPC no untied run (no p), all runs 2/2/0 (p = 0.5); Holm
+    # over the two tests: 2 x 0.5.
+    assert "| BOMF vs | RTE (Acc.) | MRPC (F1) | All runs |" in markdown
+    assert "| SWA | 2/0/0, p 0.500 (1.000) | 0/2/0, p – | 2/2/0, p 0.500 (1.000) |" in markdown
+    signs = significance.frame[significance.frame["comparison"] == "sign test"].set_index("task")
+    assert signs.loc["all", ["better", "tied", "worse"]].tolist() == [2, 2, 0]
+    for words in ("validation primary metric (never test)", "test-sampling noise only", "seed-to-seed variation",
+                  "Holm"):
+        assert words in markdown
 
 
 def test_differing_test_labels_are_refused():

@@ -9,6 +9,7 @@ Every message names the offending config field. Relative paths resolve against t
 import difflib
 import json
 import math
+import re
 from pathlib import Path
 
 from .settings import canonical, catalog_name, member_steps
@@ -23,9 +24,11 @@ PATTERNS = {
     "^[A-Za-z0-9_-]+$": "use letters, digits, _ and - only (it names a directory)",
     "^(?!\\.+$)[A-Za-z0-9_.-]+$": "use letters, digits, _ . and - only, not only dots (it names a directory)",
     "^[a-z0-9_]+$": "use lower-case letters, digits and _ only",
-    "^(?!(.*/)?\\.\\.?(/|$))[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$":
+    "^(?!(.*/)?\\.\\.?(/|$))[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$":
         "a relative path of letters, digits, _ . and -, with no '.' or '..' component",
 }
+# A number in YAML 1.2's syntax (the JSON one, plus a leading + and a bare dot: 1e-3, +5, .5, 1.).
+YAML12_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 BOOLEAN_HINT = " (YAML reads unquoted yes/no/true/false as booleans: quote the value)"
 
 
@@ -39,7 +42,8 @@ def validate_config(config: dict, schema_path: str | Path | None = None, command
 
     ``command_line``: the values given with ``--config`` (``workflow.config_settings.config``), which
     Snakemake hands over as strings; each is first read as YAML would read it in a config file, where the
-    schema asks for another type there (``seeds=[0,1,2]``, ``hpo={rounds: 3}``).
+    schema asks for another type there (``seeds=[0,1,2]``, ``hpo={rounds: 3}``). From either source, ``1e-3``
+    (a string to YAML 1.1) is a number where the schema wants one.
     """
     import jsonschema
     import yaml
@@ -49,17 +53,50 @@ def validate_config(config: dict, schema_path: str | Path | None = None, command
     schema = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key, given in (command_line or {}).items():
         config[key] = _typed(config[key], given, schema.get("properties", {}).get(key), schema)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    _yaml12_numbers(config, validator)
     # Every schema violation at once, one line each; only a valid config gets its defaults and the checks
     # that need them.
-    errors = jsonschema.validators.validator_for(schema)(schema).iter_errors(config)
+    errors = validator.iter_errors(config)
     problems = [*duplicate_keys(config_files),
                 *(line for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path])
                   for line in schema_messages(error))]
     if problems:
         raise ConfigError(problem_list(problems))
     validate(config, str(path), set_default=True)
+    config["output_dir"] = config["output_dir"].rstrip("/")  # results/ is results: paths join it with "/"
     check_semantics(config)
     return config
+
+
+def config_file_problem(path: str | Path) -> str | None:
+    """What keeps ``path`` from being read as a config file (missing, not YAML, not a mapping of keys), with its
+    line; None if it reads. Snakemake reads every --configfile before any workflow code runs and names neither
+    file nor line (a missing one gets a traceback): ``python -m bomf.check`` runs this first."""
+    import yaml
+
+    path = Path(path)
+    if path.is_dir():
+        return f"{path}: is a directory, not a config file"
+    if not path.is_file():
+        return f"{path}: config file not found{_cwd_note(str(path))}"
+    try:
+        text = path.read_text(encoding="utf-8")
+        top, settings = yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        return f"{path}: not UTF-8 text (byte {err.start}); re-save it as UTF-8"
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        context = f", {err.context} that starts on line {err.context_mark.line + 1}" if err.context_mark else ""
+        return f"{path}:{mark.line + 1}: not valid YAML ({err.problem}{context})"
+    if settings is None:
+        return f"{path}: holds no settings (it is empty or only comments); a config file maps keys to values, " \
+               f"e.g. 'tasks: [sst2]'"
+    if not isinstance(settings, dict):
+        kind = "list" if isinstance(settings, list) else f"single value ({settings!r})"
+        return f"{path}:{top.start_mark.line + 1}: the top level is a {kind}, not a mapping of keys to values " \
+               f"(e.g. 'tasks: [sst2]')"
+    return None
 
 
 def duplicate_keys(paths) -> list[str]:
@@ -112,14 +149,23 @@ def _typed(value, given, schema: dict | None, root: dict):
                 parsed = yaml.safe_load(value)
             except yaml.YAMLError:  # left as given: the schema check names the field
                 return value
-            if isinstance(parsed, str) and "number" in allowed:  # YAML 1.1 reads 1e-4 as a string
-                try:
-                    parsed = float(value)
-                except ValueError:
-                    return value
             if _json_type(parsed) in allowed or (_json_type(parsed) == "integer" and "number" in allowed):
                 return parsed
     return value
+
+
+def _yaml12_numbers(config: dict, validator) -> None:
+    """Every string YAML 1.2 reads as a number but PyYAML's YAML 1.1 does not (``1e-3``: no dot) read as one,
+    where the schema wants a number: the value then means what it says in a config file as on the command line."""
+    for error in list(validator.iter_errors(config)):
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        if (error.validator == "type" and "number" in wanted and isinstance(error.instance, str)
+                and YAML12_NUMBER.fullmatch(error.instance) and error.absolute_path):
+            *parents, last = error.absolute_path
+            container = config
+            for part in parents:
+                container = container[part]
+            container[last] = float(error.instance)
 
 
 def _json_type(value) -> str:
@@ -147,6 +193,8 @@ def schema_messages(error) -> list[str]:
     if error.validator == "pattern" and error.validator_value in PATTERNS:
         return [f"config field '{field(where)}': {error.instance!r} is not allowed: {PATTERNS[error.validator_value]}"]
     hint = BOOLEAN_HINT if error.validator == "type" and isinstance(error.instance, bool) else ""
+    if error.validator == "maximum" and "$comment" in error.schema:  # a budget bound: the schema says why
+        hint = f" ({error.schema['$comment']})"
     return [f"config field '{field(where) or '<top level>'}': {error.message}{hint}"]
 
 
@@ -240,13 +288,15 @@ def check_custom_tasks(custom_tasks: dict) -> list[str]:
 
 
 def check_custom_task_files(config: dict) -> list[str]:
-    """The files of every requested custom task: present, with the named columns, and train larger than the
-    validation set carved out of it. Cheap (a header and a row count), so it runs before any job; the
-    values themselves are checked when the data job reads them."""
+    """The files of every requested custom task: present, of a supported type, holding examples with the named
+    columns, train larger than the validation set carved out of it, and test not train again. Cheap (a header,
+    a row count and a byte comparison), so it runs before any job; the values themselves are checked when the
+    data job reads them."""
     problems, requested = [], run_tasks(config)
     for name, task in config["custom_tasks"].items():
         if name not in requested:
             continue
+        readable = []
         for split in ("train", "test"):
             where, path = f"custom_tasks.{name}.{split}", Path(task[split])
             if path.is_dir():
@@ -263,6 +313,11 @@ def check_custom_task_files(config: dict) -> list[str]:
             except json.JSONDecodeError as err:
                 problems.append(f"{where}: '{path}' line 1 is not valid JSON ({err.msg})")
                 continue
+            readable.append(path)
+            if not rows:  # before the columns and val_size, which an empty file would only seem to break
+                what = "has a header but no examples" if columns else "is empty"
+                problems.append(f"{where}: '{path}' {what}")
+                continue
             absent = [c for c in [*task["text_columns"], task["label_column"]] if c not in columns]
             if absent:
                 problems.append(f"{where}: '{path}' has no column {', '.join(map(repr, absent))} (columns: "
@@ -270,16 +325,31 @@ def check_custom_task_files(config: dict) -> list[str]:
             if split == "train" and rows <= config["data"]["val_size"]:
                 problems.append(f"data.val_size: {config['data']['val_size']} validation examples are carved out "
                                 f"of {where} ('{path}'), which has {rows}; lower data.val_size")
+        if len(readable) == 2:
+            problems += _test_is_train(f"custom_tasks.{name}", *readable)
     return problems
+
+
+def _test_is_train(where: str, train: Path, test: Path) -> list[str]:
+    """A test file that is the train file (or a copy of it) would report scores on the training data."""
+    import filecmp
+
+    if train.samefile(test):
+        return [f"{where}.test: '{test}' is the train file; the test split must be held out from training"]
+    if filecmp.cmp(train, test, shallow=False):
+        return [f"{where}.test: '{test}' has the same content as {where}.train ('{train}'); the test split must "
+                f"be held out from training"]
+    return []
 
 
 def _columns_and_rows(path: Path) -> tuple[list[str], int]:
     """The column names (CSV header, or the first JSONL record's keys) and the number of records, read as
     the data job reads the file (``bomf.tasks.readers``)."""
-    from .tasks.readers import csv_rows, read_text
+    from .tasks.readers import csv_rows, custom_format, read_text
 
+    file_format = custom_format(path)
     text = read_text(path, "data file not found")
-    if path.suffix == ".jsonl":
+    if file_format == ".jsonl":
         lines = [line for line in text.splitlines() if line.strip()]
         first = json.loads(lines[0]) if lines else {}
         return (list(first) if isinstance(first, dict) else []), len(lines)

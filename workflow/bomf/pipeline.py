@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .device import Compute
-from .io import atomic_path, read_jsonl, write_csv, write_json
+from .io import atomic_path, read_json, read_jsonl, write_csv, write_json
 from .layout import prepared_model_dir, run_of
 from .metrics import METRICS
 from .records import (MODEL_STATE_FILE, BestCheckpointRun, EvaluatedModel, HpoChoice, HpoTrial, MemberManifest,
@@ -344,22 +344,32 @@ def export_model(config: dict, task: str, model: str, seed: int, method: str, me
     print(f"{method}: exported to {out_dir} ({type(saved).__name__}{', with its LoRA adapter' if adapter else ''})")
 
 
-def paper_tables(config: dict, test_files: list, fusion_dirs: list, trial_files: list, benchmark_root, out_dir,
-                 out_provenance) -> None:
+def _search_histories(records: list, fusion_dirs: list) -> list:
+    """The history.csv of every BO search among ``records`` (``fusion_dirs`` in the same order), one frame each
+    with its run and search: the points it evaluated, the members' scores among them."""
+    import pandas as pd
+
+    from .report.tables import SEARCH_LABELS
+
+    return [pd.read_csv(Path(d) / "history.csv").assign(task=r.task, model=r.model, seed=r.seed, search=r.method)
+            for r, d in zip(records, fusion_dirs) if r.method in SEARCH_LABELS]
+
+
+def paper_tables(config: dict, test_files: list, fusion_dirs: list, trial_files: list, split_files: list,
+                 benchmark_root, out_dir, out_provenance) -> None:
     """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
-    evaluations each method used, and the BO searches' histories), the stage-1 trials of the runs that had
-    a stage 1 (``trial_files``) and the Snakemake benchmark files under ``benchmark_root``."""
+    evaluations each method used, its weights, and the BO searches' histories), the stage-1 trials of the runs
+    that had a stage 1 (``trial_files``), each task's split.json (``split_files``: the validation size and the
+    trivial answer) and the Snakemake benchmark files under ``benchmark_root``."""
     import pandas as pd
 
     from .report.costs import read_benchmarks
     from .report.provenance import provenance
-    from .report.tables import SEARCH_LABELS, TABLES, TableInputs
+    from .report.tables import TABLES, TableInputs
 
     records = [EvaluatedModel.read(path) for path in test_files]
-    evaluations = {(r.task, r.model, r.seed, r.method): SelectedModel.read(d).evaluations
-                   for r, d in zip(records, fusion_dirs)}
-    searches = [pd.read_csv(Path(d) / "history.csv").assign(task=r.task, model=r.model, seed=r.seed, search=r.method)
-                for r, d in zip(records, fusion_dirs) if r.method in SEARCH_LABELS]
+    selected = {(r.task, r.model, r.seed, r.method): SelectedModel.read(d) for r, d in zip(records, fusion_dirs)}
+    searches = _search_histories(records, fusion_dirs)
     for path in trial_files:  # <run>/hpo/trials.csv: each trial's primary metric as "score"
         task, model, seed = run_of(Path(path).parent.parent)
         trials = pd.read_csv(path)
@@ -367,28 +377,40 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, trial_files:
                                       "loss": trials["loss"], trials["metric"].iloc[0]: trials["score"]}))
     inputs = TableInputs(records, methods=[*config["fusion"]["methods"], *config["baselines"]["methods"]],
                          resamples=config["tables"]["bootstrap_resamples"],
-                         benchmarks=read_benchmarks(benchmark_root), evaluations=evaluations,
+                         benchmarks=read_benchmarks(benchmark_root),
+                         evaluations={key: s.evaluations for key, s in selected.items()},
                          searches=pd.concat(searches, ignore_index=True) if searches else
-                         pd.DataFrame(columns=["task", "model", "seed", "search", "loss"]))
+                         pd.DataFrame(columns=["task", "model", "seed", "search", "loss"]),
+                         weights={key: s.weights for key, s in selected.items()},
+                         splits={Path(path).parent.name: read_json(path) for path in split_files})
     for name, build in TABLES.items():
         build(inputs).write(Path(out_dir) / name)
     write_json(out_provenance, provenance(config, computed_on(test_files)))
     print(inputs.main[0].markdown)
 
 
-def summarise_run(test_files: list, out_csv, out_provenance) -> None:
-    """Validation and test scores of every method of one (task, model, seed) run, side by side, and what
-    produced them."""
+def summarise_run(test_files: list, fusion_dirs: list, split_file, out_csv, out_provenance) -> None:
+    """Validation and test scores of every method of one (task, model, seed) run, side by side, with each
+    method's fusion diagnostics (``fusion_dirs`` in the order of ``test_files``: its weights, and the members'
+    scores its search made; ``split_file``: the task's split.json, the validation size and the trivial answer),
+    and what produced them."""
+    import pandas as pd
+
     from .report import tables
     from .report.diagnostics import run_message
     from .report.provenance import provenance
 
     records = [EvaluatedModel.read(path) for path in test_files]
-    frame = tables.run_summary(records)
+    split = read_json(split_file)
+    histories = _search_histories(records, fusion_dirs)
+    r = records[0]
+    members = tables.member_scores(pd.concat(histories), r.task, r.model, r.seed, r.primary_metric) if histories else []
+    frame = tables.run_summary(records, {r.method: SelectedModel.read(d).weights
+                                         for r, d in zip(records, fusion_dirs)}, members, split)
     write_csv(out_csv, frame)
     write_json(out_provenance, provenance(computed_on=computed_on(test_files)))
     print(frame.to_string(index=False))
-    if message := run_message(records):
+    if message := run_message(records, split.get("trivial")):
         tell_user(message)
 
 

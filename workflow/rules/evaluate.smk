@@ -58,7 +58,10 @@ rule export_model:
 # One (task, model, seed) run end to end: `snakemake results/rte/minilm/seed0/summary.csv`.
 rule summarise_run:
     input:
-        lambda w: expand(f"{RUN}/{EVALUATION_FILE}", method=run_methods(config, dict(w.items())), **w),
+        tests=lambda w: expand(f"{RUN}/{EVALUATION_FILE}", method=run_methods(config, dict(w.items())), **w),
+        # In the order of tests: each method's weights and its search's scores of the members.
+        fusion=lambda w: expand(f"{RUN}/fusion/{{method}}", method=run_methods(config, dict(w.items())), **w),
+        split=f"{OUT}/data/{{task}}/split.json",
     output:
         summary=f"{RUN}/summary.csv",
         provenance=f"{RUN}/provenance.json",
@@ -81,6 +84,8 @@ rule paper_tables:
         fusion=method_files(f"{RUN}/fusion/{{method}}"),
         # Stage 1's trials (the correlation table's HPBO points), of every run that had a stage 1.
         trials=[f"{RUN}/hpo/trials.csv".format(**run) for run in RUNS if run["model"] not in IMPORTED],
+        # Each task's split summary: its validation size and its trivial answer.
+        splits=sorted({f"{OUT}/data/{run['task']}/split.json" for run in RUNS}),
         # Jobs whose benchmark files the cost table reads, beyond those the test results need.
         costs=[path.format(**run) for run in RUNS for path in cost_only_outputs(run)],
     output:

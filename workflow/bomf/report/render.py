@@ -33,6 +33,7 @@ METHOD_LABELS = {
     "dare": "DARE",
     "bomf": "BOMF",
     "oracle_subset": "Best subset (oracle, test-selected)",
+    "trivial": "Trivial answer (majority class, mean or no answer)",
 }
 # The paper's task order; other tasks follow alphabetically under their own names.
 TASK_LABELS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "sst2": "SST-2",

@@ -7,7 +7,7 @@ seed shows no ±). Best is each metric's own direction: highest, or lowest for a
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -17,12 +17,13 @@ from ..metrics import LOSS, METRICS
 from ..records import EvaluatedModel
 from ..settings import OUTER_LOOP_BASELINES
 from .costs import cost_table
-from .diagnostics import run_message, run_warnings
+from .diagnostics import (ORACLE_METHODS, TRIVIAL, VERTEX_TOLERANCE, fusion_diagnostics, run_message, run_warnings,
+                          trivial_record)
 from .render import METHOD_LABELS, TASK_LABELS, Number, Section, Table, ordered, render, sort_key
-from .stats import bomf_comparisons
+from .stats import ALL_RUNS, AVERAGE, bomf_comparisons, run_signs
 
-# Selected on the test split itself: shown as an upper bound, never highlighted, never a "best baseline".
-ORACLE_METHODS = frozenset({"oracle_subset"})
+# Rows that are no method (the oracle, the trivial answer): listed below the methods, never highlighted.
+REFERENCE_ROWS = ORACLE_METHODS | {TRIVIAL}
 
 MAIN_METHODS = ("best_member", "last_member", "swa", "otfusion", "greedy_soup", "learned_soup", "twa", "bomf",
                 "oracle_subset")
@@ -40,14 +41,30 @@ MAIN_CAPTION = (
     "selection step used only the validation split carved out of train. "
     f"{METHOD_LABELS['oracle_subset']} picks its uniform subset of members on the test split itself: an "
     "upper bound, not a method, and never highlighted.")
+# Appended to every caption of a table with the trivial answer's row.
+TRIVIAL_NOTE = (
+    f" {METHOD_LABELS['trivial']}: the test score of one prediction for every example, taken from the training "
+    "split alone (classification: the training majority class; regression: the training mean, whose "
+    "correlations are 0; extractive QA: no answer; generation has none): a reference, not a method, never "
+    "highlighted, shown where the task's split.json records it. A method at it learned nothing the metric sees.")
 SIGNIFICANCE_CAPTION = (
-    "Paired bootstrap over test examples, BOMF vs SWA and vs the best baseline (the non-oracle, non-BOMF "
-    "method with the best mean test score on that task, in its metric's direction). Δ = BOMF − baseline (×100 "
-    "for a score within [−1, 1]; negative favours BOMF on a lower-is-better metric) on the full test "
-    "split, averaged over the seeds both methods have; the metric is recomputed on each of {resamples} "
-    "resamples of the example indices (numpy seed {seed}), shared by both methods and all seeds. 95% CI: "
-    "percentile interval of the resampled Δ; p: two-sided, twice the smaller share of resampled Δ at or "
-    "beyond 0 (add-one smoothed).")
+    "BOMF vs SWA and vs the best baseline: the non-oracle method other than BOMF whose validation primary "
+    "metric (never test) is best relative to BOMF's, averaged over the runs (seeds) both have; for Avg, that "
+    "gap averaged over tasks. Δ = BOMF − baseline on the test split (×100 for a score within [−1, 1]; negative "
+    "favours BOMF on a lower-is-better metric), averaged over the runs both methods have; Avg: the mean of the "
+    "tasks' Δ, shown only where every task's metric has one direction and scale (as in Table 1). Examples: a "
+    "paired bootstrap over test examples with the runs fixed, the metric recomputed on each of {resamples} "
+    "resamples of the example indices (numpy seed {seed}), shared by both methods and all runs: it measures "
+    "test-sampling noise only, not seed-to-seed variation. Runs + examples: the same resamples with the runs "
+    "also redrawn with replacement, within each task and independently across tasks: it adds seed-to-seed "
+    "variation (with one run it equals the example bootstrap; with as few as three it still understates it). "
+    "95% CI: percentile interval of the resampled Δ; p: two-sided, twice the smaller share of resampled Δ at "
+    "or beyond 0 (add-one smoothed); each p is unadjusted, Holm: the same p adjusted by Holm's step-down over "
+    "the section's comparisons (each task or Avg and baseline once), per kind of bootstrap. Runs: the runs Δ "
+    "is averaged over. Sign tests: for every method, the runs (task × seed) both it and BOMF have in which "
+    "BOMF's test primary metric is better / equal / worse (in the metric's direction), with the exact "
+    "two-sided sign-test p over the untied runs (– where every run ties) and, in parentheses, that p "
+    "Holm-adjusted over every cell of the section; All runs pools every task.")
 DISCREPANCY_CAPTION = (
     "Validation loss and error (×100) of the fine-tuned model (best member) and SWA, mean ± sample std over "
     "seeds. Loss: NLL for classification, MSE for regression tasks. Error: how far the primary metric falls "
@@ -100,9 +117,9 @@ def _marks(values: Mapping, decimals: int, lower_is_better: bool = False, places
 
 
 def _on_every_seed(seeds_of: Mapping[str, frozenset]) -> set[str]:
-    """The non-oracle methods run on every seed any of them ran on: only their means are comparable, so only
-    they are marked (a baseline run on one seed would otherwise rank against others' three-seed means)."""
-    methods = [m for m in seeds_of if m not in ORACLE_METHODS]
+    """The methods (no reference row) run on every seed any of them ran on: only their means are comparable, so
+    only they are marked (a baseline run on one seed would otherwise rank against others' three-seed means)."""
+    methods = [m for m in seeds_of if m not in REFERENCE_ROWS]
     every = frozenset().union(*(seeds_of[m] for m in methods))
     return {m for m in methods if seeds_of[m] == every}
 
@@ -153,8 +170,19 @@ def _records_frame(records: Sequence[EvaluatedModel]) -> pd.DataFrame:
 
 
 def _row_order(methods: Sequence[str]) -> list[str]:
-    """The given order, with oracle rows moved below every real method."""
-    return [m for m in methods if m not in ORACLE_METHODS] + [m for m in methods if m in ORACLE_METHODS]
+    """The given order, with the reference rows (oracle, trivial answer) moved below every real method."""
+    return [m for m in methods if m not in REFERENCE_ROWS] + [m for m in methods if m in REFERENCE_ROWS]
+
+
+def _with_trivial(records: Sequence[EvaluatedModel], splits: Mapping[str, dict] | None) -> list[EvaluatedModel]:
+    """``records`` and, per run whose task's split.json (``splits``: task -> its content) records a trivial
+    answer, that answer scored on the run's test split."""
+    by_run: dict[tuple, list[EvaluatedModel]] = {}
+    for r in records:
+        by_run.setdefault((r.task, r.model, r.seed), []).append(r)
+    answers = {task: split.get("trivial") for task, split in (splits or {}).items()}
+    return [*records, *(trivial_record(run, answers[task]) for (task, _, _), run in by_run.items()
+                        if answers.get(task) is not None)]
 
 
 # ---------------------------------------------------------------------------------------------- leaderboard
@@ -206,79 +234,132 @@ def _leaderboard(records: Sequence[EvaluatedModel], methods: Sequence[str], labe
                                   "std": std, "seeds": seeds, "mark": mark, "oracle": method in ORACLE_METHODS})
             rows.append((labels.get(method, method), *cells))
         header = ("Method", *(_task_header(t, metric_of[t]) for t in tasks), "Avg")
-        # A rule sets the oracle rows (always last) apart from the methods.
-        first_oracle = next((i for i, m in enumerate(present) if m in ORACLE_METHODS), 0)
+        # A rule sets the reference rows (always last) apart from the methods.
+        first_oracle = next((i for i, m in enumerate(present) if m in REFERENCE_ROWS), 0)
         sections.append(Section(model, header, tuple(rows), ruled_rows=frozenset({first_oracle} - {0})))
     long = pd.DataFrame(long_rows, columns=["model", "method", "label", "task", "metric", "mean", "std", "seeds",
                                             "mark", "oracle"])
     return render(long, sections, caption, label)
 
 
+SIGNIFICANCE_HEADER = ("Task", "BOMF vs", "Δ", "Examples: 95% CI", "p", "Holm", "Runs + examples: 95% CI", "p",
+                       "Holm", "Runs")
+
+
 def _significance_table(records: Sequence[EvaluatedModel], methods: Sequence[str], resamples: int, seed: int) -> Table:
+    """Table 1's significance tests: per model, both bootstraps of BOMF vs SWA and vs the best baseline per task
+    and for Avg, then every method's sign test over runs (one row per method, a column per task and all runs).
+    The CSV holds both: ``comparison`` is "swa", "best baseline" or "sign test" (p_value, p_holm: that test's)."""
     baselines = [m for m in methods if m != "bomf" and m not in ORACLE_METHODS]
-    comparisons = bomf_comparisons([r for r in records if r.method in methods], baselines, resamples, seed)
-    for column in ("difference", "ci_low", "ci_high"):
-        comparisons[column] = 100 * comparisons[column]
-    comparisons.insert(comparisons.columns.get_loc("baseline") + 1, "baseline_label",
-                       [METHOD_LABELS.get(m, m) for m in comparisons["baseline"]])
-    comparisons = comparisons.sort_values(["model", "task"], key=sort_key, kind="stable")
+    records = [r for r in records if r.method in methods]
+    comparisons = bomf_comparisons(records, baselines, resamples, seed, average=_one_form)
+    signs = run_signs(records, baselines).assign(comparison="sign test")
+    # Differences at their metric's scale (Avg: its tasks', which share one).
+    scale_of = {(r.model, r.task): METRICS[r.primary_metric].scale for r in records}
+    scale_of.update({(model, AVERAGE): scale for (model, _), scale in scale_of.items()})
+    scales = [scale_of[key] for key in zip(comparisons["model"], comparisons["task"])]
+    for column in ("difference", "ci_low", "ci_high", "run_ci_low", "run_ci_high"):
+        comparisons[column] = comparisons[column] * scales
+    frame = pd.concat([comparisons, signs], ignore_index=True)
+    # Counts stay whole numbers in the CSV where the other kind of row leaves them empty.
+    whole = ["runs", "examples", "resamples", "better", "tied", "worse"]
+    frame[whole] = frame[whole].astype("Int64")
+    frame.insert(frame.columns.get_loc("baseline") + 1, "baseline_label",
+                 [METHOD_LABELS.get(m, m) for m in frame["baseline"]])
+    frame = frame.sort_values(["model", "task"], key=sort_key, kind="stable")
     sections = []
-    for model, group in comparisons.groupby("model", sort=False):
+    for model in sorted(set(frame["model"])):
+        ours = comparisons[comparisons["model"] == model]
+        metric_of = {r.task: r.primary_metric for r in records if r.model == model}
+        tasks = ordered(set(frame.loc[frame["model"] == model, "task"]) - {AVERAGE, ALL_RUNS}, list(TASK_LABELS))
         rows = []
-        for r in group.itertuples(index=False):
-            baseline = r.baseline_label if r.comparison == "swa" else f"{r.baseline_label} (best baseline)"
-            rows.append((_task_header(r.task, r.metric), baseline, f"{r.difference:+.2f}",
-                         f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", f"{r.p_value:.3f}", str(r.seeds)))
-        sections.append(Section(model, ("Task", "BOMF vs", "Δ (×100)", "95% CI", "p", "Seeds"), tuple(rows),
-                                 text_columns=2))
+        for task in [*tasks, AVERAGE]:
+            metric = metric_of[tasks[0]] if task == AVERAGE else metric_of[task]
+            decimals = _decimals(metric)
+            for r in ours[ours["task"] == task].itertuples(index=False):
+                baseline = (METHOD_LABELS.get(r.baseline, r.baseline) if r.comparison == "swa"
+                            else f"{METHOD_LABELS.get(r.baseline, r.baseline)} (best baseline)")
+                rows.append(("Avg" if task == AVERAGE else _task_header(task, metric), baseline,
+                             f"{r.difference:+.{decimals}f}", f"[{r.ci_low:+.{decimals}f}, {r.ci_high:+.{decimals}f}]",
+                             f"{r.p_value:.3f}", f"{r.p_holm:.3f}",
+                             f"[{r.run_ci_low:+.{decimals}f}, {r.run_ci_high:+.{decimals}f}]",
+                             f"{r.run_p_value:.3f}", f"{r.run_p_holm:.3f}", str(r.runs)))
+        if rows:
+            sections.append(Section(f"{model}: bootstrap of Δ = BOMF − baseline", SIGNIFICANCE_HEADER, tuple(rows),
+                                    text_columns=2))
+        counts = {(r.baseline, r.task): r for r in signs[signs["model"] == model].itertuples(index=False)}
+        columns = [*tasks, ALL_RUNS]
+        sign_rows = []
+        for baseline in baselines:
+            if any((baseline, column) in counts for column in columns):
+                sign_rows.append((METHOD_LABELS.get(baseline, baseline),
+                                  *(_sign_cell(counts.get((baseline, column))) for column in columns)))
+        if sign_rows:
+            sections.append(Section(f"{model}: runs where BOMF is better / equal / worse (sign test)",
+                                    ("BOMF vs", *(_task_header(t, metric_of[t]) for t in tasks), "All runs"),
+                                    tuple(sign_rows)))
     caption = SIGNIFICANCE_CAPTION.format(resamples=resamples, seed=seed)
-    return render(comparisons, sections, caption, "tab:bomf-significance")
+    return render(frame, sections, caption, "tab:bomf-significance")
+
+
+def _sign_cell(counts) -> str | None:
+    """'better/equal/worse, p (Holm p)'; None where the method shares no run with BOMF."""
+    if counts is None:
+        return None
+    tested = f", p {counts.p_value:.3f} ({counts.p_holm:.3f})" if np.isfinite(counts.p_value) else ", p –"
+    return f"{counts.better}/{counts.tied}/{counts.worse}{tested}"
 
 
 def main_table(records: Sequence[EvaluatedModel], methods: Sequence[str] = MAIN_METHODS, *, resamples: int = 1000,
-               seed: int = 0) -> tuple[Table, Table]:
+               seed: int = 0, splits: Mapping[str, dict] | None = None) -> tuple[Table, Table]:
     """Table 1 and its significance tests: (the results with the tests below them, the tests alone).
 
-    Rows follow ``methods`` (oracle rows last); methods or tasks without records are left out.
+    Rows follow ``methods`` (reference rows last: the oracle, and the trivial answer where ``splits``, task ->
+    its split.json, records one); methods or tasks without records are left out.
     """
-    results = _leaderboard(records, methods, METHOD_LABELS, MAIN_CAPTION + _learned_nothing_note(records),
-                           "tab:bomf-main")
+    results = _leaderboard(_with_trivial(records, splits), [*methods, TRIVIAL], METHOD_LABELS,
+                           MAIN_CAPTION + TRIVIAL_NOTE + _learned_nothing_note(records, splits), "tab:bomf-main")
     significance = _significance_table(records, methods, resamples, seed)
-    combined = Table(results.frame, f"{results.markdown}\n## Paired bootstrap tests\n\n{significance.markdown}",
+    combined = Table(results.frame, f"{results.markdown}\n## Significance tests\n\n{significance.markdown}",
                      f"{results.latex}\n{significance.latex}")
     return combined, significance
 
 
-def _learned_nothing_note(records: Sequence[EvaluatedModel]) -> str:
+def _learned_nothing_note(records: Sequence[EvaluatedModel], splits: Mapping[str, dict] | None) -> str:
     """The caption's warning for the runs in which every method learned nothing."""
     by_run: dict[tuple, list[EvaluatedModel]] = {}
     for r in records:
         by_run.setdefault((r.task, r.model, r.seed), []).append(r)
-    messages = [m for run in by_run.values() if (m := run_message(run))]
+    messages = [m for (task, _, _), run in by_run.items()
+                if (m := run_message(run, (splits or {}).get(task, {}).get("trivial")))]
     return "".join(f" WARNING: {m}." for m in messages)
 
 
-def ablation_table(records: Sequence[EvaluatedModel]) -> Table:
+def ablation_table(records: Sequence[EvaluatedModel], splits: Mapping[str, dict] | None = None) -> Table:
     """Table 3: BO on the metric alone, on the loss alone, and on both (BOMF)."""
-    return _leaderboard(records, ABLATION_METHODS, {**METHOD_LABELS, "bomf": "MOBO (BOMF)"}, ABLATION_CAPTION,
-                        "tab:bomf-ablation")
+    return _leaderboard(_with_trivial(records, splits), [*ABLATION_METHODS, TRIVIAL],
+                        {**METHOD_LABELS, "bomf": "MOBO (BOMF)"}, ABLATION_CAPTION + TRIVIAL_NOTE, "tab:bomf-ablation")
 
 
-def outer_bo_table(records: Sequence[EvaluatedModel]) -> Table:
+def outer_bo_table(records: Sequence[EvaluatedModel], splits: Mapping[str, dict] | None = None) -> Table:
     """Table 4: hyperparameters from a grid or from full-model BO vs every method on proxy-BO hyperparameters,
     all on the runs the outer-loop baselines have (they usually run on fewer seeds than the rest)."""
     outer_runs = {(r.model, r.task, r.seed) for r in records if r.method in OUTER_LOOP_BASELINES}
     if outer_runs:
         records = [r for r in records if (r.model, r.task, r.seed) in outer_runs]
-    return _leaderboard(records, OUTER_BO_METHODS, METHOD_LABELS, OUTER_BO_CAPTION, "tab:bomf-outer-bo")
+    return _leaderboard(_with_trivial(records, splits), [*OUTER_BO_METHODS, TRIVIAL], METHOD_LABELS,
+                        OUTER_BO_CAPTION + TRIVIAL_NOTE, "tab:bomf-outer-bo")
 
 
 # ------------------------------------------------------------------------------------------- all metrics
 
-def all_metrics_table(records: Sequence[EvaluatedModel], methods: Sequence[str]) -> Table:
-    """Table 6: methods x (every test metric + test loss), one section per (model, task)."""
+def all_metrics_table(records: Sequence[EvaluatedModel], methods: Sequence[str],
+                      splits: Mapping[str, dict] | None = None) -> Table:
+    """Table 6: methods x (every test metric + test loss), one section per (model, task); the trivial answer
+    (where ``splits`` records one) has no loss."""
     long_rows, sections = [], []
-    records = [r for r in records if r.method in methods]
+    methods = [*methods, TRIVIAL]
+    records = _with_trivial([r for r in records if r.method in methods], splits)
     keys = [(model, task) for model in sorted({r.model for r in records})
             for task in ordered((r.task for r in records if r.model == model), list(TASK_LABELS))]
     for model, task in keys:
@@ -288,7 +369,7 @@ def all_metrics_table(records: Sequence[EvaluatedModel], methods: Sequence[str])
         # column -> (scale, decimals, lower is better)
         columns = {**{m: (METRICS[m].scale, _decimals(m), not METRICS[m].higher_is_better) for m in metrics},
                    LOSS: (1.0, 3, True)}
-        summaries = {(method, column): _summary(scale * r.test[column] for r in ours if r.method == method)
+        summaries = {(method, column): _summary(scale * r.test.get(column, np.nan) for r in ours if r.method == method)
                      for method in present for column, (scale, _, _) in columns.items()}
         ranked = _on_every_seed({m: frozenset(r.seed for r in ours if r.method == m) for m in present})
         marks = {column: _marks({m: summaries[m, column][0] for m in ranked}, decimals, lower_is_better=lower)
@@ -298,6 +379,9 @@ def all_metrics_table(records: Sequence[EvaluatedModel], methods: Sequence[str])
             cells = []
             for column, (_, decimals, _) in columns.items():
                 mean, std, seeds = summaries[method, column]
+                if not np.isfinite(mean):  # the trivial answer's loss
+                    cells.append(None)
+                    continue
                 mark = marks[column].get(method, "")
                 cells.append(Number(mean, std, decimals, mark))
                 long_rows.append({"model": model, "task": task, "method": method,
@@ -305,12 +389,12 @@ def all_metrics_table(records: Sequence[EvaluatedModel], methods: Sequence[str])
                                   "std": std, "seeds": seeds, "mark": mark, "oracle": method in ORACLE_METHODS})
             rows.append((METHOD_LABELS.get(method, method), *cells))
         header = ("Method", *(METRICS[m].label for m in metrics), "Test loss")
-        first_oracle = next((i for i, m in enumerate(present) if m in ORACLE_METHODS), 0)
+        first_oracle = next((i for i, m in enumerate(present) if m in REFERENCE_ROWS), 0)
         sections.append(Section(f"{model}, {TASK_LABELS.get(task, task)}", header, tuple(rows),
                                  ruled_rows=frozenset({first_oracle} - {0})))
     long = pd.DataFrame(long_rows, columns=["model", "task", "method", "label", "metric", "mean", "std", "seeds",
                                             "mark", "oracle"])
-    return render(long, sections, ALL_METRICS_CAPTION, "tab:bomf-all-metrics")
+    return render(long, sections, ALL_METRICS_CAPTION + TRIVIAL_NOTE, "tab:bomf-all-metrics")
 
 
 # --------------------------------------------------------------------------------------------- discrepancy
@@ -484,14 +568,89 @@ def correlation_table(searches: pd.DataFrame) -> Table:
     return render(long, sections, CORRELATION_CAPTION, "tab:bomf-loss-metric-correlation")
 
 
-def run_summary(records: Sequence[EvaluatedModel]) -> pd.DataFrame:
-    """One run's methods side by side; ``warning`` says where a method learned nothing."""
-    notes = run_warnings(records)
+# ----------------------------------------------------------------------------------------- fusion diagnostics
+
+DIAGNOSED_METHOD = "bomf"
+DIAGNOSTICS_CAPTION = (
+    "What BOMF's chosen weights are, per run, against the validation noise. Effective members: (Σw)²/Σw² of its "
+    "weights over the members (1: one member, N: the uniform average of N); largest weight: the largest share; "
+    f"vertex: one member holds all the weight (≥ 1 − {VERTEX_TOLERANCE:g}), the \"fusion\" is that checkpoint. "
+    "Members' range and std: max − min and sample std of the members' validation primary metric (as BOMF's "
+    "search scored them, history.csv). Gain: BOMF's validation primary metric minus the best member's (in the "
+    "metric's direction, positive: BOMF better). Val. SE: the standard error of BOMF's validation primary metric "
+    "at the validation size (split.json): sqrt(p(1 − p)/n) for accuracy, error rate and exact match; for other "
+    "metrics, which keep no per-example validation predictions, the std of the metric over {resamples} bootstrap "
+    "resamples of BOMF's test predictions times sqrt(test size / validation size). Scores ×100 for a score "
+    "within [−1, 1]; a gain or a range inside Val. SE is within the noise the choice acted on.")
+
+
+def member_scores(searches: pd.DataFrame, task: str, model: str, seed: int, metric: str) -> list[float]:
+    """The members' validation ``metric`` in one run, from the first search whose history scored them."""
+    if "source" not in searches.columns:
+        return []
+    rows = searches[(searches["task"] == task) & (searches["model"] == model) & (searches["seed"] == seed)
+                    & (searches["source"] == "member")]
+    return [] if rows.empty else list(rows.loc[rows["search"] == rows["search"].iloc[0], metric])
+
+
+def fusion_diagnostics_table(records: Sequence[EvaluatedModel], weights: Mapping[tuple, list[float] | None],
+                             searches: pd.DataFrame, splits: Mapping[str, dict], resamples: int = 1000) -> Table:
+    """Table 9: per run, BOMF's effective number of members, whether it is one member, the members' validation
+    spread, its validation gain over the best member and the validation standard error.
+
+    ``weights``: by (task, model, seed, method), each method's weights over the members (None: it has none);
+    ``splits``: task -> its split.json (the validation size)."""
+    tasks = ordered((r.task for r in records), list(TASK_LABELS))
+    ours = sorted((r for r in records if r.method == DIAGNOSED_METHOD),
+                  key=lambda r: (r.model, tasks.index(r.task), r.seed))
+    columns = {"effective_members": ("Eff. members", 1), "largest_weight": ("Largest weight", 2),
+               "vertex": ("Vertex", None), "member_range": ("Members' range", 100),
+               "member_std": ("Members' std", 100), "gain_over_best_member": ("Gain", 100),
+               "validation_se": ("Val. SE", 100)}
+    long_rows, sections = [], []
+    for model in sorted({r.model for r in ours}):
+        rows = []
+        for r in (r for r in ours if r.model == model):
+            metric = METRICS[r.primary_metric]
+            size = splits.get(r.task, {}).get("sizes", {}).get("val")
+            found = fusion_diagnostics(r, weights.get((r.task, r.model, r.seed, r.method)),
+                                       member_scores(searches, r.task, r.model, r.seed, r.primary_metric), size,
+                                       resamples)
+            cells = []
+            for key, (_, scale) in columns.items():
+                value = found[key]
+                if key == "vertex":
+                    cells.append("–" if value is None else ("yes" if value else "no"))
+                elif not np.isfinite(value):
+                    cells.append(None)
+                elif scale == 100:
+                    cells.append(Number(metric.scale * value, decimals=_decimals(r.primary_metric)))
+                else:
+                    cells.append(Number(value, decimals=scale))
+            rows.append((_task_header(r.task, r.primary_metric), str(r.seed), *cells))
+            long_rows.append({"model": model, "task": r.task, "seed": r.seed, "method": r.method,
+                              "metric": r.primary_metric, "validation_size": size, **found})
+        header = ("Task", "Seed", *(label for label, _ in columns.values()))
+        sections.append(Section(model, header, tuple(rows), text_columns=2))
+    long = pd.DataFrame(long_rows, columns=["model", "task", "seed", "method", "metric", "validation_size",
+                                            *columns])
+    return render(long, sections, DIAGNOSTICS_CAPTION.format(resamples=resamples), "tab:bomf-fusion-diagnostics")
+
+
+def run_summary(records: Sequence[EvaluatedModel], weights: Mapping[str, list[float] | None] | None = None,
+                members: Sequence[float] = (), split: dict | None = None) -> pd.DataFrame:
+    """One run's methods side by side, each with its ``fusion_diagnostics`` (``weights``: method -> its weights
+    over the members, None where it has none; ``members``: the members' validation primary metric; ``split``:
+    the task's split.json, for the validation size and the trivial answer); ``warning`` says where a method
+    learned nothing."""
+    split = split or {}
+    notes = run_warnings(records, split.get("trivial"))
     rows = []
     for r in records:
         row = {"method": r.method}
         row.update({f"val_{k}": v for k, v in r.validation.items()})
         row.update({f"test_{k}": v for k, v in r.test.items()})
+        row.update(fusion_diagnostics(r, (weights or {}).get(r.method), members, split.get("sizes", {}).get("val")))
         rows.append({**row, "warning": notes[r.method]})
     return pd.DataFrame(rows)
 
@@ -508,11 +667,14 @@ class TableInputs:
     benchmarks: pd.DataFrame
     evaluations: dict[tuple, int]
     searches: pd.DataFrame  # every point the searches evaluated (correlation_table)
+    # By (task, model, seed, method), each method's weights over the members (None where it has none).
+    weights: dict[tuple, list[float] | None] = field(default_factory=dict)
+    splits: dict[str, dict] = field(default_factory=dict)  # task -> its data job's split.json
 
     @cached_property
     def main(self) -> tuple[Table, Table]:
         """Table 1 and its significance tests, computed once for both files."""
-        return main_table(self.records, self.methods, resamples=self.resamples)
+        return main_table(self.records, self.methods, resamples=self.resamples, splits=self.splits)
 
 
 # Every table the paper_tables job writes, <output_dir>/tables/<name>.{csv,md,tex}, in the order it builds them:
@@ -521,10 +683,12 @@ TABLES: dict[str, Callable[[TableInputs], Table]] = {
     "table1_main": lambda inputs: inputs.main[0],
     "table1_significance": lambda inputs: inputs.main[1],
     "table2_discrepancy": lambda inputs: discrepancy_table(inputs.records),
-    "table3_ablation": lambda inputs: ablation_table(inputs.records),
-    "table4_outer_bo": lambda inputs: outer_bo_table(inputs.records),
+    "table3_ablation": lambda inputs: ablation_table(inputs.records, inputs.splits),
+    "table4_outer_bo": lambda inputs: outer_bo_table(inputs.records, inputs.splits),
     "table5_cost": lambda inputs: cost_table(inputs.benchmarks, inputs.evaluations),
-    "table6_all_metrics": lambda inputs: all_metrics_table(inputs.records, inputs.methods),
+    "table6_all_metrics": lambda inputs: all_metrics_table(inputs.records, inputs.methods, inputs.splits),
     "table7_selection": lambda inputs: selection_table(inputs.records, inputs.methods),
     "table8_loss_metric_correlation": lambda inputs: correlation_table(inputs.searches),
+    "table9_fusion_diagnostics": lambda inputs: fusion_diagnostics_table(
+        inputs.records, inputs.weights, inputs.searches, inputs.splits, inputs.resamples),
 }

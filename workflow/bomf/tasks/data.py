@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..io import write_json, write_jsonl
 from ..runtime import tell_user
+from .kinds import kind_of
 from .readers import TEXT_SOURCES, load_raw_splits
 from .registry import TaskSpec
 
@@ -54,6 +55,10 @@ def _carve_groups(examples: list[dict], val_size: int, rng: random.Random) -> tu
 def prepare_task_data(spec: TaskSpec, data_config: dict, custom_tasks: dict, out_dir: str | Path) -> dict:
     """Read a task, split it and write ``{train,val,test}.jsonl`` and ``split.json`` into ``out_dir``."""
     train, test = load_raw_splits(spec, data_config, custom_tasks)
+    if spec.kind == "classification":
+        where = custom_tasks[spec.name]["train"] if spec.name in custom_tasks else _describe_source(
+            spec, data_config, custom_tasks)
+        _warn_unlearnable_labels(spec, train, test, where)
     splits = make_splits(train, test, data_config)
     out_dir = Path(out_dir)
     for split in SPLITS:
@@ -65,15 +70,27 @@ def prepare_task_data(spec: TaskSpec, data_config: dict, custom_tasks: dict, out
         "split_seed": data_config["split_seed"],
         "raw_sizes": {"train": len(train), "test": len(test)},
         "sizes": {split: len(splits[split]) for split in SPLITS},
+        "trivial": _trivial(spec, splits["train"]),
     }
     duplicates = _duplicates(splits)
     if duplicates is not None:
         summary["duplicates"] = duplicates
-        if any(duplicates.values()):
+        test_size = len(splits["test"])
+        if duplicates["test_in_train"] > test_size / 2:  # the test score mostly measures memorisation
+            tell_user(f"{spec.name}: {duplicates['test_in_train']} of {test_size} test examples (more than half) "
+                      f"also occur in train, so test scores mostly measure memorisation; hold out a test set "
+                      f"that does not repeat the training texts")
+        elif any(duplicates.values()):
             tell_user(f"{spec.name}: {duplicates['val_in_train']} validation and {duplicates['test_in_train']} "
                       f"test examples also occur in train")
     write_json(out_dir / "split.json", summary)
     return summary
+
+
+def _trivial(spec: TaskSpec, train: list[dict]) -> dict | None:
+    """The kind's trivial answer from train (None where the kind has none): the tables score it on test."""
+    trivial = kind_of(spec).trivial
+    return None if trivial is None else {"name": trivial.name, "answer": trivial.of(train)}
 
 
 def _duplicates(splits: dict[str, list[dict]]) -> dict[str, int] | None:
@@ -83,6 +100,17 @@ def _duplicates(splits: dict[str, list[dict]]) -> dict[str, int] | None:
         return None  # QA and generation examples: kept apart by ``group`` instead
     train = {tuple(e["text"]) for e in splits["train"]}
     return {f"{split}_in_train": sum(tuple(e["text"]) in train for e in splits[split]) for split in ("val", "test")}
+
+
+def _warn_unlearnable_labels(spec: TaskSpec, train: list[dict], test: list[dict], where: str) -> None:
+    """A declared label no training example has: the model cannot learn it (``where``: the training data)."""
+    in_train = {example["label"] for example in train}
+    in_test = {example["label"] for example in test}
+    for index, label in enumerate(spec.labels):
+        if index not in in_train:
+            tell_user(f"{spec.name}: label {label!r} never occurs in the training data ({where}; "
+                      f"{'only in test' if index in in_test else 'nor in test'}), so the model cannot learn "
+                      f"to predict it; check the data or the task's labels")
 
 
 def _describe_protocol(spec: TaskSpec, data_config: dict) -> str:

@@ -18,12 +18,35 @@ its schema section.
 """
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
 from ..device import frozen_dtype
 from ..metrics import metrics_of
 from .registry import TaskSpec
+
+
+@dataclass(frozen=True)
+class TrivialAnswer:
+    """A kind's trivial answer: one prediction for every example, from the training split alone. A model that
+    learned nothing scores about what it scores: the tables show it beside the oracle, and the warnings name it."""
+
+    name: str  # what the tables and warnings call it
+    of: Callable[[list[dict]], object]  # the training examples -> the prediction, as the test records hold them
+
+
+def _majority_class(examples: list[dict]):
+    labels = [e["label"] for e in examples]
+    return max(sorted(set(labels)), key=labels.count)  # a tie: the lowest class id
+
+
+def _mean(examples: list[dict]) -> float:
+    return sum(e["label"] for e in examples) / len(examples)
+
+
+def _no_answer(examples: list[dict]) -> str:
+    return ""  # what tasks.qa predicts for "no answer"
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,7 @@ class TaskKind:
     metrics: tuple[str, ...]  # the metrics a task of this kind may report (those metrics.METRICS gives it)
     settings_section: str | None = None  # the config section its data and evaluation read
     text_scored: bool = False  # scored on text (tasks.text_metrics), not on class ids or scores
+    trivial: TrivialAnswer | None = None  # None: the kind has none
 
     @property
     def implementation(self) -> ModuleType:
@@ -61,9 +85,14 @@ class TaskKind:
 
 
 KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (
-    TaskKind("classification", "sequence", "encoder", metrics_of("classification")),
-    TaskKind("regression", "sequence", "encoder", metrics_of("regression")),
-    TaskKind("extractive_qa", "qa", "encoder", metrics_of("extractive_qa"), "qa", text_scored=True),
+    TaskKind("classification", "sequence", "encoder", metrics_of("classification"),
+             trivial=TrivialAnswer("the training majority class", _majority_class)),
+    TaskKind("regression", "sequence", "encoder", metrics_of("regression"),
+             trivial=TrivialAnswer("the training mean", _mean)),
+    TaskKind("extractive_qa", "qa", "encoder", metrics_of("extractive_qa"), "qa", text_scored=True,
+             trivial=TrivialAnswer("no answer", _no_answer)),
+    # No trivial answer: any one text for every input (the most frequent training reference, say) is an
+    # arbitrary pick, not what a generator that learned nothing produces; constant predictions still warn.
     TaskKind("generation", "generation", "causal_lm", metrics_of("generation"), "generation", text_scored=True),
 )}
 

@@ -112,12 +112,26 @@ def read_glue_hub(spec: TaskSpec, split: str) -> list[dict]:
     return [{"text": [row[c] for c in text_fields], "label": row["label"]} for row in dataset]
 
 
+# A custom task's file types, by suffix (any case).
+CUSTOM_FORMATS = (".csv", ".jsonl")
+
+
+def custom_format(path: Path) -> str:
+    """".csv" or ".jsonl", from ``path``'s suffix in any case; any other suffix is a DataError naming it."""
+    suffix = path.suffix.lower()
+    if suffix not in CUSTOM_FORMATS:
+        raise DataError(f"{path}: unsupported file type '{path.suffix or '(no suffix)'}'; a custom task's files "
+                        f"are {' or '.join(CUSTOM_FORMATS)} (in any case)")
+    return suffix
+
+
 def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_column: str) -> list[dict]:
     """A user's CSV or JSONL file with named text columns and a label column."""
+    file_format = custom_format(path)
     text = read_text(path, "data file not found")
     wanted = [*text_columns, label_column]
     records = []
-    if path.suffix == ".jsonl":
+    if file_format == ".jsonl":
         for line, raw in enumerate(io.StringIO(text, newline=""), start=1):
             if raw.strip():
                 try:
@@ -149,6 +163,12 @@ def read_custom(spec: TaskSpec, path: Path, text_columns: list[str], label_colum
             if column not in record:
                 raise DataError(f"{path}:{line}: column {column!r} missing")
             _present(record[column], f"{path}:{line}: column {column!r}")
+        for column in text_columns:
+            # str() would train on a structure's Python repr ("{'a': 1}").
+            if isinstance(record[column], (dict, list)):
+                kind = "an object" if isinstance(record[column], dict) else "a list"
+                raise DataError(f"{path}:{line}: column {column!r} holds {kind}, not text; a text column holds "
+                                f"a string (two texts are two text columns)")
         label = _label(spec, record[label_column], f"{path}:{line}: column {label_column!r}")
         examples.append({"text": [str(record[c]) for c in text_columns], "label": label})
     if not examples:
