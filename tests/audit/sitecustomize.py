@@ -10,7 +10,7 @@ import os
 import sys
 
 _LOG = os.environ.get("BOMF_AUDIT_LOG")
-_ALLOWED = {"evaluate_test.py": "r", "oracle_subset.py": "r", "prepare_data.py": "w"}
+_ALLOWED = {"evaluate_test.py": "r", "selection_study.py": "r", "oracle_subset.py": "r", "prepare_data.py": "w"}
 
 
 def _script() -> str | None:

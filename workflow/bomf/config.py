@@ -12,7 +12,7 @@ import math
 import re
 from pathlib import Path
 
-from .settings import canonical, catalog_name, member_steps
+from .settings import canonical, catalog_name, config_runs, member_steps, run_methods
 from .tasks.registry import DataError, get_task
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -220,6 +220,7 @@ def check_semantics(config: dict) -> None:
         *check_fusion(config),
         *check_figures(config),
         *check_method_seeds(config),
+        *check_selection_study(config),
     ]
     if problems:
         raise ConfigError(problem_list(problems))
@@ -591,6 +592,19 @@ def check_method_seeds(config: dict) -> list[str]:
             problems.append(f"method_seeds.{method}: none of {only} is among the runs' seeds {sorted(seeds)}, "
                             f"so {method} would run nowhere; name one of them or drop {method} from its methods")
     return problems
+
+
+def check_selection_study(config: dict) -> list[str]:
+    """The study compares the rules on BOMF's search: it needs BOMF, on a seed a run has."""
+    only = config["tables"]["selection_study"]
+    if not only:
+        return []
+    if "bomf" not in config["fusion"]["methods"]:
+        return ["tables.selection_study: the study reads BOMF's search; add bomf to fusion.methods or set []"]
+    runs = {int(run["seed"]) for run in config_runs(config) if "bomf" in run_methods(config, run)}
+    missing = sorted(set(only) - runs)
+    return [f"tables.selection_study: no run with BOMF has seed {', '.join(map(str, missing))} "
+            f"(BOMF runs on seeds {sorted(runs)})"] if missing else []
 
 
 def job_settings(config: dict, wildcards: dict, keys: tuple[str, ...]) -> dict:

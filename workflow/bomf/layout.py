@@ -10,6 +10,10 @@ BENCHMARK_DIR = "benchmarks"
 # Exported models (Hugging Face directories with model cards) under output_dir, one per run and method below it.
 EXPORT_DIRECTORY = "export"
 
+# The selection-rule study of a run's BOMF search (tables.selection_study), in its run directory: not in
+# fusion/bomf/, which is the fuse job's own output directory.
+SELECTION_STUDY_FILE = "selection_rules.csv"
+
 # A stage-2 member's weights, in members/ of its run (index from 0).
 MEMBER_FILE = "member{index:02d}.safetensors"
 

@@ -326,6 +326,49 @@ def evaluate_test(config: dict, task: str, model: str, seed: int, method: str, d
     print(f"{method}: test {scores}")
 
 
+def selection_study(config: dict, task: str, model: str, seed: int, data_dir, members_dir, fusion_dir, out) -> None:
+    """Every registered Pareto-point rule (``fuse.selection.SELECTION_RULES``) applied to the Pareto set of
+    BOMF's search (``fusion_dir``: its history.csv), and each distinct chosen point rebuilt from the members and
+    scored on test by the evaluation evaluate_test runs: which rule generalises, on the same search. Each rule
+    is given the validation standard error of the best-metric point, measured once here."""
+    import pandas as pd
+    import torch
+
+    from .fuse.fusion import FusionObjective
+    from .fuse.mobo import WEIGHT_PREFIX, history_front
+    from .fuse.selection import SELECTION_RULES, standard_error_point
+
+    run = Run(config, task, model, seed)
+    history = pd.read_csv(Path(fusion_dir) / "history.csv", float_precision="round_trip")  # the exact floats
+    names, primary, used = ["loss", *run.task.metrics], run.task.primary_metric, config["fusion"]["selection"]
+    front, front_yn = history_front(history, names)  # BOMF searches every objective
+
+    def weights(index: int) -> torch.Tensor:
+        columns = [c for c in history.columns if c.startswith(WEIGHT_PREFIX)]
+        return torch.tensor(history.loc[index, columns].to_numpy(dtype=float), dtype=torch.float64)
+
+    stack, fused = member_stack(run, members_dir)
+    splits = run.splits(data_dir, ("val", "test"))
+    scorer = {split: FusionObjective(stack, fused, splits[split], run.task, config["optim"]["eval_batch_size"],
+                                     run.device) for split in splits}
+    measured = standard_error_point(front, front_yn, primary)
+    standard_error = scorer["val"].standard_error(weights(measured), primary)
+    picks = {name: rule(front, front_yn, primary, standard_error) for name, rule in SELECTION_RULES.items()}
+    recorded = int(history.index[history["chosen"]][0])
+    if picks.get(used) != recorded:
+        raise ValueError(f"{fusion_dir}/history.csv: its chosen evaluation {recorded} is not what fusion.selection "
+                         f"'{used}' picks ({picks.get(used)}): the search was chosen under another rule or code; "
+                         f"rerun the fuse job")
+    tested = {index: scorer["test"](weights(index)) for index in sorted(set(picks.values()))}
+    rows = [{"rule": name, "used": name == used, "evaluation": index, "metric": primary,
+             **{f"val_{n}": history.loc[index, n] for n in names}, **{f"test_{n}": v for n, v in tested[index].items()},
+             "standard_error": standard_error, "standard_error_evaluation": measured}
+            for name, index in picks.items()]
+    frame = pd.DataFrame(rows)
+    write_csv(out, frame)
+    print(frame.to_string(index=False))
+
+
 def export_model(config: dict, task: str, model: str, seed: int, method: str, members_dir, fusion_dir, test_file,
                  commands_log, out_dir) -> None:
     """A method's model as a self-contained Hugging Face directory with its model card."""
@@ -355,12 +398,22 @@ def _search_histories(records: list, fusion_dirs: list) -> list:
             for r, d in zip(records, fusion_dirs) if r.method in SEARCH_LABELS]
 
 
+def _selection_studies(study_files: list):
+    """Every run's selection_rules.csv, with its task, model and seed (from its run directory)."""
+    import pandas as pd
+
+    frames = [pd.read_csv(path).assign(**dict(zip(("task", "model", "seed"), run_of(Path(path).parent))))
+              for path in study_files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def paper_tables(config: dict, test_files: list, fusion_dirs: list, trial_files: list, split_files: list,
-                 benchmark_root, out_dir, out_provenance) -> None:
+                 benchmark_root, out_dir, out_provenance, study_files: list = ()) -> None:
     """Every table from the test records of all runs (``fusion_dirs`` in the same order: how many objective
     evaluations each method used, its weights, and the BO searches' histories), the stage-1 trials of the runs
     that had a stage 1 (``trial_files``), each task's split.json (``split_files``: the validation size and the
-    trivial answer) and the Snakemake benchmark files under ``benchmark_root``."""
+    trivial answer), the Snakemake benchmark files under ``benchmark_root`` and the selection-rule studies of
+    the runs that have one (``study_files``)."""
     import pandas as pd
 
     from .report.costs import read_benchmarks
@@ -382,7 +435,8 @@ def paper_tables(config: dict, test_files: list, fusion_dirs: list, trial_files:
                          searches=pd.concat(searches, ignore_index=True) if searches else
                          pd.DataFrame(columns=["task", "model", "seed", "search", "loss"]),
                          weights={key: s.weights for key, s in selected.items()},
-                         splits={Path(path).parent.name: read_json(path) for path in split_files})
+                         splits={Path(path).parent.name: read_json(path) for path in split_files},
+                         studies=_selection_studies(study_files))
     for name, build in TABLES.items():
         build(inputs).write(Path(out_dir) / name)
     write_json(out_provenance, provenance(config, computed_on(test_files)))

@@ -83,6 +83,11 @@ def run_methods(config: dict, run) -> list[str]:
     return methods
 
 
+def has_selection_study(config: dict, run) -> bool:
+    """Whether one run's BOMF search gets the selection-rule study (tables.selection_study: its seeds)."""
+    return int(run["seed"]) in config["tables"]["selection_study"] and "bomf" in run_methods(config, run)
+
+
 def canonical(value):
     """``value`` with every mapping's keys sorted: Snakemake compares params as text, so the order keys were
     written in a config file must not count as a change."""

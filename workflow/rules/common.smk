@@ -8,7 +8,7 @@ from pathlib import Path
 from bomf.config import ConfigError, job_settings, validate_config
 from bomf.device import COMPUTE_SETTINGS, local_problem
 from bomf.fuse.methods import TRAINING_SPLIT_METHODS, setting_keys
-from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, prepared_model_dir
+from bomf.layout import BENCHMARK_DIR, EXPORT_DIRECTORY, MEMBER_FILE, RUN_DIR, SELECTION_STUDY_FILE, prepared_model_dir
 from bomf.memory import STACK_JOBS, job_device_memory_mb, job_memory_mb, model_parameters
 from bomf.records import (
     EVALUATION_FILE,
@@ -19,7 +19,7 @@ from bomf.records import (
     SUGGESTION_FILE,
 )
 from bomf.report.provenance import log_command
-from bomf.settings import canonical, catalog_name, config_runs, run_methods
+from bomf.settings import canonical, catalog_name, config_runs, has_selection_study, run_methods
 from bomf.sources import is_prepared
 from bomf.train.checkpoints import find_checkpoints
 

@@ -1,4 +1,5 @@
-# Test evaluation (the only rule that reads the test split) and the result tables.
+# Test evaluation (with the opt-in selection-rule study, the only rules that read the test split) and the
+# result tables.
 
 
 rule evaluate_test:
@@ -27,6 +28,36 @@ rule evaluate_test:
         settings=model_settings("optim.eval_batch_size", "fusion.device_memory"),
     script:
         "../scripts/evaluate_test.py"
+
+
+# The selection-rule study (tables.selection_study: its seeds): every Pareto-point rule on the same BOMF search,
+# each rule's pick rebuilt from the members and scored on test as evaluate_test scores it.
+rule selection_study:
+    input:
+        model=prepared_model,
+        data=f"{OUT}/data/{{task}}/test.jsonl",
+        val=f"{OUT}/data/{{task}}/val.jsonl",
+        members=member_files,
+        manifest=MANIFEST,
+        fusion=f"{RUN}/fusion/bomf",
+    output:
+        f"{RUN}/{SELECTION_STUDY_FILE}",
+    log:
+        f"{LOG}/selection_study.log",
+    benchmark:
+        f"{BENCH}/selection_study.tsv"
+    conda:
+        "../../envs/bomf.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=memory_mb("selection_study"),
+        gpu_memory_mb=memory_mb("selection_study", on_gpu=True),
+        runtime=60,
+    params:
+        settings=model_settings("optim.eval_batch_size", "fusion.device_memory", "fusion.selection"),
+    script:
+        "../scripts/selection_study.py"
 
 
 # The models users take away (export.methods): a self-contained Hugging Face directory each, with its model card.
@@ -88,6 +119,8 @@ rule paper_tables:
         splits=sorted({f"{OUT}/data/{run['task']}/split.json" for run in RUNS}),
         # Jobs whose benchmark files the cost table reads, beyond those the test results need.
         costs=[path.format(**run) for run in RUNS for path in cost_only_outputs(run)],
+        # The selection-rule study of the runs that have it (tables.selection_study).
+        studies=[f"{RUN}/{SELECTION_STUDY_FILE}".format(**run) for run in RUNS if has_selection_study(config, run)],
     output:
         [
             report(TABLE_FILE.format(name=name, ext="csv"), caption=f"../report/{name}.rst", category="Tables")

@@ -29,6 +29,7 @@ from .methods import MERGE_GRIDS, SETTINGS
 from .otfusion import layout as otfusion_layout
 from .otfusion import otfusion
 from .points import Aligned, Span, Stored
+from .selection import bootstrap_standard_error
 
 SIMPLEX_TOLERANCE = 1e-6
 
@@ -208,6 +209,13 @@ class FusionObjective:
     def __call__(self, point: "torch.Tensor | Merge | Stored") -> dict[str, float]:
         self.fused_model(point)
         return self.score()
+
+    def standard_error(self, point: "torch.Tensor | Merge | Stored", metric: str) -> float:
+        """The bootstrap standard error of ``point``'s ``metric`` over the split's examples
+        (``selection.bootstrap_standard_error``): one evaluation, not journaled, whose predictions it keeps."""
+        self.fused_model(point)
+        _, predictions = self.val.evaluate(self.model, list(self.task.metrics), self.batch_size, self.device)
+        return bootstrap_standard_error(predictions, self.val.references, metric)
 
     def fused_model(self, point: "torch.Tensor | Merge | Stored") -> nn.Module:
         """The evaluation model holding ``point``'s parameters. Built here, not taken as the model stands,

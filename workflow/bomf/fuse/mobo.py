@@ -16,6 +16,7 @@ replays; the rule that picks one Pareto point is registered in ``selection.SELEC
 import math
 import time
 
+import numpy as np
 import pandas as pd
 import torch
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
@@ -36,7 +37,7 @@ from torch.quasirandom import SobolEngine
 from ..metrics import sign
 from ..runtime import seed_everything, torch_threads
 from .journal import JournaledObjective
-from .selection import SELECTION_RULES
+from .selection import SELECTION_RULES, standard_error_point
 from .warmup import prepare_fused_kernel
 
 WEIGHT_PREFIX = "w"
@@ -199,6 +200,14 @@ def pareto_mask(Y: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def history_front(history: pd.DataFrame, searched: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """A finished search's Pareto rows (its ``pareto`` column) and their ``searched`` objectives normalised as
+    the search normalised them, by the members' spread: what its selection rule was given."""
+    normaliser = Normaliser(searched, history.loc[history["source"] == "member", searched].to_dict("records"))
+    front = history[history["pareto"].to_numpy(dtype=bool)]
+    return front, normaliser(front[searched].to_dict("records")).numpy()
+
+
 def run_mobo(objective, member_scores: list[dict[str, float]], config: dict, seed: int,
              searched: list[str] | None = None) -> tuple[pd.DataFrame, int]:
     """Search fusion weights over the ``searched`` objectives (default: all of ``objective.names``); returns
@@ -265,7 +274,14 @@ def run_mobo(objective, member_scores: list[dict[str, float]], config: dict, see
     frame["pareto"] = front_mask.numpy()
     frame["bo_seconds"] = [t[0] for t in timings]
     frame["eval_seconds"] = [t[1] for t in timings]
-    front = frame[frame["pareto"]]
-    chosen = SELECTION_RULES[config["selection"]](front, Yn[front_mask].numpy(), primary)
+    front, front_yn = frame[frame["pareto"]], Yn[front_mask].numpy()
+    rule = SELECTION_RULES[config["selection"]]
+    standard_error = None
+    if rule.needs_standard_error:  # measured only for a rule that reads it: the others choose as they always did
+        measured = standard_error_point(front, front_yn, primary)
+        standard_error = objective.standard_error(weights[measured], primary)
+        print(f"selection {config['selection']}: validation {primary} standard error {standard_error:.4f} "
+              f"(evaluation {measured})", flush=True)
+    chosen = rule(front, front_yn, primary, standard_error)
     frame["chosen"] = frame.index == chosen
     return frame, int(chosen)

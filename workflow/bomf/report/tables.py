@@ -637,6 +637,61 @@ def fusion_diagnostics_table(records: Sequence[EvaluatedModel], weights: Mapping
     return render(long, sections, DIAGNOSTICS_CAPTION.format(resamples=resamples), "tab:bomf-fusion-diagnostics")
 
 
+# ------------------------------------------------------------------------------------ selection-rule study
+
+SELECTION_RULES_CAPTION = (
+    "Which Pareto-point rule generalises: every selection rule applied to the same BOMF search of a run (the "
+    "runs of tables.selection_study), the point it picks rebuilt from the members and scored on test. Cells: "
+    "that point's test primary metric (×100 for a score within [−1, 1]), mean ± sample std over the runs that "
+    "have the study; Avg: the mean over tasks taken per seed, as in Table 1 (where every task's metric has one "
+    "direction and scale). best_metric: the best validation primary metric (ties: lower loss); best_loss: the "
+    "lowest validation loss; knee: nearest the front's utopia point; loss_within_se: the lowest validation loss "
+    "among the points whose primary metric is within one standard error of the best (the bootstrap standard "
+    "error of the best-metric point's validation primary metric). †: the rule the runs' BOMF used "
+    "(fusion.selection). No cell is highlighted: a difference between rules is one search's, on few runs.")
+USED_MARK = " †"
+
+
+def selection_rules_table(studies: pd.DataFrame) -> Table:
+    """Table 10: per task (and Avg where Table 1 has one), the test primary metric of the point each selection rule
+    picks from the same BOMF search, mean over the runs with the study (``studies``: every run's
+    selection_rules.csv with its task, model and seed), the rule BOMF used marked."""
+    from ..fuse.selection import SELECTION_RULES
+
+    long_rows, sections = [], []
+    if not studies.empty:
+        studies = studies.assign(test_score=[METRICS[m].scale * row[f"test_{m}"]
+                                             for m, (_, row) in zip(studies["metric"], studies.iterrows())])
+    for model in sorted(set(studies.get("model", ()))):
+        ours = studies[studies["model"] == model]
+        tasks = ordered(ours["task"], list(TASK_LABELS))
+        metric_of = ours.groupby("task")["metric"].first()
+        header = ("Rule", *(_task_header(t, metric_of[t]) for t in tasks), "Avg")
+        rows = []
+        for rule in ordered(ours["rule"], list(SELECTION_RULES)):
+            picks = ours[ours["rule"] == rule]
+            per_seed = picks.pivot(index="seed", columns="task", values="test_score")
+            cells = []
+            for column in [*tasks, "avg"]:
+                if column == "avg":
+                    values = (per_seed.mean(axis=1) if set(per_seed.columns) == set(tasks)
+                              and _one_form(metric_of[tasks]) else pd.Series(dtype=float))
+                else:
+                    values = per_seed[column] if column in per_seed.columns else pd.Series(dtype=float)
+                values = values.dropna()
+                if values.empty:
+                    cells.append(None)
+                    continue
+                mean, std, seeds = _summary(values)
+                cells.append(Number(mean, std, _decimals(metric_of[column if column != "avg" else tasks[0]])))
+                long_rows.append({"model": model, "rule": rule, "used": bool(picks["used"].any()), "task": column,
+                                  "metric": metric_of.get(column, "avg"), "mean": mean, "std": std, "seeds": seeds})
+            rows.append((rule + (USED_MARK if picks["used"].any() else ""), *cells))
+        sections.append(Section(model, header, tuple(rows)))
+    long = pd.DataFrame(long_rows, columns=["model", "rule", "used", "task", "metric", "mean", "std", "seeds"])
+    return render(long, sections, SELECTION_RULES_CAPTION, "tab:bomf-selection-rules")
+
+
 def run_summary(records: Sequence[EvaluatedModel], weights: Mapping[str, list[float] | None] | None = None,
                 members: Sequence[float] = (), split: dict | None = None) -> pd.DataFrame:
     """One run's methods side by side, each with its ``fusion_diagnostics`` (``weights``: method -> its weights
@@ -670,6 +725,8 @@ class TableInputs:
     # By (task, model, seed, method), each method's weights over the members (None where it has none).
     weights: dict[tuple, list[float] | None] = field(default_factory=dict)
     splits: dict[str, dict] = field(default_factory=dict)  # task -> its data job's split.json
+    # Every run's selection-rule study (selection_rules.csv with its task, model and seed; empty: none ran).
+    studies: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @cached_property
     def main(self) -> tuple[Table, Table]:
@@ -691,4 +748,5 @@ TABLES: dict[str, Callable[[TableInputs], Table]] = {
     "table8_loss_metric_correlation": lambda inputs: correlation_table(inputs.searches),
     "table9_fusion_diagnostics": lambda inputs: fusion_diagnostics_table(
         inputs.records, inputs.weights, inputs.searches, inputs.splits, inputs.resamples),
+    "table10_selection_rules": lambda inputs: selection_rules_table(inputs.studies),
 }
