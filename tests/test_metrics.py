@@ -68,6 +68,11 @@ def test_spearman():
 def test_constant_predictions_have_zero_correlation(name):
     labels = np.array([0.5, 1.5, 3.0, 4.0])
     assert METRICS[name](np.full(4, 2.5), labels) == 0.0
+    # A mean, as the trivial answer predicts: its std rounds to ~1e-16 (scipy then returns NaN), still constant.
+    mean = float(np.mean([0.2, 4.6, 3.3, 2.7, 1.9]))
+    assert np.std(np.full(800, mean)) > 0
+    assert METRICS[name](np.full(800, mean), np.resize(labels, 800)) == 0.0
+    assert METRICS[name].rows(np.full((1, 800), mean), np.resize(labels, (1, 800)))[0] == 0.0
     assert METRICS[name](labels, np.full(4, 1.0)) == 0.0  # constant labels too
     assert not math.isnan(METRICS[name](np.zeros(4), np.zeros(4)))
 

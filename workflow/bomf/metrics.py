@@ -71,8 +71,9 @@ def _sklearn(name: str) -> Score:
 
 def _correlation(name: str) -> Score:
     def metric(predictions: np.ndarray, labels: np.ndarray) -> float:
-        # A constant prediction (e.g. a collapsed regressor) has no defined correlation: score it 0.
-        if np.std(predictions) == 0 or np.std(labels) == 0:
+        # A constant prediction (e.g. a collapsed regressor) has no defined correlation: score it 0. Constant
+        # by max == min: the std of a constant that is no binary fraction (a mean) rounds to ~1e-16, not 0.
+        if np.ptp(predictions) == 0 or np.ptp(labels) == 0:
             return 0.0
         return float(getattr(importlib.import_module("scipy.stats"), name)(predictions, labels)[0])
 
@@ -112,7 +113,8 @@ def _pearson_rows(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
     x = predictions - predictions.mean(axis=1, keepdims=True)
     y = labels - labels.mean(axis=1, keepdims=True)
     scale = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
-    return np.divide((x * y).sum(axis=1), scale, out=np.zeros(len(scale)), where=scale > 0)
+    varies = (np.ptp(predictions, axis=1) > 0) & (np.ptp(labels, axis=1) > 0)  # as _correlation decides
+    return np.divide((x * y).sum(axis=1), scale, out=np.zeros(len(scale)), where=varies & (scale > 0))
 
 
 def _spearman_rows(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
