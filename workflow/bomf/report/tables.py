@@ -146,6 +146,16 @@ def _one_form(metrics: Iterable[str]) -> bool:
     return len({(METRICS[m].higher_is_better, METRICS[m].scale) for m in metrics}) == 1
 
 
+def _seed_values(per_seed: pd.DataFrame, column: str, tasks: list[str], metric_of: pd.Series) -> pd.Series:
+    """One cell's values over seeds (``per_seed``: seeds x tasks): a task's, or for "avg" each seed's mean over
+    the tasks, only where the seed has every task and the tasks' metrics share one form (as Table 1's Avg)."""
+    if column != "avg":
+        return (per_seed[column] if column in per_seed.columns else pd.Series(dtype=float)).dropna()
+    if set(per_seed.columns) != set(tasks) or not _one_form(metric_of[tasks]):
+        return pd.Series(dtype=float)
+    return per_seed.mean(axis=1).dropna()
+
+
 def _records_frame(records: Sequence[EvaluatedModel]) -> pd.DataFrame:
     """One row per record: test score and validation loss and error, scores at their metric's scale, and the
     metric's sign (+1: higher is better)."""
@@ -452,12 +462,7 @@ def selection_table(records: Sequence[EvaluatedModel], methods: Sequence[str]) -
             per_seed = ours[ours["method"] == method].pivot(index="seed", columns="task", values="gap")
             cells = []
             for column in [*tasks, "avg"]:
-                if column == "avg":
-                    values = (per_seed.mean(axis=1) if set(per_seed.columns) == set(tasks)
-                              and _one_form(metric_of[tasks]) else pd.Series(dtype=float))
-                else:
-                    values = per_seed[column] if column in per_seed.columns else pd.Series(dtype=float)
-                values = values.dropna()
+                values = _seed_values(per_seed, column, tasks, metric_of)
                 if values.empty:
                     cells.append(None)
                     continue
@@ -673,12 +678,7 @@ def selection_rules_table(studies: pd.DataFrame) -> Table:
             per_seed = picks.pivot(index="seed", columns="task", values="test_score")
             cells = []
             for column in [*tasks, "avg"]:
-                if column == "avg":
-                    values = (per_seed.mean(axis=1) if set(per_seed.columns) == set(tasks)
-                              and _one_form(metric_of[tasks]) else pd.Series(dtype=float))
-                else:
-                    values = per_seed[column] if column in per_seed.columns else pd.Series(dtype=float)
-                values = values.dropna()
+                values = _seed_values(per_seed, column, tasks, metric_of)
                 if values.empty:
                     cells.append(None)
                     continue
