@@ -14,8 +14,11 @@ import yaml
 from conftest import REPO, TINY_GENERATION_CONFIG, TINY_QA_CONFIG, write_tiny_config
 
 from bomf.fuse.mobo import weight_columns
+from bomf.report.diagnostics import TRIVIAL
 from bomf.report.publish import REBUILD_RULES, publish
 from bomf.report.tables import TABLES
+from bomf.tasks.kinds import kind_of
+from bomf.tasks.registry import get_task
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FUSION_METHODS = ["bomf", "swa", "greedy_soup", "learned_soup", "bo_metric", "bo_loss", "best_member",
@@ -174,8 +177,10 @@ def test_end_to_end_tiny_run(tmp_path, tiny_model_dir):
     for label in ("BOMF", "SWA", "Greedy soup", "Learned soup", "Best subset (oracle, test-selected)"):
         assert f"| {label} |" in main, label
     results = pd.read_csv(tables / "table1_main.csv")
-    assert {"rte", "stsb"} <= set(results["task"]) and set(METHODS) == set(results["method"])
+    # Beside the methods, the kinds' trivial answer (majority class, mean): a reference row, never marked.
+    assert {"rte", "stsb"} <= set(results["task"]) and {*METHODS, TRIVIAL} == set(results["method"])
     assert results.loc[results["method"] == "oracle_subset", "oracle"].all()
+    assert results.loc[results["method"] == TRIVIAL, "mark"].isna().all()
     significance = pd.read_csv(tables / "table1_significance.csv")
     assert set(significance["comparison"]) == {"swa", "best baseline", "sign test"}
     assert pd.concat([significance["p_value"], significance["run_p_value"]]).dropna().between(0, 1).all()
@@ -379,7 +384,8 @@ def check_text_run(workdir: Path, task: str, metrics: list[str], methods: list[s
         assert all((tables / f"{name}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex")), name
     every_metric = pd.read_csv(tables / "table6_all_metrics.csv")
     ours = every_metric[every_metric["task"] == task]
-    assert set(ours["method"]) == set(methods) and set(ours["metric"]) == {*metrics, "loss"}
+    trivial = {TRIVIAL} if kind_of(get_task(task, {})).trivial is not None else set()  # generation has none
+    assert set(ours["method"]) == {*methods, *trivial} and set(ours["metric"]) == {*metrics, "loss"}
     significance = pd.read_csv(tables / "table1_significance.csv")
     assert set(significance.loc[significance["task"] == task, "metric"]) == {metrics[0]}
     run = workdir / "results" / task / "tiny" / "seed0"
@@ -415,8 +421,6 @@ def check_lora_export(workdir: Path, task: str, base_dir: Path, test: dict) -> N
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bomf.io import read_jsonl
-    from bomf.tasks.kinds import kind_of
-    from bomf.tasks.registry import get_task
 
     export = workdir / "results/export" / task / "tiny/seed0/bomf"
     settings = yaml.safe_load((workdir / "config.yaml").read_text())
